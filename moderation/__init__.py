@@ -1,0 +1,1 @@
+"""Domain core shared by every dfmod process: settings, storage, preprocessing, policy, CLI."""

@@ -1,0 +1,64 @@
+"""The ``dfmod`` command line: one entry point, subcommands living beside the code they drive.
+
+Commands are registered by dotted path and imported on first use, so ``dfmod api`` never imports
+torch and ``dfmod train`` never imports Flask.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+from moderation.settings import load_settings, settings_table
+
+# command name -> ("module:attribute", one-line help); each subsystem owns its own commands.
+# The help is repeated here so that `dfmod --help` lists everything without importing torch.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo-data": ("training.cli:demo_data", "Generate a deterministic synthetic real/fake set."),
+    "train": ("training.cli:train", "Train the detector on real/ + fake/ folders or a CSV."),
+    "evaluate": ("training.cli:evaluate", "Evaluate a checkpoint and write a report folder."),
+    "export": ("training.cli:export", "Export ONNX/TorchScript as a new model version."),
+    "triton": ("worker.triton_server:triton_command", "Run the bundled Triton server."),
+    "scan": ("worker.scan:scan_command", "Score image files through Triton, no queue."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports each subcommand only when it is invoked or listed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module_name, attr = COMMANDS[cmd_name][0].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in COMMANDS]
+        for name in super().list_commands(ctx):
+            command = super().get_command(ctx, name)
+            rows.append((name, command.get_short_help_str() if command else ""))
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
+
+
+@click.group(cls=LazyGroup)
+@click.option("--log-level", default=None, help="Logging level (default: DFMOD_LOG_LEVEL or INFO).")
+def main(log_level: str | None) -> None:
+    """dfmod: deepfake moderation backend."""
+    level = (log_level or load_settings().log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command("settings")
+def settings_command() -> None:
+    """Print every DFMOD_* setting with its default as a Markdown table."""
+    click.echo(settings_table())
+
+
+if __name__ == "__main__":
+    main()

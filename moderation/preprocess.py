@@ -1,0 +1,198 @@
+"""The only place that turns media bytes into the model's input array.
+
+The worker, ``dfmod scan`` and training's evaluation transform all call :func:`load_image`, so a
+served score and an evaluated score see identical pixels. Every refusal is a :class:`MediaRejected`
+with a machine-readable ``reason`` the API and the worker report as is.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+from moderation.contract import INPUT_SIZE
+
+logger = logging.getLogger(__name__)
+
+# Reason codes shared with the submission lifecycle (failed.reason).
+UNSUPPORTED_MEDIA = "unsupported_media"
+UNREADABLE_MEDIA = "unreadable_media"
+TOO_LARGE = "too_large"
+
+# Magic numbers -> Pillow format name. Sniffed from the bytes, never from a name or content type.
+_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
+    (b"GIF87a", 0, "GIF"),
+    (b"GIF89a", 0, "GIF"),
+    (b"BM", 0, "BMP"),
+    (b"II*\x00", 0, "TIFF"),
+    (b"MM\x00*", 0, "TIFF"),
+)
+_OTHER_KINDS: tuple[tuple[bytes, str], ...] = (
+    (b"<svg", "SVG"),
+    (b"<?xml", "XML/SVG"),
+    (b"<!doctype html", "HTML"),
+    (b"<html", "HTML"),
+    (b"%pdf", "PDF"),
+    (b"pk\x03\x04", "ZIP"),
+    (b"\x00\x00\x00", "video or other binary"),
+)
+DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+
+
+class MediaRejected(ValueError):
+    """Media that cannot be scored; ``reason`` is a stable code, ``detail`` says what was expected."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What :func:`load_image` accepts; built from settings by the processes that call it."""
+
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    size: int = INPUT_SIZE
+
+    @classmethod
+    def from_settings(cls, settings: object) -> ImageLimits:
+        """Returns the limits configured in a :class:`moderation.settings.Settings`."""
+        return cls(
+            max_bytes=settings.max_upload_bytes,  # type: ignore[attr-defined]
+            max_pixels=settings.max_image_pixels,  # type: ignore[attr-defined]
+            formats=settings.image_formats,  # type: ignore[attr-defined]
+        )
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Returns the image format the bytes really are (Pillow's name), or None."""
+    for magic, offset, name in _SIGNATURES:
+        if data[offset : offset + len(magic)] == magic:
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _describe_unknown(data: bytes) -> str:
+    head = data[:64].lstrip().lower()
+    for magic, label in _OTHER_KINDS:
+        if head.startswith(magic):
+            return label
+    if data[4:8] == b"ftyp":
+        return "MP4/MOV/HEIC container"
+    return "unrecognised bytes"
+
+
+def _check_bytes(data: bytes, limits: ImageLimits) -> str:
+    if not data:
+        raise MediaRejected(UNREADABLE_MEDIA, "the file is empty; expected an image")
+    if len(data) > limits.max_bytes:
+        raise MediaRejected(
+            TOO_LARGE, f"the file has {len(data)} bytes; expected at most {limits.max_bytes}"
+        )
+    fmt = sniff_format(data)
+    allowed = ", ".join(limits.formats)
+    if fmt is None:
+        raise MediaRejected(
+            UNSUPPORTED_MEDIA, f"the bytes look like {_describe_unknown(data)}; expected {allowed}"
+        )
+    if fmt not in limits.formats:
+        raise MediaRejected(UNSUPPORTED_MEDIA, f"{fmt} is not accepted; expected {allowed}")
+    return fmt
+
+
+def _open(data: bytes, fmt: str, limits: ImageLimits) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[fmt])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise MediaRejected(TOO_LARGE, f"decompression bomb refused: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise MediaRejected(UNREADABLE_MEDIA, f"cannot parse the {fmt} header: {exc}") from exc
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise MediaRejected(UNREADABLE_MEDIA, f"the image is {width}x{height}; expected pixels")
+    if width * height > limits.max_pixels:
+        raise MediaRejected(
+            TOO_LARGE,
+            f"the image is {width}x{height} = {width * height} pixels; "
+            f"expected at most {limits.max_pixels}",
+        )
+    return image
+
+
+def _decode_first_frame(image: Image.Image, fmt: str) -> Image.Image:
+    try:
+        image.seek(0)
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise MediaRejected(UNREADABLE_MEDIA, f"the {fmt} data is truncated or corrupt: {exc}") from exc
+    try:
+        oriented = ImageOps.exif_transpose(image)
+    except Exception:  # a broken EXIF block must not lose an otherwise good image
+        logger.debug("ignoring unreadable EXIF orientation", exc_info=True)
+        oriented = image
+    return oriented if oriented is not None else image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Returns the image in RGB: alpha composited on white, 16-bit and float scaled to 8 bits."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(image, dtype=np.int64)
+        top = 65535 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
+        arr8 = np.clip(arr * 255 // max(top, 1), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    if mode == "F":
+        arr = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
+        scaled = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.astype(np.uint8), "L").convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Returns the model input for image bytes: uint8 [size, size, 3] RGB, C-contiguous.
+
+    Raises :class:`MediaRejected` for anything that is not an accepted, intact, bounded image.
+    """
+    fmt = _check_bytes(data, limits)
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        image = _decode_first_frame(_open(data, fmt, limits), fmt)
+        rgb = to_rgb(image)
+        resized = rgb.resize((limits.size, limits.size), Image.Resampling.BILINEAR)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8))
+
+
+def load_image_file(path: str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Returns the model input for an image file (see :func:`load_image`)."""
+    with open(path, "rb") as handle:
+        return load_image(handle.read(), limits)

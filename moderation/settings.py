@@ -1,0 +1,130 @@
+"""Settings for every dfmod process: embedded defaults, overridden by ``DFMOD_*`` variables.
+
+One frozen dataclass, built once per process by :func:`load_settings`. The README's settings table
+is generated from the same field list (``dfmod settings``), so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env_name(name: str) -> str:
+    return "DFMOD_" + name.upper()
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the service; field names map to ``DFMOD_<NAME>`` variables."""
+
+    data_dir: Path = _setting(Path("var"), "Folder for the embedded database, broker and blobs")
+    api_host: str = _setting("127.0.0.1", "Address the webhook API listens on")
+    api_port: int = _setting(8080, "Port of the webhook API and dashboard")
+    database_url: str = _setting("", "SQLAlchemy URL; default sqlite:///<data_dir>/dfmod.db")
+    broker_url: str = _setting("", "Celery broker URL; default sqla+sqlite:///<data_dir>/broker.db")
+    triton_host: str = _setting("127.0.0.1", "Host of the Triton server")
+    triton_grpc_port: int = _setting(8001, "Triton gRPC port")
+    triton_http_port: int = _setting(8000, "Triton HTTP port")
+    triton_metrics_port: int = _setting(8002, "Triton Prometheus metrics port")
+    triton_timeout_s: float = _setting(10.0, "Deadline of one Triton inference call")
+    triton_retries: int = _setting(4, "Retries on unavailable/overloaded Triton before giving up")
+    model_repository: Path = _setting(
+        PROJECT_ROOT / "model_repository", "Triton model repository (read by Triton, written by deploy)"
+    )
+    model_name: str = _setting("deepfake_detector", "Model name in the Triton repository")
+    outbound_allowlist: str = _setting(
+        "", "Comma-separated CIDRs exempt from the SSRF guard (e.g. 127.0.0.0/8 for tests)"
+    )
+    max_upload_bytes: int = _setting(20 * 1024 * 1024, "Largest accepted media file in bytes")
+    max_image_pixels: int = _setting(40_000_000, "Largest accepted image (width x height)")
+    allowed_image_formats: str = _setting("JPEG,PNG,WEBP,GIF,BMP", "Accepted image formats")
+    fetch_timeout_s: float = _setting(10.0, "Total time limit for fetching a media_url")
+    callback_timeout_s: float = _setting(10.0, "Time a callback receiver has to answer 2xx")
+    callback_schedule: str = _setting(
+        "0,5,300,1800,7200,18000,36000,36000",
+        "Seconds before each callback attempt (Standard Webhooks schedule); then dead",
+    )
+    stuck_after_s: float = _setting(300.0, "Age after which the sweeper re-enqueues a stuck job")
+    sweep_interval_s: float = _setting(30.0, "How often the sweeper runs")
+    log_level: str = _setting("INFO", "Logging level")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """Returns the database URL, defaulting to SQLite under the data folder."""
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'dfmod.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        """Returns the broker URL, defaulting to kombu's SQLAlchemy transport on SQLite."""
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir.resolve() / 'broker.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        """Returns the content-addressed blob folder."""
+        return self.data_dir / "blobs"
+
+    @property
+    def triton_grpc_url(self) -> str:
+        """Returns host:port of Triton's gRPC endpoint."""
+        return f"{self.triton_host}:{self.triton_grpc_port}"
+
+    @property
+    def image_formats(self) -> tuple[str, ...]:
+        """Returns the accepted image formats, upper-case."""
+        return tuple(f.strip().upper() for f in self.allowed_image_formats.split(",") if f.strip())
+
+    @property
+    def callback_delays(self) -> tuple[float, ...]:
+        """Returns the seconds before each callback attempt."""
+        return tuple(float(s) for s in self.callback_schedule.split(",") if s.strip())
+
+    def replace(self, **changes: Any) -> Settings:
+        """Returns a copy with some fields changed (used by tests and the CLI)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(kind: Any, raw: str, name: str) -> Any:
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        if kind in (Path, "Path"):
+            return Path(raw)
+    except ValueError as exc:
+        raise ValueError(f"{_env_name(name)}={raw!r}: expected a {kind} value") from exc
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Returns settings from defaults, then ``DFMOD_*`` variables, then keyword overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = env.get(_env_name(f.name))
+        if raw is not None and raw != "":
+            values[f.name] = _coerce(f.type, raw, f.name)
+    values.update(overrides)
+    return Settings(**values)
+
+
+def settings_table() -> str:
+    """Returns the settings as a Markdown table for the README."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for f in fields(Settings):
+        default = f.default
+        if isinstance(default, Path) and default.is_absolute():
+            default = default.relative_to(PROJECT_ROOT)
+        rows.append(f"| `{_env_name(f.name)}` | `{default}` | {f.metadata['help']} |")
+    return "\n".join(rows)

@@ -1,0 +1,1 @@
+"""The detector: model, data, loss, training, evaluation, export and deploy."""

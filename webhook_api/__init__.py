@@ -1,0 +1,1 @@
+"""Flask application factory and blueprints of the webhook API, dashboard and operations."""

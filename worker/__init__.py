@@ -1,0 +1,1 @@
+"""The Celery app, its thin tasks, the Triton client and callback delivery."""
