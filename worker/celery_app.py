@@ -1,0 +1,93 @@
+"""The one Celery application: broker, reliability options, task names and the sweeper schedule.
+
+The API only needs :func:`create_celery` and the task-name constants to enqueue work by name
+(``send_task``), so importing this module never imports the tasks, Triton or the database. The
+worker imports :mod:`worker.tasks` through ``imports`` when it starts.
+
+Reliability: tasks are acknowledged late and rejected back to the queue when a worker process dies,
+each worker reserves one message at a time, payloads are JSON only and results are not stored (the
+database is the source of truth). Every task is idempotent, so redelivery is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+
+from moderation.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TASK_SCORE = "dfmod.score_submission"
+TASK_FETCH = "dfmod.fetch_media"
+TASK_DELIVER = "dfmod.deliver_callback"
+TASK_SWEEP = "dfmod.sweep"
+TASK_NAMES = (TASK_SCORE, TASK_FETCH, TASK_DELIVER, TASK_SWEEP)
+
+# Hard/soft limits of one task run (enforced by the prefork pool; the threads pool relies on the
+# per-call timeouts of Triton, HTTP and the database instead).
+TASK_SOFT_TIME_LIMIT_S = 120
+TASK_TIME_LIMIT_S = 180
+# Redis redelivers a reserved-but-unacknowledged message after this long. Countdowns given to
+# apply_async stay well below it; longer waits are left to the sweeper (see worker.callbacks).
+REDIS_VISIBILITY_TIMEOUT_S = 3600
+# How often the SQLAlchemy transport polls its queue table: small for low latency on one machine.
+SQLA_POLLING_INTERVAL_S = 0.2
+
+
+class DfmodCelery(Celery):
+    """Celery carrying the :class:`Settings` it was built from, read by tasks at run time."""
+
+    settings: Settings
+
+
+def _transport_options(broker_url: str) -> dict[str, Any]:
+    if broker_url.startswith("sqla+"):
+        return {"polling_interval": SQLA_POLLING_INTERVAL_S}
+    if broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
+        return {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S}
+    return {}
+
+
+def _ensure_sqlite_folder(url: str) -> None:
+    """Creates the folder of a ``sqla+sqlite:///path`` broker file (SQLite won't)."""
+    prefix = "sqla+sqlite:///"
+    if url.startswith(prefix) and url != prefix + ":memory:":
+        from pathlib import Path
+
+        Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_celery(settings: Settings) -> DfmodCelery:
+    """Returns the dfmod Celery app configured from settings (broker, reliability, beat)."""
+    broker_url = settings.resolved_broker_url
+    _ensure_sqlite_folder(broker_url)
+    app = DfmodCelery("dfmod", broker=broker_url, set_as_current=False)
+    app.settings = settings
+    app.conf.update(
+        imports=("worker.tasks",),
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_soft_time_limit=TASK_SOFT_TIME_LIMIT_S,
+        task_time_limit=TASK_TIME_LIMIT_S,
+        task_default_queue="dfmod",
+        broker_transport_options=_transport_options(broker_url),
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        enable_utc=True,
+        timezone="UTC",
+        beat_schedule={
+            "sweep": {"task": TASK_SWEEP, "schedule": float(settings.sweep_interval_s)},
+        },
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+    )
+    return app
