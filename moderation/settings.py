@@ -55,6 +55,10 @@ class Settings:
         "0,5,300,1800,7200,18000,36000,36000",
         "Seconds before each callback attempt (Standard Webhooks schedule); then dead",
     )
+    score_retry_schedule: str = _setting(
+        "2,5,10,20,30,60,60,60,60",
+        "Seconds between scoring retries while Triton is unavailable; then failed",
+    )
     stuck_after_s: float = _setting(300.0, "Age after which the sweeper re-enqueues a stuck job")
     sweep_interval_s: float = _setting(30.0, "How often the sweeper runs")
     log_level: str = _setting("INFO", "Logging level")
@@ -88,6 +92,11 @@ class Settings:
     def callback_delays(self) -> tuple[float, ...]:
         """Returns the seconds before each callback attempt."""
         return tuple(float(s) for s in self.callback_schedule.split(",") if s.strip())
+
+    @property
+    def score_retry_delays(self) -> tuple[float, ...]:
+        """Returns the seconds before each scoring retry while inference is unavailable."""
+        return tuple(float(s) for s in self.score_retry_schedule.split(",") if s.strip())
 
     def replace(self, **changes: Any) -> Settings:
         """Returns a copy with some fields changed (used by tests and the CLI)."""
