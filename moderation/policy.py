@@ -1,0 +1,70 @@
+"""The moderation policy: a logit becomes a calibrated p(fake), and p(fake) becomes a decision.
+
+Temperature and default thresholds travel with the model version (``metadata.json``); a tenant may
+override the thresholds. Below ``pass_below`` the item passes automatically, at or above
+``flag_at`` it is flagged automatically, and everything between goes to human review.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+from moderation.models import Status
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The two cut points of the policy on calibrated p(fake)."""
+
+    pass_below: float
+    flag_at: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.pass_below <= self.flag_at <= 1.0:
+            raise ValueError(
+                "expected 0 <= pass_below <= flag_at <= 1, "
+                f"got pass_below={self.pass_below}, flag_at={self.flag_at}"
+            )
+
+
+def calibrate(logit: float, temperature: float = 1.0) -> float:
+    """Returns p(fake) = sigmoid(logit / temperature), computed without overflow."""
+    if temperature <= 0 or not math.isfinite(temperature):
+        raise ValueError(f"expected a positive finite temperature, got {temperature}")
+    if not math.isfinite(logit):
+        raise ValueError(f"expected a finite logit, got {logit}")
+    z = logit / temperature
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+def decide(p_fake: float, *, pass_below: float, flag_at: float) -> str:
+    """Returns ``auto_passed``, ``auto_flagged`` or ``needs_review`` for a calibrated score."""
+    Thresholds(pass_below=pass_below, flag_at=flag_at)
+    if not 0.0 <= p_fake <= 1.0:
+        raise ValueError(f"expected p_fake in [0, 1], got {p_fake}")
+    if p_fake < pass_below:
+        return Status.AUTO_PASSED
+    if p_fake >= flag_at:
+        return Status.AUTO_FLAGGED
+    return Status.NEEDS_REVIEW
+
+
+def resolve_thresholds(
+    *,
+    model_pass_below: float,
+    model_flag_at: float,
+    tenant_pass_below: float | None = None,
+    tenant_flag_at: float | None = None,
+) -> Thresholds:
+    """Returns the thresholds in force: the tenant's overrides, else the model version's."""
+    return Thresholds(
+        pass_below=model_pass_below if tenant_pass_below is None else tenant_pass_below,
+        flag_at=model_flag_at if tenant_flag_at is None else tenant_flag_at,
+    )

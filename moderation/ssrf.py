@@ -1,0 +1,197 @@
+"""The SSRF guard for every outbound request (media_url fetches and callbacks).
+
+A URL is allowed only when it is http(s), carries no credentials, and EVERY address its host
+resolves to is globally routable, or lies inside an explicitly allow-listed network
+(``DFMOD_OUTBOUND_ALLOWLIST``, used by tests on 127.0.0.1). Numeric hosts in the shorthand forms
+that ``inet_aton`` accepts (``2130706433``, ``0x7f.1``, ``0177.0.0.1``) are decoded first, and
+IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry. :func:`safe_session`
+returns a ``requests`` session that re-checks every request (redirects included) and connects to
+the address it checked, so a DNS answer cannot change between the check and the connection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection
+from urllib3.exceptions import NewConnectionError
+from urllib3.util import connection as urllib3_connection
+
+logger = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+ALLOWED_SCHEMES = ("http", "https")
+AllowList = str | Iterable[str] | Iterable[Network] | None
+
+
+class OutboundBlocked(ValueError):
+    """An outbound URL that the guard refuses; the message says why and what is expected."""
+
+
+def parse_allowlist(value: str | Iterable[str] | None) -> tuple[Network, ...]:
+    """Returns networks from a comma-separated CIDR string (or an iterable of CIDRs)."""
+    if not value:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    networks = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"allow-list entry {item!r}: expected a CIDR like 10.0.0.0/8") from exc
+    return tuple(networks)
+
+
+def _inet_aton_part(part: str) -> int | None:
+    if part[:2].lower() == "0x":
+        digits = part[2:] or "0"
+        return int(digits, 16) if all(c in "0123456789abcdefABCDEF" for c in digits) else None
+    if not part.isdigit():
+        return None
+    if len(part) > 1 and part.startswith("0"):
+        return int(part, 8) if all(c in "01234567" for c in part) else None
+    return int(part)
+
+
+def _numeric_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """Returns the address for inet_aton-style hosts (decimal, octal, hex, 1-4 parts)."""
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4 or not all(parts):
+        return None
+    values = [_inet_aton_part(p) for p in parts]
+    if any(v is None for v in values):
+        return None
+    *head, last = [int(v) for v in values if v is not None]
+    if any(v > 255 for v in head) or last >= 2 ** (8 * (4 - len(head))):
+        return None
+    number = last
+    for index, value in enumerate(head):
+        number += value << (24 - 8 * index)
+    return ipaddress.IPv4Address(number)
+
+
+def _effective(address: IPAddress) -> IPAddress:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _resolve(host: str, port: int) -> list[IPAddress]:
+    literal = host.strip("[]")
+    try:
+        return [ipaddress.ip_address(literal)]
+    except ValueError:
+        pass
+    numeric = _numeric_ipv4(literal)
+    if numeric is not None:
+        return [numeric]
+    try:
+        infos = socket.getaddrinfo(literal, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise OutboundBlocked(f"host {host!r} does not resolve: {exc}") from exc
+    return list(
+        dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
+    )
+
+
+def is_allowed_address(address: IPAddress, allowlist: Sequence[Network] = ()) -> bool:
+    """Returns whether one address may be contacted: global, or inside the allow-list."""
+    effective = _effective(address)
+    if any(effective in net or address in net for net in allowlist):
+        return True
+    return effective.is_global and not effective.is_multicast
+
+
+def check_url(url: str, *, allowlist: AllowList = ()) -> list[str]:
+    """Returns the addresses ``url`` resolves to; raises OutboundBlocked if one is unsafe."""
+    networks = _networks(allowlist)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise OutboundBlocked(f"{url!r} is not a valid URL: {exc}") from exc
+    if parts.scheme not in ALLOWED_SCHEMES:
+        raise OutboundBlocked(f"scheme {parts.scheme!r} is not allowed; expected http or https")
+    if not parts.hostname:
+        raise OutboundBlocked(f"{url!r} has no host; expected http(s)://host/path")
+    if parts.username is not None or parts.password is not None:
+        raise OutboundBlocked("credentials in the URL are not allowed")
+    addresses = _resolve(parts.hostname, port)
+    blocked = [a for a in addresses if not is_allowed_address(a, networks)]
+    if blocked or not addresses:
+        shown = blocked[0] if blocked else "nothing"
+        raise OutboundBlocked(
+            f"host {parts.hostname!r} resolves to {shown}, which is not a public address; "
+            "expected a publicly routable host"
+        )
+    return [str(a) for a in addresses]
+
+
+def _networks(value: AllowList) -> tuple[Network, ...]:
+    if isinstance(value, (tuple, list)) and all(
+        isinstance(v, (ipaddress.IPv4Network, ipaddress.IPv6Network)) for v in value
+    ):
+        return tuple(value)
+    return parse_allowlist(value)  # type: ignore[arg-type]
+
+
+def _pinned_connection(base: type[HTTPConnection], address: str) -> type[HTTPConnection]:
+    """Returns a connection class that dials ``address`` while keeping Host and SNI unchanged."""
+
+    class PinnedConnection(base):  # type: ignore[valid-type,misc]
+        def _new_conn(self) -> socket.socket:
+            try:
+                return urllib3_connection.create_connection(
+                    (address, self.port),
+                    self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )
+            except OSError as exc:
+                raise NewConnectionError(self, f"failed to connect to {address}: {exc}") from exc
+
+    return PinnedConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    """A transport adapter that checks each request's URL and pins the checked address."""
+
+    def __init__(self, allowlist: Sequence[Network] = (), **kwargs: Any) -> None:
+        self.allowlist = tuple(allowlist)
+        super().__init__(**kwargs)
+
+    def get_connection_with_tls_context(
+        self, request: Any, verify: Any, proxies: Any = None, cert: Any = None
+    ) -> Any:
+        addresses = check_url(request.url, allowlist=self.allowlist)
+        pool: Any = super().get_connection_with_tls_context(request, verify, None, cert)
+        base = pool.ConnectionCls
+        if not getattr(base, "_dfmod_pinned", False):
+            pinned = _pinned_connection(base, addresses[0])
+            pinned._dfmod_pinned = True  # type: ignore[attr-defined]
+            pool.ConnectionCls = pinned
+        return pool
+
+
+def safe_session(*, allowlist: AllowList = ()) -> requests.Session:
+    """Returns a session whose every request (and redirect) passes :func:`check_url`.
+
+    Environment proxies are ignored (``trust_env`` off) so they cannot bypass the guard.
+    """
+    networks = _networks(allowlist)
+    session = requests.Session()
+    session.trust_env = False
+    adapter = GuardedAdapter(networks, pool_connections=1, pool_maxsize=1)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session

@@ -1,0 +1,139 @@
+"""Tenants: creation with a fresh API key and webhook secret, key lookup, policy overrides.
+
+API keys look like ``dfm_<prefix>_<secret>``. Only the prefix (for lookup) and the SHA-256 of the
+whole key are stored: the key has 256 random bits, so a fast hash is enough and a database leak
+does not reveal usable keys. The webhook secret is stored in clear because signing needs it; it
+is returned once at creation and never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from moderation import signing
+from moderation.models import Tenant
+from moderation.policy import Thresholds
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "dfm"
+
+
+class TenantExists(ValueError):
+    """A tenant with that name already exists."""
+
+
+@dataclass(frozen=True)
+class CreatedTenant:
+    """What ``dfmod tenant create`` prints once: the only time the key is visible."""
+
+    tenant_id: str
+    name: str
+    api_key: str
+    webhook_secret: str
+
+
+@dataclass(frozen=True)
+class TenantInfo:
+    """A tenant as the API and workers see it (no key material)."""
+
+    id: str
+    name: str
+    pass_below: float | None
+    flag_at: float | None
+    active: bool
+
+
+def hash_key(api_key: str) -> str:
+    """Returns the hex SHA-256 of an API key."""
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
+
+
+def _split_key(api_key: str) -> str | None:
+    parts = api_key.split("_")
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1]
+
+
+def _info(tenant: Tenant) -> TenantInfo:
+    return TenantInfo(
+        id=tenant.id,
+        name=tenant.name,
+        pass_below=tenant.pass_below,
+        flag_at=tenant.flag_at,
+        active=tenant.active,
+    )
+
+
+def create_tenant(*, session: Session, name: str) -> CreatedTenant:
+    """Returns a new tenant's id, name, API key and webhook secret (flushed, not committed)."""
+    name = name.strip()
+    if not name:
+        raise ValueError("expected a non-empty tenant name")
+    if session.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
+        raise TenantExists(f"a tenant named {name!r} already exists; expected a new name")
+    prefix = secrets.token_hex(6)
+    api_key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    tenant = Tenant(
+        name=name,
+        api_key_prefix=prefix,
+        api_key_hash=hash_key(api_key),
+        webhook_secret=signing.new_secret(),
+    )
+    session.add(tenant)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise TenantExists(f"a tenant named {name!r} already exists") from exc
+    logger.info("created tenant %s (%s)", tenant.id, name)
+    return CreatedTenant(tenant.id, name, api_key, tenant.webhook_secret)
+
+
+def authenticate(*, session: Session, api_key: str) -> TenantInfo | None:
+    """Returns the active tenant owning ``api_key``, or None (constant-time hash compare)."""
+    prefix = _split_key(api_key)
+    if prefix is None:
+        return None
+    tenant = session.scalar(select(Tenant).where(Tenant.api_key_prefix == prefix))
+    if tenant is None or not tenant.active:
+        return None
+    if not hmac.compare_digest(tenant.api_key_hash, hash_key(api_key)):
+        return None
+    return _info(tenant)
+
+
+def get_tenant(*, session: Session, tenant_id: str) -> TenantInfo | None:
+    """Returns a tenant by id, or None."""
+    tenant = session.get(Tenant, tenant_id)
+    return None if tenant is None else _info(tenant)
+
+
+def get_webhook_secret(*, session: Session, tenant_id: str) -> str:
+    """Returns the tenant's ``whsec_`` secret (for signing callbacks; never log it)."""
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise LookupError(f"no tenant {tenant_id!r}")
+    return tenant.webhook_secret
+
+
+def set_thresholds(
+    *, session: Session, tenant_id: str, pass_below: float | None, flag_at: float | None
+) -> TenantInfo:
+    """Returns the tenant after setting (or clearing, with None) its policy overrides."""
+    if pass_below is not None and flag_at is not None:
+        Thresholds(pass_below=pass_below, flag_at=flag_at)
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise LookupError(f"no tenant {tenant_id!r}")
+    tenant.pass_below, tenant.flag_at = pass_below, flag_at
+    session.flush()
+    return _info(tenant)
