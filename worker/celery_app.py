@@ -2,7 +2,7 @@
 
 The API only needs :func:`create_celery` and the task-name constants to enqueue work by name
 (``send_task``), so importing this module never imports the tasks, Triton or the database. The
-worker imports :mod:`worker.tasks` through ``imports`` when it starts.
+worker binds the tasks with :func:`worker.tasks.register_tasks` when it starts.
 
 Reliability: tasks are acknowledged late and rejected back to the queue when a worker process dies,
 each worker reserves one message at a time, payloads are JSON only and results are not stored (the
@@ -67,7 +67,6 @@ def create_celery(settings: Settings) -> DfmodCelery:
     app = DfmodCelery("dfmod", broker=broker_url, set_as_current=False)
     app.settings = settings
     app.conf.update(
-        imports=("worker.tasks",),
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

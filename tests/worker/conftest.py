@@ -1,0 +1,74 @@
+"""Fixtures for the worker's plain functions: a migrated SQLite database, blobs, a receiver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from moderation.blobs import BlobStore
+from moderation.db import make_engine, make_session_factory, migrate, session_scope
+from moderation.models import MediaKind, Status, Submission
+from moderation.settings import Settings, load_settings
+from tests.fixtures.receiver import CallbackReceiver
+from tests.fixtures.services import create_test_tenant
+
+
+@dataclass
+class WorkerEnv:
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    blobs: BlobStore
+    tenant_id: str
+    secret: str
+
+    def submission(self, **fields: object) -> str:
+        """Inserts a submission row and returns its id."""
+        values: dict[str, object] = {
+            "tenant_id": self.tenant_id,
+            "media_kind": MediaKind.UPLOAD,
+            "status": Status.QUEUED,
+        }
+        values.update(fields)
+        with session_scope(self.session_factory) as session:
+            sub = Submission(**values)
+            session.add(sub)
+            session.flush()
+            return sub.id
+
+
+@pytest.fixture(scope="module")
+def _migrated_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    folder = tmp_path_factory.mktemp("worker-db")
+    url = f"sqlite:///{folder / 'dfmod.db'}"
+    migrate(url)
+    return folder, url
+
+
+@pytest.fixture()
+def worker_env(_migrated_db: tuple[Path, str], tmp_path: Path) -> Iterator[WorkerEnv]:
+    folder, url = _migrated_db
+    tenant_id, _key, secret = create_test_tenant(url)
+    settings = load_settings(
+        environ={},
+        data_dir=tmp_path,
+        database_url=url,
+        outbound_allowlist="127.0.0.0/8",
+        callback_timeout_s=1.0,
+        fetch_timeout_s=2.0,
+    )
+    engine = make_engine(url)
+    yield WorkerEnv(
+        settings, make_session_factory(engine), BlobStore(tmp_path / "blobs"), tenant_id, secret
+    )
+    engine.dispose()
+
+
+@pytest.fixture()
+def receiver(worker_env: WorkerEnv) -> Iterator[CallbackReceiver]:
+    server = CallbackReceiver(secret=worker_env.secret).start()
+    yield server
+    server.stop()

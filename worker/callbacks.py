@@ -1,0 +1,238 @@
+"""Signed callbacks: the outbox rows the scorer writes and their delivery with retries.
+
+Delivery follows Standard Webhooks: ``webhook-id`` is the outbox row's id and stays the same on
+every retry, ``webhook-timestamp`` is the attempt's time and ``webhook-signature`` signs
+``id.timestamp.body`` with the tenant's secret. Only a 2xx answer within ``callback_timeout_s`` is
+success; redirects are not followed. Failed attempts are retried on ``settings.callback_delays``
+(the Standard Webhooks/Svix schedule), then the row is ``dead``.
+
+An attempt first *claims* its row with a conditional update (attempt count unchanged, row due),
+pushing ``next_attempt_at`` past the request's timeout as a lease. A duplicate task or the sweeper
+therefore never sends the same attempt twice, and a worker that dies mid-request leaves a row the
+sweeper picks up once the lease expires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from moderation import signing
+from moderation.db import session_scope
+from moderation.models import CallbackDelivery, DeliveryStatus, Submission, Tenant, Verdict, utcnow
+from moderation.settings import Settings
+from worker import outbound
+
+logger = logging.getLogger(__name__)
+
+EVENT_SCORED = "submission.scored"
+EVENT_FAILED = "submission.failed"
+# A claimed attempt holds its row this long beyond the request timeout before the sweeper may retry.
+LEASE_MARGIN_S = 30.0
+# A task may run this early (clock skew between the scheduler and the worker).
+DUE_SLACK_S = 1.0
+# Waits up to this long are scheduled as a task countdown; longer ones are left to the sweeper.
+MAX_COUNTDOWN_S = 600.0
+# Longer waits get up to this fraction of random jitter so retries of many rows spread out.
+JITTER_FRACTION = 0.1
+JITTER_FROM_S = 60.0
+MAX_ERROR_CHARS = 500
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def verdict_view(verdict: Verdict | None) -> dict[str, Any] | None:
+    """Returns the public view of a verdict (score, label, model) or None."""
+    if verdict is None:
+        return None
+    return {
+        "score": verdict.p_fake,
+        "label": verdict.decision,
+        "model": {"name": verdict.model_name, "version": verdict.model_version},
+        "thresholds": {"pass_below": verdict.pass_below, "flag_at": verdict.flag_at},
+    }
+
+
+def event_payload(
+    event_type: str, submission: Submission, verdict: Verdict | None
+) -> dict[str, Any]:
+    """Returns the Standard Webhooks payload ``{type, timestamp, data}`` of an event."""
+    data: dict[str, Any] = {
+        "id": submission.id,
+        "external_id": submission.external_id,
+        "status": submission.status,
+        "verdict": verdict_view(verdict),
+        "failure": (
+            {"reason": submission.failure_reason, "detail": submission.failure_detail}
+            if submission.failure_reason
+            else None
+        ),
+        "created_at": _iso(submission.created_at),
+        "completed_at": _iso(submission.completed_at),
+    }
+    return {"type": event_type, "timestamp": _iso(utcnow()), "data": data}
+
+
+def add_outbox(
+    session: Session, *, submission: Submission, verdict: Verdict | None, event_type: str
+) -> CallbackDelivery | None:
+    """Adds the outbox row of an event when the submission has a callback URL; returns it."""
+    if not submission.callback_url:
+        return None
+    delivery = CallbackDelivery(
+        submission_id=submission.id,
+        tenant_id=submission.tenant_id,
+        event_type=event_type,
+        url=submission.callback_url,
+        payload=event_payload(event_type, submission, verdict),
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        next_attempt_at=utcnow(),
+    )
+    session.add(delivery)
+    session.flush()
+    return delivery
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What a claimed delivery attempt needs, copied out of the session."""
+
+    delivery_id: str
+    url: str
+    secret: str
+    body: bytes
+    number: int  # 1-based
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """The outcome of :func:`deliver`: the row's status and when to try again."""
+
+    status: str
+    attempted: bool
+    retry_in_s: float | None = None
+
+
+def retry_delay(*, attempts_done: int, delays: tuple[float, ...]) -> float | None:
+    """Returns seconds to wait before the next attempt, or None when the schedule is spent."""
+    if attempts_done >= len(delays):
+        return None
+    delay = delays[attempts_done]
+    if delay >= JITTER_FROM_S:
+        delay += random.uniform(0, JITTER_FRACTION * delay)
+    return delay
+
+
+def _claim(factory: sessionmaker[Session], delivery_id: str, lease_s: float) -> Attempt | None:
+    now = utcnow()
+    with session_scope(factory) as session:
+        row = session.get(CallbackDelivery, delivery_id)
+        if row is None or row.status != DeliveryStatus.PENDING:
+            return None
+        due = row.next_attempt_at
+        if due is not None and due > now + dt.timedelta(seconds=DUE_SLACK_S):
+            return None
+        claimed = session.execute(
+            update(CallbackDelivery)
+            .where(
+                CallbackDelivery.id == delivery_id,
+                CallbackDelivery.status == DeliveryStatus.PENDING,
+                CallbackDelivery.attempts == row.attempts,
+            )
+            .values(attempts=row.attempts + 1, next_attempt_at=now + dt.timedelta(seconds=lease_s))
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        tenant = session.get(Tenant, row.tenant_id)
+        body = json.dumps(row.payload, separators=(",", ":"), sort_keys=True).encode()
+        secret = tenant.webhook_secret if tenant is not None else ""
+        return Attempt(row.id, row.url, secret, body, row.attempts + 1)
+
+
+def _send(attempt: Attempt, settings: Settings) -> tuple[int | None, str | None]:
+    """Returns (status code, error) of one signed POST; error is None only for a 2xx."""
+    timestamp = str(int(time.time()))
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "dfmod-webhooks/1",
+        "webhook-id": attempt.delivery_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": signing.sign(
+            attempt.secret, attempt.delivery_id, int(timestamp), attempt.body
+        ),
+    }
+    try:
+        response = outbound.request(
+            "POST",
+            attempt.url,
+            settings=settings,
+            data=attempt.body,
+            headers=headers,
+            timeout_s=settings.callback_timeout_s,
+        )
+    except outbound.OutboundError as exc:
+        return None, str(exc)[:MAX_ERROR_CHARS]
+    with response:
+        code = response.status_code
+    if 200 <= code < 300:
+        return code, None
+    if 300 <= code < 400:
+        return code, f"HTTP {code} redirect not followed; expected a 2xx answer"
+    return code, f"HTTP {code}; expected a 2xx answer"
+
+
+def _record(
+    factory: sessionmaker[Session],
+    attempt: Attempt,
+    code: int | None,
+    error: str | None,
+    settings: Settings,
+) -> DeliveryResult:
+    now = utcnow()
+    with session_scope(factory) as session:
+        row = session.get(CallbackDelivery, attempt.delivery_id)
+        if row is None:
+            return DeliveryResult(DeliveryStatus.DEAD, attempted=True)
+        row.last_status_code, row.last_error = code, error
+        if error is None:
+            row.status, row.delivered_at, row.next_attempt_at = DeliveryStatus.DELIVERED, now, None
+            return DeliveryResult(row.status, attempted=True)
+        wait = retry_delay(attempts_done=row.attempts, delays=settings.callback_delays)
+        if wait is None:
+            row.status, row.next_attempt_at = DeliveryStatus.DEAD, None
+            logger.warning("callback %s dead after %d attempts: %s", row.id, row.attempts, error)
+            return DeliveryResult(row.status, attempted=True)
+        row.next_attempt_at = now + dt.timedelta(seconds=wait)
+        return DeliveryResult(row.status, attempted=True, retry_in_s=wait)
+
+
+def deliver(
+    *, delivery_id: str, session_factory: sessionmaker[Session], settings: Settings
+) -> DeliveryResult:
+    """Makes one attempt at a due pending delivery; a no-op for rows not due or already done."""
+    lease_s = settings.callback_timeout_s + LEASE_MARGIN_S
+    attempt = _claim(session_factory, delivery_id, lease_s)
+    if attempt is None:
+        return DeliveryResult("skipped", attempted=False)
+    code, error = _send(attempt, settings)
+    result = _record(session_factory, attempt, code, error, settings)
+    logger.info(
+        "callback %s attempt %d -> %s (%s)",
+        delivery_id,
+        attempt.number,
+        result.status,
+        error or code,
+    )
+    return result

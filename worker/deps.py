@@ -1,0 +1,66 @@
+"""What a worker process needs to run a task: settings, database sessions, blobs, Triton.
+
+Built lazily once per process (after a prefork worker forks, never before), so no engine or gRPC
+channel is shared across processes. Plain functions in ``worker/`` take these as keyword
+arguments; only :mod:`worker.tasks` and the CLI build a :class:`WorkerDeps`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from moderation.blobs import BlobStore
+from moderation.db import make_engine, make_session_factory
+from moderation.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.triton_client import TritonClient
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerDeps:
+    """The dependencies of the worker's plain functions, for one process."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    blobs: BlobStore
+    _client: TritonClient | None = field(default=None, repr=False)
+
+    @property
+    def client(self) -> TritonClient:
+        """Returns the process's Triton client (created on first use)."""
+        if self._client is None:
+            from worker.triton_client import get_client
+
+            self._client = get_client(self.settings)
+        return self._client
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerDeps:
+        """Returns fresh dependencies built from settings."""
+        engine = make_engine(settings.resolved_database_url)
+        return cls(
+            settings=settings,
+            session_factory=make_session_factory(engine),
+            blobs=BlobStore(settings.blob_dir),
+        )
+
+
+_lock = threading.Lock()
+_cache: dict[int, WorkerDeps] = {}
+
+
+def deps_for(settings: Settings) -> WorkerDeps:
+    """Returns the cached dependencies of this process for these settings."""
+    with _lock:
+        deps = _cache.get(id(settings))
+        if deps is None:
+            deps = _cache[id(settings)] = WorkerDeps.from_settings(settings)
+        return deps

@@ -1,0 +1,177 @@
+"""Fetching a submission's ``media_url``: guarded, bounded, sniffed, stored as a blob.
+
+Each hop passes the SSRF guard on its resolved address (the connection is pinned to the checked
+address); redirects are followed by hand, at most :data:`MAX_REDIRECTS`, re-checking every hop.
+The body is streamed with a byte limit (``max_upload_bytes``) and a total time limit
+(``fetch_timeout_s``), and its first bytes are sniffed so a video or an HTML page is refused
+without downloading all of it. Failures end the submission ``failed`` with ``fetch_failed``,
+``too_large`` or ``unsupported_media``; they are not retried (the platform may submit again).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import requests
+from sqlalchemy.orm import Session, sessionmaker
+
+from moderation.blobs import BlobStore
+from moderation.db import session_scope
+from moderation.models import FailureReason, Status, Submission
+from moderation.preprocess import UNSUPPORTED_MEDIA, sniff_format
+from moderation.settings import Settings
+from worker import outbound
+from worker.scoring import fail_submission
+
+logger = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 3
+CHUNK_BYTES = 64 * 1024
+SNIFF_BYTES = 64
+FETCHABLE = (Status.RECEIVED, Status.QUEUED, Status.FETCHING)
+
+
+class FetchError(Exception):
+    """A media URL that could not be fetched; ``reason`` is the submission's failure reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class FetchOutcome(str, enum.Enum):
+    """What :func:`fetch_media` did."""
+
+    STORED = "stored"  # bytes stored, submission queued for scoring
+    FAILED = "failed"
+    NOOP = "noop"
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    outcome: FetchOutcome
+    delivery_id: str | None = None
+
+
+def _read_body(response: requests.Response, *, url: str, max_bytes: int, deadline: float) -> bytes:
+    """Returns the body; a timer closes the connection at the deadline so a trickle cannot stall."""
+    watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), response.close)
+    watchdog.daemon = True
+    watchdog.start()
+    body = bytearray()
+    sniffed = False
+    try:
+        for chunk in response.iter_content(CHUNK_BYTES):
+            body += chunk
+            if len(body) > max_bytes:
+                raise FetchError(FailureReason.TOO_LARGE, f"{url} sent more than {max_bytes} bytes")
+            if not sniffed and len(body) >= SNIFF_BYTES:
+                sniffed = True
+                if sniff_format(bytes(body[:SNIFF_BYTES])) is None:
+                    raise FetchError(
+                        UNSUPPORTED_MEDIA, f"{url} did not send image bytes; expected an image"
+                    )
+    except (OSError, ValueError, AttributeError) as exc:
+        if time.monotonic() >= deadline:
+            raise FetchError(
+                FailureReason.FETCH_FAILED, f"{url} took too long to send its body"
+            ) from exc
+        raise FetchError(FailureReason.FETCH_FAILED, f"reading {url} failed: {exc}") from exc
+    finally:
+        watchdog.cancel()
+    if time.monotonic() > deadline:
+        raise FetchError(FailureReason.FETCH_FAILED, f"{url} took too long to send its body")
+    return bytes(body)
+
+
+def _check_answer(response: requests.Response, url: str, max_bytes: int) -> None:
+    code = response.status_code
+    if code != 200:
+        raise FetchError(FailureReason.FETCH_FAILED, f"{url} answered HTTP {code}; expected 200")
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise FetchError(
+            FailureReason.TOO_LARGE, f"{url} declares {length} bytes; expected at most {max_bytes}"
+        )
+
+
+def download(url: str, *, settings: Settings) -> bytes:
+    """Returns the bytes at ``url`` within the limits; raises :class:`FetchError` otherwise."""
+    deadline = time.monotonic() + settings.fetch_timeout_s
+    for _hop in range(MAX_REDIRECTS + 1):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            response = outbound.request("GET", url, settings=settings, timeout_s=left)
+        except outbound.OutboundError as exc:
+            raise FetchError(FailureReason.FETCH_FAILED, str(exc)) from exc
+        with response:
+            if response.is_redirect:
+                url = urljoin(url, response.headers["location"])
+                continue
+            _check_answer(response, url, settings.max_upload_bytes)
+            return _read_body(
+                response, url=url, max_bytes=settings.max_upload_bytes, deadline=deadline
+            )
+        break
+    else:
+        raise FetchError(FailureReason.FETCH_FAILED, f"more than {MAX_REDIRECTS} redirects")
+    raise FetchError(
+        FailureReason.FETCH_FAILED, f"no complete answer within {settings.fetch_timeout_s:g}s"
+    )
+
+
+def _claim(factory: sessionmaker[Session], submission_id: str) -> str | None:
+    with session_scope(factory) as session:
+        sub = session.get(Submission, submission_id)
+        if sub is None or sub.status not in FETCHABLE or not sub.media_url:
+            return None
+        if sub.blob_sha256 is not None:
+            return ""
+        sub.status, sub.attempts = Status.FETCHING, sub.attempts + 1
+        return sub.media_url
+
+
+def _store(factory: sessionmaker[Session], submission_id: str, sha256: str, size: int) -> bool:
+    with session_scope(factory) as session:
+        sub = session.get(Submission, submission_id)
+        if sub is None or sub.status not in FETCHABLE:
+            return False
+        sub.blob_sha256, sub.size_bytes, sub.status = sha256, size, Status.QUEUED
+        return True
+
+
+def fetch_media(
+    *,
+    submission_id: str,
+    session_factory: sessionmaker[Session],
+    blobs: BlobStore,
+    settings: Settings,
+) -> FetchResult:
+    """Fetches and stores a submission's media; STORED means it is ready to be scored."""
+    url = _claim(session_factory, submission_id)
+    if url is None:
+        return FetchResult(FetchOutcome.NOOP)
+    if url == "":
+        return FetchResult(FetchOutcome.STORED)
+    try:
+        data = download(url, settings=settings)
+    except FetchError as exc:
+        failed = fail_submission(
+            submission_id=submission_id,
+            session_factory=session_factory,
+            reason=exc.reason,
+            detail=exc.detail,
+        )
+        return FetchResult(FetchOutcome.FAILED, failed.delivery_id)
+    sha256 = blobs.put(data)
+    stored = _store(session_factory, submission_id, sha256, len(data))
+    logger.info("fetched %d bytes for %s from %s", len(data), submission_id, url)
+    return FetchResult(FetchOutcome.STORED if stored else FetchOutcome.NOOP)

@@ -1,0 +1,165 @@
+"""Scoring one submission: blob → preprocess → Triton → calibrated verdict, decision and outbox.
+
+:func:`score_submission` is idempotent. It acts only on a submission still in ``received``,
+``queued`` or ``scoring``; the verdict, the decision status and the callback outbox row are written
+in ONE transaction guarded by the unique verdict per submission, so an at-least-once redelivery or
+a race between two workers yields exactly one verdict and one callback. Media the preprocessor
+refuses ends ``failed`` with its reason at once; Triton outages propagate as
+``InferenceUnavailable`` for the task to retry.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from moderation.blobs import BlobStore
+from moderation.contract import ModelMetadata
+from moderation.db import session_scope
+from moderation.models import Status, Submission, Tenant, Verdict, utcnow
+from moderation.policy import calibrate, decide, resolve_thresholds
+from moderation.preprocess import ImageLimits, MediaRejected, load_image
+from moderation.settings import Settings
+from worker.callbacks import EVENT_FAILED, EVENT_SCORED, add_outbox
+
+if TYPE_CHECKING:
+    from worker.triton_client import InferenceResult, TritonClient
+
+logger = logging.getLogger(__name__)
+
+SCORABLE = (Status.RECEIVED, Status.QUEUED, Status.SCORING)
+MAX_DETAIL_CHARS = 1000
+
+
+class Outcome(str, enum.Enum):
+    """What one call did."""
+
+    SCORED = "scored"
+    FAILED = "failed"
+    NOOP = "noop"  # already moved on (a redelivery or a lost race)
+    NEEDS_FETCH = "needs_fetch"  # a media_url submission whose bytes are not stored yet
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """The outcome, the submission's status and the outbox row to deliver (if any)."""
+
+    outcome: Outcome
+    status: str | None = None
+    delivery_id: str | None = None
+
+
+@functools.lru_cache(maxsize=64)
+def model_metadata(repository: Path, name: str, version: str) -> ModelMetadata:
+    """Returns (cached) calibration metadata of the model version that answered."""
+    return ModelMetadata.read(Path(repository) / name / version)
+
+
+def _claim(factory: sessionmaker[Session], submission_id: str) -> tuple[str | None, str | None]:
+    """Moves a scorable submission to ``scoring``; returns (blob sha256 or None, status)."""
+    with session_scope(factory) as session:
+        sub = session.get(Submission, submission_id)
+        if sub is None:
+            logger.warning("score: submission %s does not exist", submission_id)
+            return None, None
+        if sub.status not in SCORABLE:
+            return None, sub.status
+        if sub.blob_sha256 is None:
+            return None, Status.FETCHING
+        sub.status, sub.attempts = Status.SCORING, sub.attempts + 1
+        return sub.blob_sha256, sub.status
+
+
+def fail_submission(
+    *, submission_id: str, session_factory: sessionmaker[Session], reason: str, detail: str
+) -> ScoreResult:
+    """Ends an unfinished submission ``failed`` with a reason (+ outbox row); no-op if finished."""
+    try:
+        with session_scope(session_factory) as session:
+            sub = session.get(Submission, submission_id)
+            if sub is None or sub.status in Status.FINAL or sub.status == Status.NEEDS_REVIEW:
+                return ScoreResult(Outcome.NOOP, sub.status if sub else None)
+            sub.status, sub.failure_reason = Status.FAILED, reason
+            sub.failure_detail, sub.completed_at = detail[:MAX_DETAIL_CHARS], utcnow()
+            delivery = add_outbox(session, submission=sub, verdict=None, event_type=EVENT_FAILED)
+            delivery_id = delivery.id if delivery else None
+    except IntegrityError:
+        return ScoreResult(Outcome.NOOP)
+    logger.info("submission %s failed: %s (%s)", submission_id, reason, detail)
+    return ScoreResult(Outcome.FAILED, Status.FAILED, delivery_id)
+
+
+def _record_verdict(
+    factory: sessionmaker[Session], submission_id: str, result: InferenceResult, settings: Settings
+) -> ScoreResult:
+    logit = float(np.asarray(result.logits, dtype=np.float64).reshape(-1)[0])
+    meta = model_metadata(settings.model_repository, result.model_name, result.model_version)
+    p_fake = calibrate(logit, meta.temperature)
+    try:
+        with session_scope(factory) as session:
+            sub = session.get(Submission, submission_id)
+            if sub is None or sub.status not in SCORABLE:
+                return ScoreResult(Outcome.NOOP, sub.status if sub else None)
+            tenant = session.get(Tenant, sub.tenant_id)
+            thresholds = resolve_thresholds(
+                model_pass_below=meta.pass_below,
+                model_flag_at=meta.flag_at,
+                tenant_pass_below=tenant.pass_below if tenant else None,
+                tenant_flag_at=tenant.flag_at if tenant else None,
+            )
+            decision = decide(p_fake, pass_below=thresholds.pass_below, flag_at=thresholds.flag_at)
+            verdict = Verdict(
+                submission_id=sub.id,
+                logit=logit,
+                p_fake=p_fake,
+                decision=decision,
+                model_name=result.model_name,
+                model_version=str(result.model_version),
+                temperature=meta.temperature,
+                pass_below=thresholds.pass_below,
+                flag_at=thresholds.flag_at,
+            )
+            session.add(verdict)
+            sub.status, sub.completed_at = decision, utcnow()
+            session.flush()
+            delivery = add_outbox(session, submission=sub, verdict=verdict, event_type=EVENT_SCORED)
+            delivery_id = delivery.id if delivery else None
+    except IntegrityError:  # another worker stored the verdict first
+        logger.info("score: verdict for %s already stored by another run", submission_id)
+        return ScoreResult(Outcome.NOOP)
+    logger.info("submission %s scored p_fake=%.4f -> %s", submission_id, p_fake, decision)
+    return ScoreResult(Outcome.SCORED, decision, delivery_id)
+
+
+def score_submission(
+    *,
+    submission_id: str,
+    session_factory: sessionmaker[Session],
+    blobs: BlobStore,
+    client: TritonClient,
+    settings: Settings,
+) -> ScoreResult:
+    """Scores one submission (see the module docstring); raises InferenceUnavailable to retry."""
+    sha256, status = _claim(session_factory, submission_id)
+    if sha256 is None:
+        outcome = Outcome.NEEDS_FETCH if status == Status.FETCHING else Outcome.NOOP
+        return ScoreResult(outcome, status)
+    try:
+        image = load_image(blobs.get(sha256), ImageLimits.from_settings(settings))
+    except MediaRejected as exc:
+        return fail_submission(
+            submission_id=submission_id,
+            session_factory=session_factory,
+            reason=exc.reason,
+            detail=exc.detail,
+        )
+    result = client.infer(image[np.newaxis])
+    return _record_verdict(session_factory, submission_id, result, settings)

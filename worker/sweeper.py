@@ -1,0 +1,123 @@
+"""The periodic sweeper: nothing accepted is left without an end state, no due callback is lost.
+
+A message can be lost between a database commit and the broker (a crash, a broker restart, a
+purge). The database is the source of truth, so every ``sweep_interval_s`` the sweeper finds
+submissions still in flight whose row has not moved for ``stuck_after_s`` and enqueues the task
+that moves them on (fetch or score), and callback deliveries whose ``next_attempt_at`` is due
+(long retry waits are left to it on purpose, so they survive restarts). A submission picked up
+more than :func:`max_attempts` times ends ``failed`` with ``internal_error``.
+
+Re-enqueueing is always safe: every task is idempotent and delivery attempts are claimed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from moderation.db import session_scope
+from moderation.models import (
+    CallbackDelivery,
+    DeliveryStatus,
+    FailureReason,
+    MediaKind,
+    Status,
+    Submission,
+    utcnow,
+)
+from moderation.settings import Settings
+from worker.scoring import fail_submission
+
+logger = logging.getLogger(__name__)
+
+SWEPT = (Status.RECEIVED, Status.QUEUED, Status.FETCHING, Status.SCORING)
+BATCH = 500
+
+
+def max_attempts(settings: Settings) -> int:
+    """Returns how many pick-ups a submission gets before the sweeper gives up on it."""
+    return len(settings.score_retry_delays) + 10
+
+
+@dataclass
+class SweepResult:
+    """Ids to enqueue, by task, and submissions the sweeper ended ``failed``."""
+
+    fetch: list[str] = field(default_factory=list)
+    score: list[str] = field(default_factory=list)
+    deliver: list[str] = field(default_factory=list)
+    gave_up: list[str] = field(default_factory=list)
+
+
+def _stuck(session: Session, cutoff: dt.datetime) -> list[Submission]:
+    query = (
+        select(Submission)
+        .where(Submission.status.in_(SWEPT), Submission.updated_at < cutoff)
+        .order_by(Submission.updated_at)
+        .limit(BATCH)
+    )
+    return list(session.scalars(query))
+
+
+def _sweep_submissions(
+    factory: sessionmaker[Session], settings: Settings, now: dt.datetime, result: SweepResult
+) -> list[str]:
+    cutoff = now - dt.timedelta(seconds=settings.stuck_after_s)
+    give_up: list[str] = []
+    with session_scope(factory) as session:
+        for sub in _stuck(session, cutoff):
+            if sub.attempts >= max_attempts(settings):
+                give_up.append(sub.id)
+                continue
+            needs_fetch = sub.media_kind == MediaKind.URL and sub.blob_sha256 is None
+            (result.fetch if needs_fetch else result.score).append(sub.id)
+            sub.updated_at = now  # not picked again before stuck_after_s passes
+    return give_up
+
+
+def _due_deliveries(factory: sessionmaker[Session], now: dt.datetime) -> list[str]:
+    with session_scope(factory) as session:
+        query = (
+            select(CallbackDelivery.id)
+            .where(
+                CallbackDelivery.status == DeliveryStatus.PENDING,
+                CallbackDelivery.next_attempt_at <= now,
+            )
+            .order_by(CallbackDelivery.next_attempt_at)
+            .limit(BATCH)
+        )
+        return list(session.scalars(query))
+
+
+def sweep(
+    *, session_factory: sessionmaker[Session], settings: Settings, now: dt.datetime | None = None
+) -> SweepResult:
+    """Returns what to re-enqueue; ends submissions that exhausted their attempts ``failed``."""
+    now = now or utcnow()
+    result = SweepResult()
+    for submission_id in _sweep_submissions(session_factory, settings, now, result):
+        failed = fail_submission(
+            submission_id=submission_id,
+            session_factory=session_factory,
+            reason=FailureReason.INTERNAL_ERROR,
+            detail=f"gave up after {max_attempts(settings)} attempts",
+        )
+        result.gave_up.append(submission_id)
+        if failed.delivery_id:
+            result.deliver.append(failed.delivery_id)
+    result.deliver.extend(
+        d for d in _due_deliveries(session_factory, now) if d not in result.deliver
+    )
+    if result.fetch or result.score or result.deliver or result.gave_up:
+        logger.info(
+            "sweep: fetch %d, score %d, deliver %d, gave up %d",
+            len(result.fetch),
+            len(result.score),
+            len(result.deliver),
+            len(result.gave_up),
+        )
+    return result

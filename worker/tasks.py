@@ -1,0 +1,137 @@
+"""The Celery tasks: a few lines each around the plain functions of ``worker/``.
+
+:func:`register_tasks` binds them to the app from :func:`worker.celery_app.create_celery` (the
+worker CLI calls it; the API only sends tasks by name). Retry policy lives here: Triton outages
+retry on ``settings.score_retry_delays`` (minutes, so a restart of Triton does not fail work),
+unexpected errors retry on :data:`INTERNAL_RETRY_DELAYS`; when either is spent the submission ends
+``failed`` with ``inference_unavailable`` or ``internal_error``. Nothing accepted is left hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+
+from moderation.models import FailureReason
+from worker import callbacks, fetch, scoring, sweeper
+from worker.celery_app import TASK_DELIVER, TASK_FETCH, TASK_SCORE, TASK_SWEEP, DfmodCelery
+from worker.deps import WorkerDeps, deps_for
+
+logger = logging.getLogger(__name__)
+
+INTERNAL_RETRY_DELAYS = (5.0, 30.0, 120.0)
+
+
+def _deps(task: Task) -> WorkerDeps:
+    return deps_for(task.app.settings)
+
+
+def enqueue(app: Any, name: str, item_id: str, *, countdown: float | None = None) -> None:
+    """Sends one task by name (countdown in seconds), logging instead of raising on failure."""
+    try:
+        app.send_task(name, args=[item_id], countdown=countdown)
+    except Exception:  # the sweeper re-enqueues from the database
+        logger.exception("could not enqueue %s(%s); the sweeper will retry", name, item_id)
+
+
+def _retry_or_fail(task: Task, submission_id: str, exc: Exception, *, inference: bool) -> str:
+    deps = _deps(task)
+    delays = deps.settings.score_retry_delays if inference else INTERNAL_RETRY_DELAYS
+    retries = task.request.retries
+    if retries < len(delays):
+        logger.warning(
+            "retry %d of %s in %gs: %s", retries + 1, submission_id, delays[retries], exc
+        )
+        raise task.retry(countdown=delays[retries], exc=exc)
+    reason = FailureReason.INFERENCE_UNAVAILABLE if inference else FailureReason.INTERNAL_ERROR
+    detail = f"{type(exc).__name__}: {exc}; gave up after {retries + 1} attempts"
+    failed = scoring.fail_submission(
+        submission_id=submission_id,
+        session_factory=deps.session_factory,
+        reason=reason,
+        detail=detail,
+    )
+    if failed.delivery_id:
+        enqueue(task.app, TASK_DELIVER, failed.delivery_id)
+    return failed.outcome.value
+
+
+def score_submission(task: Task, submission_id: str) -> str:
+    """Scores a submission; enqueues its callback or, for unfetched media, the fetch."""
+    from worker.triton_client import InferenceUnavailable
+
+    deps = _deps(task)
+    try:
+        result = scoring.score_submission(
+            submission_id=submission_id,
+            session_factory=deps.session_factory,
+            blobs=deps.blobs,
+            client=deps.client,
+            settings=deps.settings,
+        )
+    except InferenceUnavailable as exc:
+        return _retry_or_fail(task, submission_id, exc, inference=True)
+    except Exception as exc:
+        logger.exception("scoring %s failed unexpectedly", submission_id)
+        return _retry_or_fail(task, submission_id, exc, inference=False)
+    if result.outcome is scoring.Outcome.NEEDS_FETCH:
+        enqueue(task.app, TASK_FETCH, submission_id)
+    if result.delivery_id:
+        enqueue(task.app, TASK_DELIVER, result.delivery_id)
+    return result.outcome.value
+
+
+def fetch_media(task: Task, submission_id: str) -> str:
+    """Fetches a submission's media_url; enqueues scoring (or the failure callback)."""
+    deps = _deps(task)
+    try:
+        result = fetch.fetch_media(
+            submission_id=submission_id,
+            session_factory=deps.session_factory,
+            blobs=deps.blobs,
+            settings=deps.settings,
+        )
+    except Exception as exc:
+        logger.exception("fetching %s failed unexpectedly", submission_id)
+        return _retry_or_fail(task, submission_id, exc, inference=False)
+    if result.outcome is fetch.FetchOutcome.STORED:
+        enqueue(task.app, TASK_SCORE, submission_id)
+    if result.delivery_id:
+        enqueue(task.app, TASK_DELIVER, result.delivery_id)
+    return result.outcome.value
+
+
+def deliver_callback(task: Task, delivery_id: str) -> str:
+    """Makes one delivery attempt; short waits are scheduled here, long ones by the sweeper."""
+    deps = _deps(task)
+    result = callbacks.deliver(
+        delivery_id=delivery_id, session_factory=deps.session_factory, settings=deps.settings
+    )
+    wait = result.retry_in_s
+    if wait is not None and wait <= callbacks.MAX_COUNTDOWN_S:
+        enqueue(task.app, TASK_DELIVER, delivery_id, countdown=wait)
+    return result.status
+
+
+def sweep(task: Task) -> dict[str, int]:
+    """Re-enqueues stuck submissions and due deliveries."""
+    deps = _deps(task)
+    result = sweeper.sweep(session_factory=deps.session_factory, settings=deps.settings)
+    for name, ids in ((TASK_FETCH, result.fetch), (TASK_SCORE, result.score)):
+        for item_id in ids:
+            enqueue(task.app, name, item_id)
+    for delivery_id in result.deliver:
+        enqueue(task.app, TASK_DELIVER, delivery_id)
+    return {"fetch": len(result.fetch), "score": len(result.score), "deliver": len(result.deliver)}
+
+
+def register_tasks(app: DfmodCelery) -> DfmodCelery:
+    """Binds the four tasks to ``app`` under their names; returns the app."""
+    options: dict[str, Any] = {"bind": True, "max_retries": None, "acks_late": True}
+    app.task(name=TASK_SCORE, **options)(score_submission)
+    app.task(name=TASK_FETCH, **options)(fetch_media)
+    app.task(name=TASK_DELIVER, **options)(deliver_callback)
+    app.task(name=TASK_SWEEP, **options)(sweep)
+    return app
