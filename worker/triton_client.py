@@ -1,0 +1,236 @@
+"""The one module that talks to Triton: gRPC client, deadlines, retries, readiness, versions.
+
+Tensor names and the batch limit come from the server's model metadata and configuration (checked
+against :mod:`moderation.contract`), the version that answered comes from each response, so a new
+model version deployed under a running worker is reported correctly without a restart. Unavailable
+or overloaded servers are retried with exponential backoff; after the last retry the caller gets a
+typed :class:`InferenceUnavailable` (the submission's ``inference_unavailable`` failure).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from moderation import contract
+from moderation.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# gRPC codes worth another try: server down or restarting, queue full, deadline hit under load.
+_RETRYABLE = {
+    "StatusCode.UNAVAILABLE",
+    "StatusCode.RESOURCE_EXHAUSTED",
+    "StatusCode.DEADLINE_EXCEEDED",
+    "StatusCode.CANCELLED",
+}
+# Triton answers some transient states with other codes; these messages are transient too.
+_TRANSIENT_MESSAGES = ("exceeds maximum queue size", "is not ready", "unavailable", "timeout")
+
+
+class InferenceUnavailable(RuntimeError):
+    """Triton could not answer after all retries (down, overloaded, or the model not ready)."""
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """Logits for a batch and the model version that produced them."""
+
+    logits: np.ndarray  # float32, shape [N]
+    model_name: str
+    model_version: str
+
+
+@dataclass(frozen=True)
+class _ModelInfo:
+    input_name: str
+    output_name: str
+    max_batch_size: int
+
+
+class TritonClient:
+    """A gRPC client for one model, safe to share between threads of one process."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        model_name: str = contract.MODEL_NAME,
+        timeout_s: float = 10.0,
+        retries: int = 4,
+        backoff_s: float = 0.2,
+    ) -> None:
+        self.url = url
+        self.model_name = model_name
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._client = grpcclient.InferenceServerClient(url=url)
+        self._info: _ModelInfo | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TritonClient:
+        """Returns a client configured from settings."""
+        return cls(
+            settings.triton_grpc_url,
+            model_name=settings.model_name,
+            timeout_s=settings.triton_timeout_s,
+            retries=settings.triton_retries,
+        )
+
+    def is_ready(self) -> bool:
+        """Returns whether the server is live and the model ready; never raises."""
+        try:
+            return bool(
+                self._client.is_server_live(client_timeout=2.0)
+                and self._client.is_model_ready(self.model_name, client_timeout=2.0)
+            )
+        except Exception:  # readiness is a yes/no question; the reason goes to the log
+            logger.debug("Triton at %s not ready", self.url, exc_info=True)
+            return False
+
+    def serving_versions(self) -> list[str]:
+        """Returns the versions of the model that Triton serves now."""
+        metadata = self._call(
+            lambda: self._client.get_model_metadata(
+                self.model_name, as_json=True, client_timeout=self.timeout_s
+            )
+        )
+        return [str(v) for v in metadata.get("versions", [])]
+
+    def infer(self, images: np.ndarray) -> InferenceResult:
+        """Returns the logits for images uint8 [N, 224, 224, 3] and the version that answered.
+
+        Batches larger than the model's ``max_batch_size`` are split; every part must be answered
+        by the same version, otherwise the whole batch is asked again (a deploy happened midway).
+        """
+        images = _check_images(images)
+        info = self._model_info()
+        for _ in range(3):
+            logits, versions = [], set()
+            for start in range(0, len(images), info.max_batch_size):
+                chunk = images[start : start + info.max_batch_size]
+                part, version = self._infer_chunk(chunk, info)
+                logits.append(part)
+                versions.add(version)
+            if len(versions) == 1:
+                return InferenceResult(np.concatenate(logits), self.model_name, versions.pop())
+            logger.info("versions %s answered one batch; asking again", sorted(versions))
+        raise InferenceUnavailable(f"{self.model_name} kept changing version during one batch")
+
+    def close(self) -> None:
+        """Closes the gRPC channel."""
+        self._client.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _infer_chunk(self, chunk: np.ndarray, info: _ModelInfo) -> tuple[np.ndarray, str]:
+        tensor = grpcclient.InferInput(info.input_name, list(chunk.shape), "UINT8")
+        tensor.set_data_from_numpy(chunk)
+        wanted = [grpcclient.InferRequestedOutput(info.output_name)]
+        result = self._call(
+            lambda: self._client.infer(
+                self.model_name, [tensor], outputs=wanted, client_timeout=self.timeout_s
+            )
+        )
+        logits = result.as_numpy(info.output_name)
+        if logits is None or logits.shape[0] != len(chunk):
+            shape = None if logits is None else logits.shape
+            raise InferenceUnavailable(
+                f"{self.model_name} answered {shape} for {len(chunk)} images; expected [N, 1]"
+            )
+        version = str(result.get_response().model_version)
+        return logits.reshape(len(chunk)).astype(np.float32, copy=False), version
+
+    def _model_info(self) -> _ModelInfo:
+        with self._lock:
+            if self._info is None:
+                self._info = self._fetch_model_info()
+            return self._info
+
+    def _fetch_model_info(self) -> _ModelInfo:
+        metadata = self._call(
+            lambda: self._client.get_model_metadata(
+                self.model_name, as_json=True, client_timeout=self.timeout_s
+            )
+        )
+        config = self._call(
+            lambda: self._client.get_model_config(
+                self.model_name, as_json=True, client_timeout=self.timeout_s
+            )
+        )
+        inputs, outputs = metadata.get("inputs", []), metadata.get("outputs", [])
+        if len(inputs) != 1 or len(outputs) != 1 or inputs[0].get("datatype") != "UINT8":
+            raise InferenceUnavailable(
+                f"{self.model_name} has inputs {inputs} and outputs {outputs}; expected one UINT8 "
+                f"input {contract.INPUT_NAME!r} and one FP32 output {contract.OUTPUT_NAME!r}"
+            )
+        max_batch = int(config.get("config", {}).get("max_batch_size", 0)) or 1
+        info = _ModelInfo(inputs[0]["name"], outputs[0]["name"], max_batch)
+        logger.info("Triton %s serves %s: %s", self.url, self.model_name, info)
+        return info
+
+    def _call(self, request: Any) -> Any:
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                return request()
+            except InferenceServerException as exc:
+                if not _is_transient(exc):
+                    raise InferenceUnavailable(
+                        f"Triton at {self.url} refused the request for {self.model_name}: {exc}"
+                    ) from exc
+                last: Exception = exc
+            if attempt < self.retries:
+                logger.info("Triton %s: %s; retry %d in %.2fs", self.url, last, attempt + 1, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise InferenceUnavailable(
+            f"Triton at {self.url} did not answer for {self.model_name} after "
+            f"{self.retries + 1} attempts: {last}"
+        ) from last
+
+
+def _is_transient(exc: InferenceServerException) -> bool:
+    if str(exc.status()) in _RETRYABLE:
+        return True
+    message = str(exc.message() or "").lower()
+    return any(fragment in message for fragment in _TRANSIENT_MESSAGES)
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    array = np.asarray(images)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or tuple(array.shape[1:]) != contract.INPUT_SHAPE or len(array) == 0:
+        raise ValueError(
+            f"expected images uint8 [N, {', '.join(map(str, contract.INPUT_SHAPE))}] with N >= 1; "
+            f"got {array.dtype} {list(array.shape)}"
+        )
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels (0..255); got {array.dtype}")
+    return np.ascontiguousarray(array)
+
+
+_clients: dict[tuple[int, str, str], TritonClient] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client(settings: Settings) -> TritonClient:
+    """Returns this process's client for the settings' Triton (a fork gets a fresh channel)."""
+    key = (os.getpid(), settings.triton_grpc_url, settings.model_name)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = TritonClient.from_settings(settings)
+            _clients[key] = client
+        return client

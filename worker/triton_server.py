@@ -1,0 +1,336 @@
+"""Runs the ``tritonserver`` binary shipped in the nvidia-pytriton wheel on the model repository.
+
+The embedded deployment needs no server install: the wheel carries Triton 2.51 with only the python
+backend. Before each start this module lays out a backend directory holding that python backend and
+our python-based backend ``onnxruntime`` (``worker/triton_backend/model.py``), so the repository's
+single ``config.pbtxt`` (``backend: "onnxruntime"``) is served here on CPU exactly as the NGC image
+serves it with the native onnxruntime backend. The server runs in explicit model-control mode: the
+model is loaded at start and :meth:`TritonServer.load_model` picks up newly deployed versions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import click
+
+from moderation import contract
+from moderation.settings import Settings, load_settings
+from worker.triton_env import (
+    BundledTriton,
+    TritonStartError,
+    check_repository,
+    locate_bundled,
+    port_in_use,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TritonServer", "TritonStartError", "triton_command"]
+
+EXIT_TIMEOUT_S = 20
+_LOG_TAIL_CHARS = 3000
+
+
+class TritonServer:
+    """A bundled ``tritonserver`` process serving one model repository on loopback ports."""
+
+    def __init__(
+        self,
+        *,
+        repository: Path,
+        grpc_port: int = 8001,
+        http_port: int = 8000,
+        metrics_port: int = 8002,
+        model_name: str = contract.MODEL_NAME,
+        log_path: Path | None = None,
+        host: str = "127.0.0.1",
+        work_dir: Path | None = None,
+    ) -> None:
+        self.repository = Path(repository).resolve()
+        self.grpc_port, self.http_port, self.metrics_port = grpc_port, http_port, metrics_port
+        self.model_name = model_name
+        self.host = host
+        self._work_dir = Path(work_dir).resolve() if work_dir else None
+        self._own_work_dir = False
+        self.log_path = Path(log_path).resolve() if log_path else None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_file: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TritonServer:
+        """Returns a server configured from settings (ports, repository, data folder)."""
+        work_dir = settings.data_dir.resolve() / "triton"
+        return cls(
+            repository=settings.model_repository,
+            grpc_port=settings.triton_grpc_port,
+            http_port=settings.triton_http_port,
+            metrics_port=settings.triton_metrics_port,
+            model_name=settings.model_name,
+            log_path=work_dir / "tritonserver.log",
+            work_dir=work_dir,
+        )
+
+    @property
+    def grpc_url(self) -> str:
+        """Returns host:port of the gRPC endpoint."""
+        return f"{self._client_host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        """Returns the base URL of the HTTP endpoint."""
+        return f"http://{self._client_host}:{self.http_port}"
+
+    @property
+    def _client_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    @property
+    def running(self) -> bool:
+        """Returns whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, *, timeout_s: float = 120.0) -> None:
+        """Starts the server and returns when the model is ready; raises TritonStartError."""
+        if self.running:
+            return
+        bundled = locate_bundled()
+        check_repository(self.repository, self.model_name)
+        self._check_ports()
+        work_dir = self._prepare_work_dir()
+        backends = bundled.install_backends(work_dir / "backends")
+        self.log_path = self.log_path or work_dir / "tritonserver.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        command = self._command(bundled, backends)
+        logger.info("starting %s (log: %s)", " ".join(command), self.log_path)
+        self._process = subprocess.Popen(
+            command,
+            env=bundled.environment(),
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
+        )
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("Triton ready: model %s on grpc %s", self.model_name, self.grpc_url)
+
+    def stop(self, *, timeout_s: float = 30.0) -> None:
+        """Stops the server: SIGTERM, wait for in-flight requests, then SIGKILL if needed."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("tritonserver did not stop within %.0f s; killing it", timeout_s)
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self._own_work_dir and self._work_dir is not None:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+            self._work_dir, self._own_work_dir = None, False
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def wait(self, timeout_s: float | None = None) -> int | None:
+        """Returns the exit code once the process ends (None if still running after timeout)."""
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    # -- model control ---------------------------------------------------------------------
+
+    def load_model(self) -> None:
+        """(Re)loads the model so that newly written versions serve (version_policy decides)."""
+        url = f"{self.http_url}/v2/repository/models/{self.model_name}/load"
+        try:
+            self._http("POST", url, timeout_s=300.0)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            raise TritonStartError(
+                f"Triton refused to load {self.model_name}: {detail}\n{self.log_tail()}"
+            ) from exc
+        logger.info("loaded %s; serving versions %s", self.model_name, self.serving_versions())
+
+    def serving_versions(self) -> list[str]:
+        """Returns the versions of the model that are ready now."""
+        body = self._http("GET", f"{self.http_url}/v2/models/{self.model_name}", timeout_s=10.0)
+        return [str(v) for v in body.get("versions", [])]
+
+    def statistics(self) -> dict[str, Any]:
+        """Returns Triton's statistics for the model (counts, batch sizes, queue times)."""
+        url = f"{self.http_url}/v2/models/{self.model_name}/stats"
+        return dict(self._http("GET", url, timeout_s=10.0))
+
+    def log_tail(self, chars: int = _LOG_TAIL_CHARS) -> str:
+        """Returns the end of the server log (for error messages)."""
+        if self.log_path is None or not self.log_path.exists():
+            return "(no server log)"
+        text = self.log_path.read_text(errors="replace")
+        return f"--- end of {self.log_path} ---\n{text[-chars:]}"
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _prepare_work_dir(self) -> Path:
+        if self._work_dir is None:
+            self._work_dir = Path(tempfile.mkdtemp(prefix="dfmod-triton-"))
+            self._own_work_dir = True
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        return self._work_dir
+
+    def _check_ports(self) -> None:
+        for label, port in (
+            ("gRPC", self.grpc_port),
+            ("HTTP", self.http_port),
+            ("metrics", self.metrics_port),
+        ):
+            if port_in_use(self._client_host, port):
+                raise TritonStartError(
+                    f"the Triton {label} port {port} is already in use on {self._client_host}; "
+                    f"stop what listens there or choose another port "
+                    f"(--{label.lower()}-port or DFMOD_TRITON_{label.upper()}_PORT)"
+                )
+
+    def _command(self, bundled: BundledTriton, backends: Path) -> list[str]:
+        return [
+            str(bundled.binary),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backends}",
+            f"--cache-directory={bundled.caches}",
+            "--model-control-mode=explicit",
+            f"--load-model={self.model_name}",
+            "--strict-readiness=true",
+            "--disable-auto-complete-config",
+            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-cpu-metrics=true",
+            # Room for a 32-image batch (4.8 MB) in the stub's shared memory without regrowth.
+            "--backend-config=python,shm-default-byte-size=8388608",
+            "--backend-config=python,shm-growth-byte-size=8388608",
+        ]
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        url = f"{self.http_url}/v2/models/{self.model_name}/ready"
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                code = None if self._process is None else self._process.returncode
+                raise TritonStartError(
+                    f"tritonserver exited with code {code} before {self.model_name} was ready"
+                    f"\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2.0) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.25)
+        raise TritonStartError(
+            f"{self.model_name} was not ready within {timeout_s:.0f} s\n{self.log_tail()}"
+        )
+
+    @staticmethod
+    def _http(method: str, url: str, *, timeout_s: float) -> dict[str, Any]:
+        request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else {}
+
+
+def _serve_until_signalled(server: TritonServer) -> int:
+    stop = threading.Event()
+
+    def _handler(signum: int, _frame: Any) -> None:
+        logger.info("received %s; stopping Triton", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.is_set():
+            code = server.wait(timeout_s=0.5)
+            if code is not None:
+                click.echo(f"tritonserver exited unexpectedly (code {code})", err=True)
+                click.echo(server.log_tail(), err=True)
+                return code or 1
+        return 0
+    finally:
+        server.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@click.command("triton")
+@click.option("--repository", type=click.Path(path_type=Path), default=None, help="Repository.")
+@click.option("--grpc-port", type=int, envvar="DFMOD_TRITON_GRPC_PORT", default=None)
+@click.option("--http-port", type=int, envvar="DFMOD_TRITON_HTTP_PORT", default=None)
+@click.option("--metrics-port", type=int, envvar="DFMOD_TRITON_METRICS_PORT", default=None)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--timeout", "timeout_s", type=float, default=180.0, show_default=True)
+def triton_command(
+    repository: Path | None,
+    grpc_port: int | None,
+    http_port: int | None,
+    metrics_port: int | None,
+    host: str,
+    timeout_s: float,
+) -> None:
+    """Run the bundled Triton server on the model repository until SIGTERM or Ctrl-C."""
+    settings = load_settings()
+    server = TritonServer.from_settings(settings)
+    server.repository = (repository or settings.model_repository).resolve()
+    server.grpc_port = grpc_port or settings.triton_grpc_port
+    server.http_port = http_port or settings.triton_http_port
+    server.metrics_port = metrics_port or settings.triton_metrics_port
+    server.host = host
+    try:
+        server.start(timeout_s=timeout_s)
+    except TritonStartError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"Triton serving {server.model_name} versions {server.serving_versions()} from "
+        f"{server.repository}: grpc {server.grpc_url}, http {server.http_url}, "
+        f"metrics :{server.metrics_port}; log {server.log_path}. Ctrl-C stops it."
+    )
+    sys.exit(_serve_until_signalled(server))
