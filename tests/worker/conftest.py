@@ -41,16 +41,15 @@ class WorkerEnv:
 
 
 @pytest.fixture(scope="module")
-def _migrated_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    folder = tmp_path_factory.mktemp("worker-db")
-    url = f"sqlite:///{folder / 'dfmod.db'}"
+def _migrated_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('worker-db') / 'dfmod.db'}"
     migrate(url)
-    return folder, url
+    return url
 
 
 @pytest.fixture()
-def worker_env(_migrated_db: tuple[Path, str], tmp_path: Path) -> Iterator[WorkerEnv]:
-    folder, url = _migrated_db
+def worker_env(_migrated_db: str, tmp_path: Path) -> Iterator[WorkerEnv]:
+    url = _migrated_db
     tenant_id, _key, secret = create_test_tenant(url)
     settings = load_settings(
         environ={},
@@ -72,3 +71,22 @@ def receiver(worker_env: WorkerEnv) -> Iterator[CallbackReceiver]:
     server = CallbackReceiver(secret=worker_env.secret).start()
     yield server
     server.stop()
+
+
+def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 48)) -> bytes:
+    """Returns a small real image encoded in ``fmt``."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 90)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def submission_row(env: WorkerEnv, submission_id: str) -> Submission:
+    """Returns a detached copy of a submission row."""
+    with session_scope(env.session_factory) as session:
+        sub = session.get(Submission, submission_id)
+        assert sub is not None
+        return sub

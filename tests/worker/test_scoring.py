@@ -1,0 +1,149 @@
+"""Scoring one submission: idempotency, media refusals, calibration from the version's metadata.
+
+Triton is replaced by a stub here because these tests are about the database transitions; the
+end-to-end tests (tests/e2e) score through the real bundled Triton.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from moderation.contract import ModelMetadata
+from moderation.db import session_scope
+from moderation.models import CallbackDelivery, Status, Verdict
+from moderation.policy import calibrate
+from tests.worker.conftest import WorkerEnv, image_bytes, submission_row
+from worker import scoring
+from worker.triton_client import InferenceResult, InferenceUnavailable
+
+
+class StubClient:
+    """Answers every batch with one logit, as model version 7, and counts calls."""
+
+    def __init__(self, logit: float = 2.0, *, fail: bool = False) -> None:
+        self.logit, self.fail, self.calls = logit, fail, 0
+
+    def infer(self, images: np.ndarray) -> InferenceResult:
+        self.calls += 1
+        assert images.shape == (1, 224, 224, 3) and images.dtype == np.uint8
+        if self.fail:
+            raise InferenceUnavailable("Triton at 127.0.0.1:1 is not answering")
+        return InferenceResult(np.array([self.logit], np.float32), "deepfake_detector", "7")
+
+
+@pytest.fixture()
+def scoring_env(worker_env: WorkerEnv, tmp_path: Path) -> WorkerEnv:
+    version = tmp_path / "repo" / "deepfake_detector" / "7"
+    version.mkdir(parents=True)
+    ModelMetadata(version=7, temperature=2.0, pass_below=0.2, flag_at=0.9).write(version)
+    worker_env.settings = worker_env.settings.replace(model_repository=tmp_path / "repo")
+    return worker_env
+
+
+def _score(env: WorkerEnv, sub_id: str, client: StubClient) -> scoring.ScoreResult:
+    return scoring.score_submission(
+        submission_id=sub_id,
+        session_factory=env.session_factory,
+        blobs=env.blobs,
+        client=client,  # type: ignore[arg-type]
+        settings=env.settings,
+    )
+
+
+def _count(env: WorkerEnv, model: type, sub_id: str) -> int:
+    with session_scope(env.session_factory) as session:
+        return int(session.scalar(select(func.count()).where(model.submission_id == sub_id)) or 0)
+
+
+def test_score_submission__twice__one_verdict(scoring_env: WorkerEnv) -> None:
+    sha = scoring_env.blobs.put(image_bytes())
+    sub_id = scoring_env.submission(blob_sha256=sha, callback_url="http://127.0.0.1:9/hook")
+    client = StubClient(logit=2.0)
+    first = _score(scoring_env, sub_id, client)
+    second = _score(scoring_env, sub_id, client)
+    assert first.outcome is scoring.Outcome.SCORED and first.delivery_id is not None
+    assert second.outcome is scoring.Outcome.NOOP and client.calls == 1
+    assert _count(scoring_env, Verdict, sub_id) == 1
+    assert _count(scoring_env, CallbackDelivery, sub_id) == 1
+    p_fake = calibrate(2.0, 2.0)  # temperature from the answering version's metadata.json
+    assert 0.2 <= p_fake < 0.9 and submission_row(scoring_env, sub_id).status == Status.NEEDS_REVIEW
+    with session_scope(scoring_env.session_factory) as session:
+        verdict = session.scalars(select(Verdict).where(Verdict.submission_id == sub_id)).one()
+        assert (verdict.model_version, verdict.temperature) == ("7", 2.0)
+        assert verdict.p_fake == pytest.approx(p_fake)
+
+
+def test_score_submission__lost_race__no_second_verdict(scoring_env: WorkerEnv) -> None:
+    sha = scoring_env.blobs.put(image_bytes())
+    sub_id = scoring_env.submission(blob_sha256=sha)
+    result = StubClient(logit=-5.0).infer(np.zeros((1, 224, 224, 3), np.uint8))
+    first = scoring._record_verdict(
+        scoring_env.session_factory, sub_id, result, scoring_env.settings
+    )
+    # A second worker that scored the same message concurrently: status moved on -> no-op.
+    second = scoring._record_verdict(
+        scoring_env.session_factory, sub_id, result, scoring_env.settings
+    )
+    assert (first.outcome, first.status) == (scoring.Outcome.SCORED, Status.AUTO_PASSED)
+    assert second.outcome is scoring.Outcome.NOOP
+    assert _count(scoring_env, Verdict, sub_id) == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [(b"GIF89a" + b"\x00" * 40, "unreadable_media"), (b"%PDF-1.7 hello", "unsupported_media")],
+    ids=["corrupt_gif", "pdf"],
+)
+def test_score_submission__bad_media__failed_not_retried(
+    scoring_env: WorkerEnv, data: bytes, reason: str
+) -> None:
+    sub_id = scoring_env.submission(blob_sha256=scoring_env.blobs.put(data))
+    client = StubClient()
+    result = _score(scoring_env, sub_id, client)
+    assert (result.outcome, client.calls) == (scoring.Outcome.FAILED, 0)
+    sub = submission_row(scoring_env, sub_id)
+    assert (sub.status, sub.failure_reason) == (Status.FAILED, reason)
+    assert sub.failure_detail and sub.completed_at is not None
+
+
+def test_score_submission__unavailable__raises_and_stays_scoring(scoring_env: WorkerEnv) -> None:
+    sub_id = scoring_env.submission(blob_sha256=scoring_env.blobs.put(image_bytes()))
+    with pytest.raises(InferenceUnavailable):
+        _score(scoring_env, sub_id, StubClient(fail=True))
+    assert submission_row(scoring_env, sub_id).status == Status.SCORING
+    assert _score(scoring_env, sub_id, StubClient(-3.0)).outcome is scoring.Outcome.SCORED
+
+
+def test_score_submission__finished__noop(scoring_env: WorkerEnv) -> None:
+    sha = scoring_env.blobs.put(image_bytes())
+    for status in (Status.FAILED, Status.AUTO_FLAGGED, Status.DECIDED):
+        sub_id = scoring_env.submission(blob_sha256=sha, status=status)
+        assert _score(scoring_env, sub_id, StubClient()).outcome is scoring.Outcome.NOOP
+
+
+def test_score_submission__unfetched_url__needs_fetch(scoring_env: WorkerEnv) -> None:
+    sub_id = scoring_env.submission(media_kind="url", media_url="http://127.0.0.1:9/a.png")
+    assert _score(scoring_env, sub_id, StubClient()).outcome is scoring.Outcome.NEEDS_FETCH
+
+
+def test_fail_submission__writes_failed_event(scoring_env: WorkerEnv) -> None:
+    sub_id = scoring_env.submission(callback_url="http://127.0.0.1:9/hook")
+    result = scoring.fail_submission(
+        submission_id=sub_id,
+        session_factory=scoring_env.session_factory,
+        reason="inference_unavailable",
+        detail="Triton down",
+    )
+    assert result.delivery_id is not None
+    with session_scope(scoring_env.session_factory) as session:
+        row = session.get(CallbackDelivery, result.delivery_id)
+        assert row is not None and row.event_type == "submission.failed"
+        assert row.payload["data"]["failure"]["reason"] == "inference_unavailable"
+    again = scoring.fail_submission(
+        submission_id=sub_id, session_factory=scoring_env.session_factory, reason="x", detail="y"
+    )
+    assert again.outcome is scoring.Outcome.NOOP
