@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("training.cli:export", "Export ONNX/TorchScript as a new model version."),
     "triton": ("worker.triton_server:triton_command", "Run the bundled Triton server."),
     "scan": ("worker.scan:scan_command", "Score image files through Triton, no queue."),
+    "worker": ("worker.cli:worker_command", "Run a Celery worker (scoring, fetches, callbacks)."),
+    "beat": ("worker.cli:beat_command", "Run the scheduler that enqueues the periodic sweeper."),
+    "sweep": ("worker.cli:sweep_command", "Run the sweeper once (stuck jobs, due callbacks)."),
+    "up": ("worker.up:up_command", "Run the embedded stack: Triton, worker, API on SQLite."),
 }
 
 

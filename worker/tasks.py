@@ -115,15 +115,20 @@ def deliver_callback(task: Task, delivery_id: str) -> str:
     return result.status
 
 
+def enqueue_sweep_result(app: Any, result: sweeper.SweepResult) -> None:
+    """Sends the tasks a sweep asked for."""
+    for name, ids in ((TASK_FETCH, result.fetch), (TASK_SCORE, result.score)):
+        for item_id in ids:
+            enqueue(app, name, item_id)
+    for delivery_id in result.deliver:
+        enqueue(app, TASK_DELIVER, delivery_id)
+
+
 def sweep(task: Task) -> dict[str, int]:
     """Re-enqueues stuck submissions and due deliveries."""
     deps = _deps(task)
     result = sweeper.sweep(session_factory=deps.session_factory, settings=deps.settings)
-    for name, ids in ((TASK_FETCH, result.fetch), (TASK_SCORE, result.score)):
-        for item_id in ids:
-            enqueue(task.app, name, item_id)
-    for delivery_id in result.deliver:
-        enqueue(task.app, TASK_DELIVER, delivery_id)
+    enqueue_sweep_result(task.app, result)
     return {"fetch": len(result.fetch), "score": len(result.score), "deliver": len(result.deliver)}
 
 

@@ -1,0 +1,103 @@
+"""``dfmod worker``, ``dfmod beat`` and ``dfmod sweep``: the Celery processes from the command line.
+
+The worker runs the one app from :func:`worker.celery_app.create_celery`. On the embedded stack
+(SQLite database and ``sqla+sqlite`` broker) it defaults to the threads pool: one process, so
+SQLite sees one writer process and memory stays small; elsewhere to prefork. ``--beat`` embeds the
+periodic sweeper (what ``dfmod up`` does); production runs ``dfmod beat`` once per deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from moderation.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+POOLS = ("prefork", "threads", "solo")
+THREADS_DEFAULT_CONCURRENCY = 4
+
+
+def default_pool(settings: Settings) -> str:
+    """Returns the pool that suits the configured broker and database."""
+    embedded = settings.resolved_broker_url.startswith("sqla+sqlite") or (
+        settings.resolved_database_url.startswith("sqlite")
+    )
+    return "threads" if embedded else "prefork"
+
+
+def worker_argv(
+    settings: Settings, *, pool: str | None, concurrency: int | None, beat: bool, loglevel: str
+) -> list[str]:
+    """Returns the ``celery worker`` arguments dfmod runs with."""
+    pool = pool or default_pool(settings)
+    if concurrency is None and pool == "threads":
+        concurrency = THREADS_DEFAULT_CONCURRENCY
+    # Gossip, mingle and remote control need broadcast exchanges the SQLAlchemy transport lacks;
+    # dfmod uses none of them.
+    argv = ["worker", f"--pool={pool}", f"--loglevel={loglevel}", "--without-gossip"]
+    argv += ["--without-mingle", "--without-heartbeat"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    if beat:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--beat", f"--schedule={settings.data_dir.resolve() / 'celerybeat-schedule'}"]
+    return argv
+
+
+@click.command("worker")
+@click.option("-c", "--concurrency", type=int, default=None, help="Worker processes/threads.")
+@click.option("--pool", type=click.Choice(POOLS), default=None, help="Default: threads on SQLite.")
+@click.option("--beat/--no-beat", default=False, help="Embed the periodic sweeper (one per site).")
+def worker_command(concurrency: int | None, pool: str | None, beat: bool) -> None:
+    """Run a Celery worker: scoring, media fetches, callbacks (and the sweeper with --beat)."""
+    from worker.celery_app import create_celery
+    from worker.tasks import register_tasks
+
+    settings = load_settings()
+    app = register_tasks(create_celery(settings))
+    argv = worker_argv(
+        settings, pool=pool, concurrency=concurrency, beat=beat, loglevel=settings.log_level
+    )
+    logger.info("celery %s (broker %s)", " ".join(argv), _safe(settings.resolved_broker_url))
+    app.worker_main(argv)
+
+
+@click.command("beat")
+def beat_command() -> None:
+    """Run the Celery beat scheduler that enqueues the periodic sweeper (one per deployment)."""
+    from worker.celery_app import create_celery
+
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_celery(settings)
+    schedule = settings.data_dir.resolve() / "celerybeat-schedule"
+    app.Beat(schedule=str(schedule), loglevel=settings.log_level).run()
+
+
+@click.command("sweep")
+def sweep_command() -> None:
+    """Run the sweeper once, without beat: re-enqueue stuck jobs and due callbacks."""
+    from worker.celery_app import create_celery
+    from worker.deps import deps_for
+    from worker.sweeper import sweep
+    from worker.tasks import enqueue_sweep_result
+
+    settings = load_settings()
+    result = sweep(session_factory=deps_for(settings).session_factory, settings=settings)
+    enqueue_sweep_result(create_celery(settings), result)
+    click.echo(
+        f"re-enqueued: fetch {len(result.fetch)}, score {len(result.score)}, "
+        f"deliver {len(result.deliver)}; gave up on {len(result.gave_up)}"
+    )
+
+
+def _safe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url.replace("sqla+", "", 1)).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
