@@ -11,11 +11,15 @@ import io
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from moderation.contract import INPUT_SIZE
+
+if TYPE_CHECKING:
+    from moderation.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +27,7 @@ logger = logging.getLogger(__name__)
 UNSUPPORTED_MEDIA = "unsupported_media"
 UNREADABLE_MEDIA = "unreadable_media"
 TOO_LARGE = "too_large"
+REASONS = (UNSUPPORTED_MEDIA, UNREADABLE_MEDIA, TOO_LARGE)
 
 # Magic numbers -> Pillow format name. Sniffed from the bytes, never from a name or content type.
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
@@ -47,7 +52,7 @@ DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 
 
 class MediaRejected(ValueError):
-    """Media that cannot be scored; ``reason`` is a stable code, ``detail`` says what was expected."""
+    """Unscorable media: ``reason`` is a stable code, ``detail`` says what was expected."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -65,12 +70,12 @@ class ImageLimits:
     size: int = INPUT_SIZE
 
     @classmethod
-    def from_settings(cls, settings: object) -> ImageLimits:
+    def from_settings(cls, settings: Settings) -> ImageLimits:
         """Returns the limits configured in a :class:`moderation.settings.Settings`."""
         return cls(
-            max_bytes=settings.max_upload_bytes,  # type: ignore[attr-defined]
-            max_pixels=settings.max_image_pixels,  # type: ignore[attr-defined]
-            formats=settings.image_formats,  # type: ignore[attr-defined]
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            formats=settings.image_formats,
         )
 
 
@@ -88,12 +93,12 @@ def sniff_format(data: bytes) -> str | None:
 
 
 def _describe_unknown(data: bytes) -> str:
+    if data[4:8] == b"ftyp":  # before the generic binary check: its size field starts with zeros
+        return "MP4/MOV/HEIC container"
     head = data[:64].lstrip().lower()
     for magic, label in _OTHER_KINDS:
         if head.startswith(magic):
             return label
-    if data[4:8] == b"ftyp":
-        return "MP4/MOV/HEIC container"
     return "unrecognised bytes"
 
 
@@ -117,10 +122,12 @@ def _check_bytes(data: bytes, limits: ImageLimits) -> str:
 
 def _open(data: bytes, fmt: str, limits: ImageLimits) -> Image.Image:
     try:
+        # Opening reads the header only. Pillow's warning threshold is not ours: the pixel limit
+        # below decides; Pillow's own hard error (2 x MAX_IMAGE_PIXELS) stays as a backstop.
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=[fmt])
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise MediaRejected(TOO_LARGE, f"decompression bomb refused: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise MediaRejected(UNREADABLE_MEDIA, f"cannot parse the {fmt} header: {exc}") from exc
@@ -141,7 +148,8 @@ def _decode_first_frame(image: Image.Image, fmt: str) -> Image.Image:
         image.seek(0)
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise MediaRejected(UNREADABLE_MEDIA, f"the {fmt} data is truncated or corrupt: {exc}") from exc
+        detail = f"the {fmt} data is truncated or corrupt: {exc}"
+        raise MediaRejected(UNREADABLE_MEDIA, detail) from exc
     try:
         oriented = ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not lose an otherwise good image
@@ -185,8 +193,12 @@ def load_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         image = _decode_first_frame(_open(data, fmt, limits), fmt)
-        rgb = to_rgb(image)
-        resized = rgb.resize((limits.size, limits.size), Image.Resampling.BILINEAR)
+        try:
+            rgb = to_rgb(image)
+            resized = rgb.resize((limits.size, limits.size), Image.Resampling.BILINEAR)
+        except (OSError, ValueError) as exc:
+            detail = f"cannot convert the {fmt} image (mode {image.mode}) to RGB: {exc}"
+            raise MediaRejected(UNREADABLE_MEDIA, detail) from exc
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
     return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8))
