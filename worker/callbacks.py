@@ -27,8 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from moderation import signing
 from moderation.db import session_scope
-from moderation.models import CallbackDelivery, DeliveryStatus, Submission, Tenant, Verdict, utcnow
+from moderation.models import CallbackDelivery, DeliveryStatus, Submission, Tenant, utcnow
 from moderation.settings import Settings
+from moderation.submissions import SubmissionView, get_submission
 from worker import outbound
 
 logger = logging.getLogger(__name__)
@@ -47,54 +48,30 @@ JITTER_FROM_S = 60.0
 MAX_ERROR_CHARS = 500
 
 
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def verdict_view(verdict: Verdict | None) -> dict[str, Any] | None:
-    """Returns the public view of a verdict (score, label, model) or None."""
-    if verdict is None:
-        return None
-    return {
-        "score": verdict.p_fake,
-        "label": verdict.decision,
-        "model": {"name": verdict.model_name, "version": verdict.model_version},
-        "thresholds": {"pass_below": verdict.pass_below, "flag_at": verdict.flag_at},
-    }
-
-
-def event_payload(
-    event_type: str, submission: Submission, verdict: Verdict | None
-) -> dict[str, Any]:
-    """Returns the Standard Webhooks payload ``{type, timestamp, data}`` of an event."""
-    data: dict[str, Any] = {
-        "id": submission.id,
-        "external_id": submission.external_id,
-        "status": submission.status,
-        "verdict": verdict_view(verdict),
-        "failure": (
-            {"reason": submission.failure_reason, "detail": submission.failure_detail}
-            if submission.failure_reason
-            else None
-        ),
-        "created_at": _iso(submission.created_at),
-        "completed_at": _iso(submission.completed_at),
-    }
-    return {"type": event_type, "timestamp": _iso(utcnow()), "data": data}
+def event_payload(event_type: str, view: SubmissionView) -> dict[str, Any]:
+    """Returns the Standard Webhooks payload ``{type, timestamp, data}``; data is the API's view."""
+    return {"type": event_type, "timestamp": utcnow().isoformat(), "data": view.to_json()}
 
 
 def add_outbox(
-    session: Session, *, submission: Submission, verdict: Verdict | None, event_type: str
+    session: Session, *, submission: Submission, event_type: str
 ) -> CallbackDelivery | None:
-    """Adds the outbox row of an event when the submission has a callback URL; returns it."""
+    """Adds the outbox row of an event when the submission has a callback URL; returns it.
+
+    Call it after the submission's new state (and verdict) are flushed, in the same transaction.
+    """
     if not submission.callback_url:
         return None
+    session.flush()
+    view = get_submission(session=session, submission_id=submission.id, tenant_id=None)
+    if view is None:
+        raise LookupError(f"submission {submission.id} vanished while writing its callback")
     delivery = CallbackDelivery(
         submission_id=submission.id,
         tenant_id=submission.tenant_id,
         event_type=event_type,
         url=submission.callback_url,
-        payload=event_payload(event_type, submission, verdict),
+        payload=event_payload(event_type, view),
         status=DeliveryStatus.PENDING,
         attempts=0,
         next_attempt_at=utcnow(),

@@ -89,7 +89,7 @@ def fail_submission(
                 return ScoreResult(Outcome.NOOP, sub.status if sub else None)
             sub.status, sub.failure_reason = Status.FAILED, reason
             sub.failure_detail, sub.completed_at = detail[:MAX_DETAIL_CHARS], utcnow()
-            delivery = add_outbox(session, submission=sub, verdict=None, event_type=EVENT_FAILED)
+            delivery = add_outbox(session, submission=sub, event_type=EVENT_FAILED)
             delivery_id = delivery.id if delivery else None
     except IntegrityError:
         return ScoreResult(Outcome.NOOP)
@@ -130,7 +130,7 @@ def _record_verdict(
             session.add(verdict)
             sub.status, sub.completed_at = decision, utcnow()
             session.flush()
-            delivery = add_outbox(session, submission=sub, verdict=verdict, event_type=EVENT_SCORED)
+            delivery = add_outbox(session, submission=sub, event_type=EVENT_SCORED)
             delivery_id = delivery.id if delivery else None
     except IntegrityError:  # another worker stored the verdict first
         logger.info("score: verdict for %s already stored by another run", submission_id)

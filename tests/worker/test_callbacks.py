@@ -17,9 +17,7 @@ def _delivery(env: WorkerEnv, url: str) -> str:
     with session_scope(env.session_factory) as session:
         sub = session.get(Submission, sub_id)
         assert sub is not None
-        row = callbacks.add_outbox(
-            session, submission=sub, verdict=None, event_type="submission.scored"
-        )
+        row = callbacks.add_outbox(session, submission=sub, event_type="submission.scored")
         assert row is not None
         return row.id
 

@@ -75,6 +75,12 @@ def test_score_submission__twice__one_verdict(scoring_env: WorkerEnv) -> None:
         verdict = session.scalars(select(Verdict).where(Verdict.submission_id == sub_id)).one()
         assert (verdict.model_version, verdict.temperature) == ("7", 2.0)
         assert verdict.p_fake == pytest.approx(p_fake)
+        delivery = session.get(CallbackDelivery, first.delivery_id)
+        assert delivery is not None and delivery.event_type == "submission.scored"
+        data = delivery.payload["data"]
+        assert (data["id"], data["status"]) == (sub_id, Status.NEEDS_REVIEW)
+        assert data["verdict"]["p_fake"] == pytest.approx(p_fake)
+        assert data["verdict"]["model"] == {"name": "deepfake_detector", "version": "7"}
 
 
 def test_score_submission__lost_race__no_second_verdict(scoring_env: WorkerEnv) -> None:
