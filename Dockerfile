@@ -1,0 +1,25 @@
+# One image for the api, worker, beat and migrate services of docker-compose.yml (the command
+# picks the role). Triton runs from NVIDIA's NGC image instead; the model repository is a mount.
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DFMOD_DATA_DIR=/data \
+    DFMOD_MODEL_REPOSITORY=/models
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY moderation ./moderation
+COPY webhook_api ./webhook_api
+COPY worker ./worker
+COPY training ./training
+RUN pip install . \
+    && useradd --create-home --uid 10001 dfmod \
+    && mkdir -p /data /models \
+    && chown dfmod /data
+
+USER dfmod
+EXPOSE 8080
+ENTRYPOINT ["dfmod"]
+CMD ["--help"]
