@@ -54,9 +54,7 @@ class BundledTriton:
         return env
 
     def install_backends(self, target: Path) -> Path:
-        """Returns a fresh backend folder: the python backend plus our python-based onnxruntime."""
-        if target.exists():
-            shutil.rmtree(target)
+        """Returns ``target`` holding the python backend plus our python-based onnxruntime."""
         python_dir = target / "python"
         python_dir.mkdir(parents=True)
         shutil.copy2(self.python_backend / "libtriton_python.so", python_dir)

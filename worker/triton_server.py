@@ -70,6 +70,7 @@ class TritonServer:
         self.log_path = Path(log_path).resolve() if log_path else None
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
+        self._backends: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TritonServer:
@@ -114,7 +115,9 @@ class TritonServer:
         check_repository(self.repository, self.model_name)
         self._check_ports()
         work_dir = self._prepare_work_dir()
-        backends = bundled.install_backends(work_dir / "backends")
+        # A private backend folder per start: another server sharing the work folder keeps its own.
+        self._backends = Path(tempfile.mkdtemp(prefix="backends-", dir=work_dir))
+        backends = bundled.install_backends(self._backends)
         self.log_path = self.log_path or work_dir / "tritonserver.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -149,6 +152,9 @@ class TritonServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if self._backends is not None:
+            shutil.rmtree(self._backends, ignore_errors=True)
+            self._backends = None
         if self._own_work_dir and self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._work_dir, self._own_work_dir = None, False
