@@ -26,6 +26,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "beat": ("worker.cli:beat_command", "Run the scheduler that enqueues the periodic sweeper."),
     "sweep": ("worker.cli:sweep_command", "Run the sweeper once (stuck jobs, due callbacks)."),
     "up": ("worker.up:up_command", "Run the embedded stack: Triton, worker, API on SQLite."),
+    "api": ("webhook_api.cli:api_command", "Run the webhook API with a multi-threaded server."),
+    "migrate": ("webhook_api.cli:migrate_command", "Upgrade the database schema to the newest."),
+    "tenant": ("webhook_api.cli:tenant_group", "Manage tenants (create prints the API key once)."),
 }
 
 

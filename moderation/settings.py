@@ -31,6 +31,8 @@ class Settings:
     data_dir: Path = _setting(Path("var"), "Folder for the embedded database, broker and blobs")
     api_host: str = _setting("127.0.0.1", "Address the webhook API listens on")
     api_port: int = _setting(8080, "Port of the webhook API and dashboard")
+    api_workers: int = _setting(2, "Worker processes of the API server (gunicorn)")
+    api_threads: int = _setting(8, "Threads per API worker process (gunicorn gthread)")
     database_url: str = _setting("", "SQLAlchemy URL; default sqlite:///<data_dir>/dfmod.db")
     broker_url: str = _setting("", "Celery broker URL; default sqla+sqlite:///<data_dir>/broker.db")
     triton_host: str = _setting("127.0.0.1", "Host of the Triton server")

@@ -58,7 +58,7 @@ def hash_key(api_key: str) -> str:
 
 
 def _split_key(api_key: str) -> str | None:
-    parts = api_key.split("_")
+    parts = api_key.split("_", 2)  # the secret part may itself contain "_"
     if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
         return None
     return parts[1]

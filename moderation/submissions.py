@@ -1,0 +1,320 @@
+"""Submission service functions: create, read, list, mark queued, and Idempotency-Key records.
+
+Keyword-only functions taking a ``Session``; ORM rows stay inside, callers get frozen dataclasses
+(:class:`SubmissionView`) whose :meth:`SubmissionView.to_json` is the API's representation.
+Lists are ordered newest first by ``(created_at, id)`` with an opaque cursor, which the
+``(tenant_id, [status,] created_at, id)`` indexes serve.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from moderation.models import IdempotencyRecord, Status, Submission, Verdict, utcnow
+
+logger = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 100
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor this service did not issue."""
+
+
+@dataclass(frozen=True)
+class VerdictView:
+    """The model's answer, as clients see it."""
+
+    p_fake: float
+    logit: float
+    decision: str
+    model_name: str
+    model_version: str
+    pass_below: float
+    flag_at: float
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class SubmissionView:
+    """One submission at the service boundary (no ORM object escapes)."""
+
+    id: str
+    tenant_id: str
+    status: str
+    media_kind: str
+    media_url: str | None
+    blob_sha256: str | None
+    size_bytes: int | None
+    callback_url: str | None
+    external_id: str | None
+    metadata: dict[str, Any]
+    failure_reason: str | None
+    failure_detail: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    completed_at: dt.datetime | None
+    verdict: VerdictView | None
+
+    def to_json(self) -> dict[str, Any]:
+        """Returns the API representation (ISO 8601 UTC timestamps)."""
+        verdict = None
+        if self.verdict is not None:
+            v = self.verdict
+            verdict = {
+                "p_fake": v.p_fake,
+                "label": "fake" if v.p_fake >= 0.5 else "real",
+                "decision": v.decision,
+                "model": {"name": v.model_name, "version": v.model_version},
+                "thresholds": {"pass_below": v.pass_below, "flag_at": v.flag_at},
+                "created_at": _iso(v.created_at),
+            }
+        failure = None
+        if self.failure_reason is not None:
+            failure = {"reason": self.failure_reason, "detail": self.failure_detail}
+        return {
+            "id": self.id,
+            "status": self.status,
+            "media": {
+                "kind": self.media_kind,
+                "url": self.media_url,
+                "sha256": self.blob_sha256,
+                "size_bytes": self.size_bytes,
+            },
+            "callback_url": self.callback_url,
+            "external_id": self.external_id,
+            "metadata": self.metadata,
+            "verdict": verdict,
+            "failure": failure,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "completed_at": _iso(self.completed_at),
+        }
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list and the cursor of the next (None on the last page)."""
+
+    items: list[SubmissionView]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """The first response given to an Idempotency-Key."""
+
+    fingerprint: str
+    status: int
+    body: dict[str, Any]
+    submission_id: str | None
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.timezone.utc).isoformat()
+
+
+def _view(row: Submission) -> SubmissionView:
+    verdict = None
+    if row.verdict is not None:
+        v: Verdict = row.verdict
+        verdict = VerdictView(
+            v.p_fake,
+            v.logit,
+            v.decision,
+            v.model_name,
+            v.model_version,
+            v.pass_below,
+            v.flag_at,
+            v.created_at,
+        )
+    return SubmissionView(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        status=row.status,
+        media_kind=row.media_kind,
+        media_url=row.media_url,
+        blob_sha256=row.blob_sha256,
+        size_bytes=row.size_bytes,
+        callback_url=row.callback_url,
+        external_id=row.external_id,
+        metadata=dict(row.meta or {}),
+        failure_reason=row.failure_reason,
+        failure_detail=row.failure_detail,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        completed_at=row.completed_at,
+        verdict=verdict,
+    )
+
+
+def create_submission(
+    *,
+    session: Session,
+    tenant_id: str,
+    media_kind: str,
+    blob_sha256: str | None = None,
+    media_url: str | None = None,
+    size_bytes: int | None = None,
+    filename: str | None = None,
+    content_type: str | None = None,
+    callback_url: str | None = None,
+    external_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> SubmissionView:
+    """Returns a new ``received`` submission (flushed; the caller's transaction commits it)."""
+    if (blob_sha256 is None) == (media_url is None):
+        raise ValueError("expected exactly one of blob_sha256 (upload) or media_url")
+    row = Submission(
+        tenant_id=tenant_id,
+        status=Status.RECEIVED,
+        media_kind=media_kind,
+        blob_sha256=blob_sha256,
+        media_url=media_url,
+        size_bytes=size_bytes,
+        filename=filename,
+        content_type=content_type,
+        callback_url=callback_url,
+        external_id=external_id,
+        meta=metadata or {},
+    )
+    session.add(row)
+    session.flush()
+    logger.info("submission %s received for tenant %s (%s)", row.id, tenant_id, media_kind)
+    return _view(row)
+
+
+def get_submission(
+    *, session: Session, submission_id: str, tenant_id: str | None
+) -> SubmissionView | None:
+    """Returns the submission, or None when absent or owned by another tenant.
+
+    ``tenant_id=None`` skips the ownership check (workers and the review dashboard).
+    """
+    query = select(Submission).options(selectinload(Submission.verdict))
+    query = query.where(Submission.id == submission_id)
+    if tenant_id is not None:
+        query = query.where(Submission.tenant_id == tenant_id)
+    row = session.scalar(query)
+    return None if row is None else _view(row)
+
+
+def encode_cursor(created_at: dt.datetime, submission_id: str) -> str:
+    """Returns an opaque cursor pointing just after ``(created_at, id)``."""
+    raw = json.dumps([created_at.astimezone(dt.timezone.utc).isoformat(), submission_id])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    """Returns ``(created_at, id)`` from a cursor; raises :class:`InvalidCursor`."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, submission_id = json.loads(raw)
+        created_at = dt.datetime.fromisoformat(stamp)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise InvalidCursor("expected a cursor taken from a previous page's next_cursor") from exc
+    if created_at.tzinfo is None or not isinstance(submission_id, str):
+        raise InvalidCursor("expected a cursor taken from a previous page's next_cursor")
+    return created_at, submission_id
+
+
+def list_submissions(
+    *,
+    session: Session,
+    tenant_id: str,
+    status: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page:
+    """Returns one page of the tenant's submissions, newest first."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"expected limit between 1 and {MAX_PAGE_SIZE}, got {limit}")
+    query = select(Submission).options(selectinload(Submission.verdict))
+    query = query.where(Submission.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Submission.status == status)
+    if cursor is not None:
+        created_at, last_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Submission.created_at < created_at,
+                and_(Submission.created_at == created_at, Submission.id < last_id),
+            )
+        )
+    query = query.order_by(Submission.created_at.desc(), Submission.id.desc()).limit(limit + 1)
+    rows = list(session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
+    return Page([_view(r) for r in rows], next_cursor)
+
+
+def mark_queued(*, session: Session, submission_id: str) -> bool:
+    """Moves a ``received`` submission to ``queued``; returns False if it had moved on already."""
+    now = utcnow()
+    result = session.execute(
+        update(Submission)
+        .where(Submission.id == submission_id, Submission.status == Status.RECEIVED)
+        .values(status=Status.QUEUED, queued_at=now, updated_at=now)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def count_by_status(*, session: Session) -> dict[str, int]:
+    """Returns the number of submissions in each status (every status present, zero included)."""
+    counts = dict.fromkeys(Status.ALL, 0)
+    rows = session.execute(select(Submission.status, func.count()).group_by(Submission.status))
+    for status, count in rows:
+        counts[status] = int(count)
+    return counts
+
+
+def find_stored_response(*, session: Session, tenant_id: str, key: str) -> StoredResponse | None:
+    """Returns the first response recorded for a tenant's Idempotency-Key, or None."""
+    row = session.scalar(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.tenant_id == tenant_id, IdempotencyRecord.key == key
+        )
+    )
+    if row is None:
+        return None
+    return StoredResponse(
+        row.fingerprint, row.response_status, row.response_body, row.submission_id
+    )
+
+
+def store_response(
+    *,
+    session: Session,
+    tenant_id: str,
+    key: str,
+    fingerprint: str,
+    status: int,
+    body: dict[str, Any],
+    submission_id: str | None,
+) -> None:
+    """Records (or, for the same key, replaces) the response given to an Idempotency-Key.
+
+    Inserted in the submission's own transaction, so a concurrent duplicate fails on the unique
+    ``(tenant_id, key)`` constraint instead of creating a second submission.
+    """
+    row = session.scalar(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.tenant_id == tenant_id, IdempotencyRecord.key == key
+        )
+    )
+    if row is None:
+        row = IdempotencyRecord(tenant_id=tenant_id, key=key, fingerprint=fingerprint)
+        session.add(row)
+    row.response_status, row.response_body, row.submission_id = status, body, submission_id
+    session.flush()

@@ -1,0 +1,96 @@
+"""API test fixtures: the app on a real SQLite file and on the real PostgreSQL, a test client."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+from sqlalchemy import text
+
+from moderation.db import make_engine, migrate
+from moderation.models import Base
+from moderation.settings import Settings, load_settings
+from tests.fixtures.services import create_test_tenant
+from webhook_api import create_app
+
+_migrated_postgres: set[str] = set()
+
+
+def _truncate(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {names} CASCADE"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Returns a migrated, empty database URL: an SQLite file or the session's PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'dfmod.db'}"
+        migrate(url)
+        return url
+    url = request.getfixturevalue("postgres_url")
+    if url not in _migrated_postgres:
+        migrate(url)
+        _migrated_postgres.add(url)
+    _truncate(url)
+    return url
+
+
+@pytest.fixture()
+def api_settings(database_url: str, tmp_path: Path) -> Settings:
+    """Returns settings for an API on ``database_url`` with an SQLite broker in tmp."""
+    return load_settings(
+        environ={},
+        data_dir=tmp_path / "var",
+        database_url=database_url,
+        broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+        outbound_allowlist="127.0.0.0/8,::1/128",
+        max_upload_bytes=64 * 1024,
+        triton_grpc_port=1,  # nothing listens there: Triton is reported unavailable
+    )
+
+
+@pytest.fixture()
+def app(api_settings: Settings) -> Iterator[Flask]:
+    application = create_app(api_settings, {"TESTING": True})
+    yield application
+    application.extensions["dfmod"].engine.dispose()
+
+
+@pytest.fixture()
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture()
+def tenant(database_url: str) -> dict[str, str]:
+    tenant_id, api_key, secret = create_test_tenant(database_url)
+    return {"id": tenant_id, "api_key": api_key, "secret": secret}
+
+
+@pytest.fixture()
+def auth(tenant: dict[str, str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tenant['api_key']}"}
+
+
+def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: int = 32) -> bytes:
+    """Returns a small valid PNG."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upload(data: bytes, **fields: Any) -> dict[str, Any]:
+    """Returns a multipart form with ``file`` and extra fields for the test client."""
+    return {"file": (io.BytesIO(data), "image.png", "image/png"), **fields}

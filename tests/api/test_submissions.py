@@ -1,0 +1,155 @@
+"""POST/GET /v1/submissions through the Flask test client on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from moderation.blobs import BlobStore
+from tests.api.conftest import png_bytes, upload
+from tests.fixtures.services import create_test_tenant
+
+
+def test_upload_is_accepted_stored_and_queued(
+    client: FlaskClient, auth: dict[str, str], app: Flask
+) -> None:
+    data = png_bytes()
+    response = client.post(
+        "/v1/submissions",
+        data=upload(data, external_id="post-1", metadata='{"user": 7}'),
+        headers=auth,
+    )
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert body["status"] == "queued"
+    assert body["media"] == {
+        "kind": "upload",
+        "url": None,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size_bytes": len(data),
+    }
+    assert body["external_id"] == "post-1" and body["metadata"] == {"user": 7}
+    assert response.headers["Location"] == f"/v1/submissions/{body['id']}"
+    store = BlobStore(app.extensions["dfmod"].settings.blob_dir)
+    assert store.get(body["media"]["sha256"]) == data
+
+    polled = client.get(response.headers["Location"], headers=auth)
+    assert polled.status_code == 200
+    assert polled.get_json()["id"] == body["id"] and polled.get_json()["verdict"] is None
+
+
+def test_media_url_submission_is_accepted(client: FlaskClient, auth: dict[str, str]) -> None:
+    response = client.post(
+        "/v1/submissions",
+        json={"media_url": "http://127.0.0.1:9/x.png", "callback_url": "http://127.0.0.1:9/cb"},
+        headers=auth,
+    )
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert body["media"]["kind"] == "url" and body["media"]["url"] == "http://127.0.0.1:9/x.png"
+    assert body["callback_url"] == "http://127.0.0.1:9/cb"
+    assert body["status"] == "queued"
+
+
+def test_another_tenants_submission_is_404(
+    client: FlaskClient, auth: dict[str, str], database_url: str
+) -> None:
+    created = client.post("/v1/submissions", data=upload(png_bytes()), headers=auth).get_json()
+    _, other_key, _ = create_test_tenant(database_url)
+    other = {"Authorization": f"Bearer {other_key}"}
+    response = client.get(f"/v1/submissions/{created['id']}", headers=other)
+    assert response.status_code == 404
+    assert response.content_type == "application/problem+json"
+    assert client.get("/v1/submissions", headers=other).get_json()["items"] == []
+    assert client.get(f"/v1/submissions/{created['id']}", headers=auth).status_code == 200
+
+
+def test_idempotency_same_body_replays_different_body_conflicts(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    headers = {**auth, "Idempotency-Key": "order-42"}
+    data = png_bytes()
+    first = client.post("/v1/submissions", data=upload(data, external_id="a"), headers=headers)
+    again = client.post("/v1/submissions", data=upload(data, external_id="a"), headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert again.get_json() == first.get_json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Location"] == first.headers["Location"]
+
+    changed = client.post("/v1/submissions", data=upload(data, external_id="b"), headers=headers)
+    assert changed.status_code == 409
+    problem = changed.get_json()
+    assert problem["type"] == "https://dfmod.dev/problems/idempotency-conflict"
+    assert "different request body" in problem["detail"]
+    listed = client.get("/v1/submissions", headers=auth).get_json()["items"]
+    assert [item["id"] for item in listed] == [first.get_json()["id"]]
+
+
+def test_idempotency_keys_are_per_tenant(
+    client: FlaskClient, auth: dict[str, str], database_url: str
+) -> None:
+    _, other_key, _ = create_test_tenant(database_url)
+    body = {"media_url": "http://127.0.0.1:9/x.png"}
+    first = client.post(
+        "/v1/submissions", json=body, headers={**auth, "Idempotency-Key": "k"}
+    ).get_json()
+    second = client.post(
+        "/v1/submissions",
+        json=body,
+        headers={"Authorization": f"Bearer {other_key}", "Idempotency-Key": "k"},
+    ).get_json()
+    assert first["id"] != second["id"]
+
+
+def test_list_filters_by_status_and_paginates_with_a_cursor(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    ids = [
+        client.post("/v1/submissions", data=upload(png_bytes((i, 0, 0))), headers=auth).get_json()[
+            "id"
+        ]
+        for i in range(5)
+    ]
+    seen: list[str] = []
+    url: str | None = "/v1/submissions?limit=2"
+    pages = 0
+    while url:
+        page = client.get(url, headers=auth).get_json()
+        seen += [item["id"] for item in page["items"]]
+        url = page["next"]
+        pages += 1
+    assert pages == 3
+    assert seen == list(reversed(ids))
+    queued = client.get("/v1/submissions?status=queued", headers=auth).get_json()["items"]
+    assert len(queued) == 5
+    assert client.get("/v1/submissions?status=failed", headers=auth).get_json()["items"] == []
+
+
+def test_broker_down_still_accepts_and_leaves_received(
+    api_settings, auth: dict[str, str], tmp_path: Path
+) -> None:
+    from webhook_api import create_app
+
+    app = create_app(api_settings.replace(broker_url="redis://127.0.0.1:1/0"), {"TESTING": True})
+    response = app.test_client().post("/v1/submissions", data=upload(png_bytes()), headers=auth)
+    assert response.status_code == 202
+    assert response.get_json()["status"] == "received"
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'dfmod_submissions{status="received"} 1.0' in metrics
+    app.extensions["dfmod"].engine.dispose()
+
+
+def test_metadata_round_trips_as_json(client: FlaskClient, auth: dict[str, str]) -> None:
+    meta = {"nested": {"list": [1, 2, 3]}, "text": "ünïcode"}
+    body = client.post(
+        "/v1/submissions",
+        json={"media_url": "http://127.0.0.1:9/a.png", "metadata": meta},
+        headers=auth,
+    ).get_json()
+    fetched = client.get(f"/v1/submissions/{body['id']}", headers=auth).get_json()
+    assert fetched["metadata"] == meta
+    assert json.loads(json.dumps(fetched["created_at"])).endswith("+00:00")

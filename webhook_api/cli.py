@@ -1,0 +1,132 @@
+"""``dfmod api``, ``dfmod migrate`` and ``dfmod tenant create``: running and administering the API.
+
+``dfmod api`` serves :func:`webhook_api.create_app` with gunicorn's threaded workers; each worker
+process builds its own app, engine and connections after the fork (nothing is preloaded).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import click
+
+from moderation.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+
+def gunicorn_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Returns gunicorn settings for the API (bind address, gthread workers, logging)."""
+    options = {
+        "bind": f"{settings.api_host}:{settings.api_port}",
+        "workers": settings.api_workers,
+        "worker_class": "gthread",
+        "threads": settings.api_threads,
+        "timeout": 60,
+        "graceful_timeout": 20,
+        "accesslog": "-",
+        "errorlog": "-",
+        "loglevel": settings.log_level.lower(),
+        "preload_app": False,
+    }
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    return options
+
+
+def serve(settings: Settings, **overrides: Any) -> None:
+    """Runs the API under gunicorn until interrupted."""
+    from gunicorn.app.base import BaseApplication
+
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in gunicorn_options(settings, **overrides).items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from webhook_api import create_app
+
+            return create_app(settings)
+
+    _Server().run()
+
+
+@click.command("api")
+@click.option("--host", default=None, help="Listen address (default DFMOD_API_HOST).")
+@click.option("--port", type=int, default=None, help="Listen port (default DFMOD_API_PORT).")
+@click.option("--workers", type=int, default=None, help="Processes (default DFMOD_API_WORKERS).")
+@click.option("--threads", type=int, default=None, help="Threads each (default DFMOD_API_THREADS).")
+@click.option("--migrate/--no-migrate", "run_migrations", default=False, help="Migrate first.")
+def api_command(
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    threads: int | None,
+    run_migrations: bool,
+) -> None:
+    """Run the webhook API with a multi-threaded server (gunicorn, gthread workers)."""
+    changes = {"api_host": host, "api_port": port, "api_workers": workers, "api_threads": threads}
+    settings = load_settings(**{k: v for k, v in changes.items() if v is not None})
+    if run_migrations:
+        from moderation.db import migrate
+
+        migrate(settings.resolved_database_url)
+    click.echo(f"dfmod API on http://{settings.api_host}:{settings.api_port}", err=True)
+    serve(settings)
+
+
+@click.command("migrate")
+@click.option("--revision", default="head", show_default=True, help="Target Alembic revision.")
+def migrate_command(revision: str) -> None:
+    """Upgrade the database schema (DFMOD_DATABASE_URL) to the newest revision."""
+    from moderation.db import current_revision, migrate
+
+    url = load_settings().resolved_database_url
+    migrate(url, revision)
+    click.echo(f"database at revision {current_revision(url)}")
+
+
+@click.group("tenant")
+def tenant_group() -> None:
+    """Manage tenants."""
+
+
+@tenant_group.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (api_key, webhook_secret, ...).")
+def tenant_create(name: str, as_json: bool) -> None:
+    """Create a tenant and print its API key and webhook secret (shown only this once)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from moderation.db import make_engine, make_session_factory, session_scope
+    from moderation.tenants import TenantExists, create_tenant
+
+    engine = make_engine(load_settings().resolved_database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            created = create_tenant(session=session, name=name)
+    except (TenantExists, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        raise click.ClickException(
+            f"could not create the tenant ({type(exc).__name__}); expected a migrated "
+            "database: run 'dfmod migrate' first"
+        ) from exc
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "tenant_id": created.tenant_id,
+                    "name": created.name,
+                    "api_key": created.api_key,
+                    "webhook_secret": created.webhook_secret,
+                }
+            )
+        )
+        return
+    click.echo(f"tenant_id:      {created.tenant_id}\nname:           {created.name}")
+    click.echo(f"api_key:        {created.api_key}\nwebhook_secret: {created.webhook_secret}")
+    click.echo("Store both now: they are not shown again.", err=True)

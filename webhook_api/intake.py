@@ -1,0 +1,198 @@
+"""Parsing and validating ``POST /v1/submissions`` bodies without decoding any media.
+
+Two shapes are accepted: ``multipart/form-data`` with a ``file`` part, or ``application/json``
+with a ``media_url``. Both may carry ``callback_url``, ``external_id`` and ``metadata``; anything
+else is refused (422) so a typo never goes unnoticed. URLs are checked against the SSRF guard at
+submission time. Uploads are accepted whatever their bytes: the worker's preprocessing is the one
+place deciding what is an image, so a non-image ends ``failed`` with ``unsupported_media``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Request
+
+from moderation.ssrf import Network, OutboundBlocked, check_url
+from webhook_api.problems import ApiProblem, validation_problem
+
+logger = logging.getLogger(__name__)
+
+OPTIONAL_FIELDS = ("callback_url", "external_id", "metadata")
+JSON_FIELDS = ("media_url", *OPTIONAL_FIELDS)
+MAX_URL_LENGTH = 2048
+MAX_EXTERNAL_ID_LENGTH = 200
+MAX_METADATA_BYTES = 16 * 1024
+
+
+@dataclass
+class Intake:
+    """A validated submission request: exactly one of ``data`` (upload) or ``media_url``."""
+
+    data: bytes | None = None
+    filename: str | None = None
+    content_type: str | None = None
+    media_url: str | None = None
+    callback_url: str | None = None
+    external_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """Returns a hash of what was asked for (multipart boundaries and key order ignored)."""
+        canonical = {
+            "sha256": hashlib.sha256(self.data).hexdigest() if self.data is not None else None,
+            "media_url": self.media_url,
+            "callback_url": self.callback_url,
+            "external_id": self.external_id,
+            "metadata": self.metadata,
+        }
+        return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def _check_outbound(name: str, value: Any, allowlist: tuple[Network, ...], errors: list) -> None:
+    if not isinstance(value, str) or not value:
+        errors.append({"field": name, "message": "expected an http(s) URL string"})
+    elif len(value) > MAX_URL_LENGTH:
+        errors.append({"field": name, "message": f"expected at most {MAX_URL_LENGTH} characters"})
+    else:
+        try:
+            check_url(value, allowlist=allowlist)
+        except OutboundBlocked as exc:
+            errors.append({"field": name, "message": str(exc)})
+
+
+def _check_optional(values: dict[str, Any], allowlist: tuple[Network, ...], errors: list) -> None:
+    if values.get("callback_url") is not None:
+        _check_outbound("callback_url", values["callback_url"], allowlist, errors)
+    external_id = values.get("external_id")
+    if external_id is not None and (
+        not isinstance(external_id, str) or len(external_id) > MAX_EXTERNAL_ID_LENGTH
+    ):
+        errors.append(
+            {
+                "field": "external_id",
+                "message": f"expected a string of at most {MAX_EXTERNAL_ID_LENGTH} characters",
+            }
+        )
+    metadata = values.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            errors.append({"field": "metadata", "message": "expected a JSON object"})
+        elif len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+            errors.append(
+                {
+                    "field": "metadata",
+                    "message": f"expected at most {MAX_METADATA_BYTES} bytes of JSON",
+                }
+            )
+
+
+def _unknown(names: list[str], allowed: tuple[str, ...]) -> list[dict[str, str]]:
+    return [
+        {"field": name, "message": f"unknown field; expected only {', '.join(allowed)}"}
+        for name in sorted(names)
+    ]
+
+
+def parse_json(request: Request, allowlist: tuple[Network, ...]) -> Intake:
+    """Returns the intake of a JSON body; raises 400 (malformed) or 422 (invalid)."""
+    try:
+        body = json.loads(request.get_data(cache=True) or b"")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiProblem(
+            400,
+            "malformed-json",
+            "Malformed JSON",
+            f"the body is not valid JSON ({exc}); expected an object such as "
+            '{"media_url": "https://..."}',
+        ) from exc
+    if not isinstance(body, dict):
+        raise validation_problem([{"field": "(body)", "message": "expected a JSON object"}])
+    errors = _unknown([k for k in body if k not in JSON_FIELDS], JSON_FIELDS)
+    if body.get("media_url") is None:
+        errors.append({"field": "media_url", "message": "required; expected an http(s) URL"})
+    else:
+        _check_outbound("media_url", body["media_url"], allowlist, errors)
+    _check_optional(body, allowlist, errors)
+    if errors:
+        raise validation_problem(errors)
+    return Intake(
+        media_url=body["media_url"],
+        callback_url=body.get("callback_url"),
+        external_id=body.get("external_id"),
+        metadata=body.get("metadata") or {},
+    )
+
+
+def _form_values(request: Request, errors: list) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in OPTIONAL_FIELDS:
+        raw = request.form.get(name)
+        if raw is None or raw == "":
+            continue
+        if name == "metadata":
+            try:
+                values[name] = json.loads(raw)
+            except ValueError:
+                errors.append({"field": "metadata", "message": "expected a JSON object as text"})
+                continue
+        else:
+            values[name] = raw
+    return values
+
+
+def parse_multipart(request: Request, allowlist: tuple[Network, ...], max_bytes: int) -> Intake:
+    """Returns the intake of a multipart upload; raises 413 or 422 problems."""
+    errors = _unknown(
+        [k for k in request.form if k not in OPTIONAL_FIELDS], ("file", *OPTIONAL_FIELDS)
+    )
+    errors += _unknown([k for k in request.files if k != "file"], ("file", *OPTIONAL_FIELDS))
+    uploads = request.files.getlist("file")
+    if len(uploads) != 1:
+        errors.append(
+            {"field": "file", "message": f"expected exactly one 'file' part, got {len(uploads)}"}
+        )
+    values = _form_values(request, errors)
+    _check_optional(values, allowlist, errors)
+    data = uploads[0].read(max_bytes + 1) if len(uploads) == 1 else b""
+    if len(uploads) == 1 and not data:
+        errors.append({"field": "file", "message": "the file is empty; expected image bytes"})
+    if len(data) > max_bytes:
+        raise ApiProblem(
+            413,
+            "payload-too-large",
+            "Payload too large",
+            f"the file exceeds {max_bytes} bytes; expected at most {max_bytes}",
+            max_bytes=max_bytes,
+        )
+    if errors:
+        raise validation_problem(errors)
+    upload = uploads[0]
+    return Intake(
+        data=data,
+        filename=(upload.filename or None) and upload.filename[:255],
+        content_type=(upload.mimetype or None) and upload.mimetype[:100],
+        callback_url=values.get("callback_url"),
+        external_id=values.get("external_id"),
+        metadata=values.get("metadata") or {},
+    )
+
+
+def parse_submission(request: Request, allowlist: tuple[Network, ...], max_bytes: int) -> Intake:
+    """Returns the validated intake of a submission request, whatever its content type."""
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        return parse_multipart(request, allowlist, max_bytes)
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        return parse_json(request, allowlist)
+    raise ApiProblem(
+        415,
+        "unsupported-media-type",
+        "Unsupported media type",
+        f"Content-Type {mimetype or '(none)'!r} is not accepted; expected multipart/form-data "
+        "with a 'file' part, or application/json with a 'media_url'",
+    )

@@ -1,0 +1,97 @@
+"""Prometheus metrics of the API: requests by route and status, latency, submissions by status.
+
+Request metrics live in a registry per application (tests build many apps in one process);
+the submissions-by-status gauge is collected at scrape time from the database, so every API
+process reports the same, true numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+from flask import Flask, Response, g, request
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from moderation.db import session_scope
+from moderation.submissions import count_by_status
+
+logger = logging.getLogger(__name__)
+
+# Process-wide counters incremented by the submissions blueprint (one per process is enough).
+_PROCESS_REGISTRY = CollectorRegistry()
+SUBMISSIONS_ACCEPTED = Counter(
+    "dfmod_api_submissions_accepted",
+    "Submissions accepted (202) by media kind",
+    ["kind"],
+    registry=_PROCESS_REGISTRY,
+)
+ENQUEUE_FAILURES = Counter(
+    "dfmod_api_enqueue_failures",
+    "Submissions accepted while the broker was unreachable (left for the sweeper)",
+    registry=_PROCESS_REGISTRY,
+)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _SubmissionsByStatus(Collector):
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "dfmod_submissions", "Submissions in the database by status", labels=["status"]
+        )
+        try:
+            with self.app.app_context():
+                from webhook_api.state import state
+
+                with session_scope(state().session_factory) as session:
+                    counts = count_by_status(session=session)
+        except Exception:
+            logger.warning("could not count submissions for /metrics", exc_info=True)
+            return
+        for status, count in counts.items():
+            family.add_metric([status], count)
+        yield family
+
+
+class ApiMetrics:
+    """The per-application registry and its request hooks."""
+
+    def __init__(self, app: Flask) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "dfmod_http_requests",
+            "HTTP requests by method, route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "dfmod_http_request_duration_seconds",
+            "HTTP request latency by method and route",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.registry.register(_SubmissionsByStatus(app))
+        app.before_request(self._start)
+        app.after_request(self._record)
+
+    def _start(self) -> None:
+        g.metrics_start = time.perf_counter()
+
+    def _record(self, response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
+        self.requests.labels(request.method, route, str(response.status_code)).inc()
+        started = g.get("metrics_start")
+        if started is not None:
+            self.latency.labels(request.method, route).observe(time.perf_counter() - started)
+        return response
+
+    def render(self) -> Response:
+        """Returns the exposition of this app's and the process's metrics."""
+        body = generate_latest(self.registry) + generate_latest(_PROCESS_REGISTRY)
+        return Response(body, content_type=CONTENT_TYPE)

@@ -1,0 +1,239 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``.
+
+Kept as data beside the routes; ``tests/api/test_openapi.py`` asserts that its paths and methods
+equal the application's URL map, so the document cannot drift from the code. Routes under
+:data:`UNDOCUMENTED_PREFIXES` (HTML dashboard, static files) are not part of the JSON API.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from moderation.models import Status
+from moderation.submissions import MAX_PAGE_SIZE
+
+logger = logging.getLogger(__name__)
+
+UNDOCUMENTED_PREFIXES = ("/static", "/review", "/dashboard")
+PROBLEM = {"$ref": "#/components/responses/Problem"}
+BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+
+
+def _problems(*codes: int) -> dict[str, Any]:
+    return {str(code): PROBLEM for code in codes}
+
+
+def _json(schema_ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
+    }
+
+
+_OPTIONAL_PROPS = {
+    "callback_url": {"type": "string", "format": "uri", "maxLength": 2048},
+    "external_id": {"type": "string", "maxLength": 200},
+    "metadata": {"type": "object", "description": "Any JSON object up to 16 KiB, echoed back"},
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Submission": {
+        "type": "object",
+        "required": ["id", "status", "media", "created_at", "updated_at"],
+        "properties": {
+            "id": {"type": "string", "example": "sub_3f2c0c1e9d5b4b8e9a7d6c5b4a392817"},
+            "status": {"type": "string", "enum": list(Status.ALL)},
+            "media": {
+                "type": "object",
+                "properties": {
+                    "kind": {"type": "string", "enum": ["upload", "url"]},
+                    "url": {"type": ["string", "null"]},
+                    "sha256": {"type": ["string", "null"]},
+                    "size_bytes": {"type": ["integer", "null"]},
+                },
+            },
+            "callback_url": {"type": ["string", "null"]},
+            "external_id": {"type": ["string", "null"]},
+            "metadata": {"type": "object"},
+            "verdict": {"oneOf": [{"$ref": "#/components/schemas/Verdict"}, {"type": "null"}]},
+            "failure": {
+                "type": ["object", "null"],
+                "properties": {"reason": {"type": "string"}, "detail": {"type": "string"}},
+            },
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "completed_at": {"type": ["string", "null"], "format": "date-time"},
+        },
+    },
+    "Verdict": {
+        "type": "object",
+        "properties": {
+            "p_fake": {"type": "number", "minimum": 0, "maximum": 1},
+            "label": {"type": "string", "enum": ["real", "fake"]},
+            "decision": {"type": "string", "enum": ["auto_passed", "auto_flagged", "needs_review"]},
+            "model": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+            },
+            "thresholds": {
+                "type": "object",
+                "properties": {"pass_below": {"type": "number"}, "flag_at": {"type": "number"}},
+            },
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "SubmissionList": {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Submission"}},
+            "next_cursor": {"type": ["string", "null"]},
+            "next": {"type": ["string", "null"], "description": "URL of the next page"},
+        },
+    },
+    "MediaUrlRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["media_url"],
+        "properties": {"media_url": {"type": "string", "format": "uri"}, **_OPTIONAL_PROPS},
+    },
+    "UploadRequest": {
+        "type": "object",
+        "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            **_OPTIONAL_PROPS,
+            "metadata": {"type": "string", "description": "A JSON object as text"},
+        },
+    },
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem details",
+        "properties": {
+            "type": {"type": "string", "format": "uri"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "instance": {"type": "string"},
+            "errors": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+}
+
+_SUBMISSIONS = {
+    "post": {
+        "summary": "Submit media for moderation",
+        "description": "Stores the upload or URL and enqueues scoring; nothing is decoded here.",
+        "security": BEARER,
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "schema": {"type": "string", "maxLength": 255},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": {"$ref": "#/components/schemas/UploadRequest"}},
+                "application/json": {"schema": {"$ref": "#/components/schemas/MediaUrlRequest"}},
+            },
+        },
+        "responses": {
+            "202": {
+                **_json("Submission", "Accepted; poll the Location"),
+                "headers": {"Location": {"schema": {"type": "string"}}},
+            },
+            **_problems(400, 401, 409, 413, 415, 422),
+        },
+    },
+    "get": {
+        "summary": "List submissions, newest first",
+        "security": BEARER,
+        "parameters": [
+            {
+                "name": "status",
+                "in": "query",
+                "schema": {"type": "string", "enum": list(Status.ALL)},
+            },
+            {
+                "name": "limit",
+                "in": "query",
+                "schema": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_PAGE_SIZE,
+                    "default": 50,
+                },
+            },
+            {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        ],
+        "responses": {"200": _json("SubmissionList", "One page"), **_problems(401, 422)},
+    },
+}
+
+_DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "dfmod moderation API",
+        "version": "1",
+        "description": "Deepfake moderation: submit media, poll or receive signed callbacks.",
+    },
+    "paths": {
+        "/v1/submissions": _SUBMISSIONS,
+        "/v1/submissions/{submission_id}": {
+            "get": {
+                "summary": "Get one submission with its verdict",
+                "security": BEARER,
+                "parameters": [
+                    {
+                        "name": "submission_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {"200": _json("Submission", "The submission"), **_problems(401, 404)},
+            }
+        },
+        "/healthz": {
+            "get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness of database, broker and Triton, each reported",
+                "responses": {
+                    "200": {"description": "All ready"},
+                    "503": {"description": "Not ready"},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "Metrics"}},
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}
+        },
+    },
+    "components": {
+        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        "schemas": _SCHEMAS,
+        "responses": {
+            "Problem": {
+                "description": "An RFC 9457 problem",
+                "content": {
+                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                },
+            }
+        },
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    """Returns a copy of the OpenAPI document."""
+    return copy.deepcopy(_DOCUMENT)

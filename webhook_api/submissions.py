@@ -1,0 +1,249 @@
+"""The ``/v1/submissions`` blueprint: validate, store, commit, enqueue by name, answer 202.
+
+Nothing is decoded or scored here. The submission row (and the Idempotency-Key record) commit in
+one transaction; only then is the task sent to the broker by name, and the row marked ``queued``.
+If the broker is down the submission stays ``received``, is still accepted, and the sweeper
+enqueues it later.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+from sqlalchemy.exc import IntegrityError
+
+from moderation.db import session_scope
+from moderation.models import MediaKind, Status
+from moderation.submissions import (
+    MAX_PAGE_SIZE,
+    InvalidCursor,
+    SubmissionView,
+    create_submission,
+    find_stored_response,
+    get_submission,
+    list_submissions,
+    mark_queued,
+    store_response,
+)
+from webhook_api.auth import current_tenant, require_tenant
+from webhook_api.intake import Intake, parse_submission
+from webhook_api.metrics import ENQUEUE_FAILURES, SUBMISSIONS_ACCEPTED
+from webhook_api.problems import ApiProblem, validation_problem
+from webhook_api.state import state
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("submissions", __name__, url_prefix="/v1/submissions")
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# Publishing must not hang a request when the broker is down: a few quick retries, then give up.
+PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
+        raise validation_problem(
+            [
+                {
+                    "field": "Idempotency-Key",
+                    "message": f"expected 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",
+                }
+            ]
+        )
+    return key
+
+
+def _replay(tenant_id: str, key: str, fingerprint: str) -> Response | None:
+    with session_scope(state().session_factory) as session:
+        stored = find_stored_response(session=session, tenant_id=tenant_id, key=key)
+    if stored is None:
+        return None
+    if stored.fingerprint != fingerprint:
+        raise ApiProblem(
+            409,
+            "idempotency-conflict",
+            "Idempotency-Key reused",
+            "this Idempotency-Key was already used with a different request body; "
+            "expected the identical body, or a new key",
+        )
+    return _accepted(stored.body, stored.status, replayed=True)
+
+
+def _accepted(body: dict[str, Any], status: int, *, replayed: bool = False) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    response.headers["Location"] = url_for("submissions.get_one", submission_id=body["id"])
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _create(intake: Intake, tenant_id: str, key: str | None, fingerprint: str) -> SubmissionView:
+    st = state()
+    sha256 = st.blobs.put(intake.data) if intake.data is not None else None
+    with session_scope(st.session_factory) as session:
+        view = create_submission(
+            session=session,
+            tenant_id=tenant_id,
+            media_kind=MediaKind.UPLOAD if sha256 else MediaKind.URL,
+            blob_sha256=sha256,
+            media_url=intake.media_url,
+            size_bytes=len(intake.data) if intake.data is not None else None,
+            filename=intake.filename,
+            content_type=intake.content_type,
+            callback_url=intake.callback_url,
+            external_id=intake.external_id,
+            metadata=intake.metadata,
+        )
+        if key is not None:
+            store_response(
+                session=session,
+                tenant_id=tenant_id,
+                key=key,
+                fingerprint=fingerprint,
+                status=202,
+                body=view.to_json(),
+                submission_id=view.id,
+            )
+    return view
+
+
+def _enqueue(view: SubmissionView) -> bool:
+    from worker.celery_app import TASK_FETCH, TASK_SCORE
+
+    task = TASK_FETCH if view.media_kind == MediaKind.URL else TASK_SCORE
+    try:
+        state().celery.send_task(
+            task, args=[view.id], retry=True, retry_policy=PUBLISH_RETRY_POLICY
+        )
+    except Exception:
+        ENQUEUE_FAILURES.inc()
+        logger.exception(
+            "could not enqueue %s for %s; it stays received for the sweeper", task, view.id
+        )
+        return False
+    return True
+
+
+def _after_enqueue(view: SubmissionView, key: str | None, fingerprint: str) -> dict[str, Any]:
+    with session_scope(state().session_factory) as session:
+        mark_queued(session=session, submission_id=view.id)
+        fresh = get_submission(session=session, submission_id=view.id, tenant_id=view.tenant_id)
+        body = (fresh or view).to_json()
+        if key is not None:
+            store_response(
+                session=session,
+                tenant_id=view.tenant_id,
+                key=key,
+                fingerprint=fingerprint,
+                status=202,
+                body=body,
+                submission_id=view.id,
+            )
+    return body
+
+
+@bp.post("")
+@require_tenant
+def create() -> Response:
+    """Accepts a submission (multipart ``file`` or JSON ``media_url``) and answers 202."""
+    st = state()
+    tenant = current_tenant()
+    key = _idempotency_key()
+    intake = parse_submission(request, st.allowlist, st.settings.max_upload_bytes)
+    fingerprint = intake.fingerprint()
+    if key is not None and (replayed := _replay(tenant.id, key, fingerprint)) is not None:
+        return replayed
+    try:
+        view = _create(intake, tenant.id, key, fingerprint)
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key committed first.
+        if key is not None and (replayed := _replay(tenant.id, key, fingerprint)) is not None:
+            return replayed
+        raise
+    body = view.to_json()
+    if _enqueue(view):
+        body = _after_enqueue(view, key, fingerprint)
+    SUBMISSIONS_ACCEPTED.labels(kind=view.media_kind).inc()
+    return _accepted(body, 202)
+
+
+@bp.get("/<submission_id>")
+@require_tenant
+def get_one(submission_id: str) -> Response:
+    """Returns one of the tenant's submissions; another tenant's id is 404."""
+    with session_scope(state().session_factory) as session:
+        view = get_submission(
+            session=session, submission_id=submission_id, tenant_id=current_tenant().id
+        )
+    if view is None:
+        raise ApiProblem(
+            404,
+            "not-found",
+            "Not found",
+            f"no submission {submission_id!r} for this API key; "
+            "expected an id returned by POST /v1/submissions",
+        )
+    return jsonify(view.to_json())
+
+
+def _list_args() -> tuple[str | None, int, str | None]:
+    allowed = ("status", "limit", "cursor")
+    errors = [
+        {"field": name, "message": f"unknown query parameter; expected only {', '.join(allowed)}"}
+        for name in request.args
+        if name not in allowed
+    ]
+    status = request.args.get("status") or None
+    if status is not None and status not in Status.ALL:
+        errors.append({"field": "status", "message": f"expected one of {', '.join(Status.ALL)}"})
+    raw_limit = request.args.get("limit", "50")
+    limit = int(raw_limit) if raw_limit.isdigit() else 0
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        errors.append(
+            {"field": "limit", "message": f"expected an integer from 1 to {MAX_PAGE_SIZE}"}
+        )
+    if errors:
+        raise validation_problem(errors)
+    return status, limit, request.args.get("cursor") or None
+
+
+@bp.get("")
+@require_tenant
+def list_all() -> Response:
+    """Returns the tenant's submissions, newest first, with an opaque ``next_cursor``."""
+    status, limit, cursor = _list_args()
+    try:
+        with session_scope(state().session_factory) as session:
+            page = list_submissions(
+                session=session,
+                tenant_id=current_tenant().id,
+                status=status,
+                limit=limit,
+                cursor=cursor,
+            )
+    except InvalidCursor as exc:
+        raise validation_problem([{"field": "cursor", "message": str(exc)}]) from exc
+    next_url = None
+    if page.next_cursor:
+        next_url = url_for(
+            "submissions.list_all", status=status, limit=limit, cursor=page.next_cursor
+        )
+    return jsonify(
+        {
+            "items": [v.to_json() for v in page.items],
+            "next_cursor": page.next_cursor,
+            "next": next_url,
+        }
+    )
