@@ -39,7 +39,7 @@ def serve(settings: Settings, **overrides: Any) -> None:
     """Runs the API under gunicorn until interrupted."""
     from gunicorn.app.base import BaseApplication
 
-    class _Server(BaseApplication):  # type: ignore[misc]
+    class _Server(BaseApplication):
         def load_config(self) -> None:
             for key, value in gunicorn_options(settings, **overrides).items():
                 self.cfg.set(key, value)
@@ -67,7 +67,7 @@ def api_command(
 ) -> None:
     """Run the webhook API with a multi-threaded server (gunicorn, gthread workers)."""
     changes = {"api_host": host, "api_port": port, "api_workers": workers, "api_threads": threads}
-    settings = load_settings(**{k: v for k, v in changes.items() if v is not None})
+    settings = load_settings(None, **{k: v for k, v in changes.items() if v is not None})
     if run_migrations:
         from moderation.db import migrate
 

@@ -1,0 +1,108 @@
+"""``dfmod migrate``, ``dfmod tenant create`` and ``dfmod api`` (a real gunicorn server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from moderation.cli import main
+from moderation.db import current_revision
+from tests.api.conftest import png_bytes
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "DFMOD_DATA_DIR": str(tmp_path / "var"),
+        "DFMOD_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "DFMOD_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+    }
+
+
+def test_migrate_then_tenant_create_json(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = _env(tmp_path)
+    result = runner.invoke(main, ["migrate"], env=env)
+    assert result.exit_code == 0, result.output
+    assert current_revision(env["DFMOD_DATABASE_URL"]) is not None
+
+    result = runner.invoke(main, ["tenant", "create", "acme", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.stdout)
+    assert created["api_key"].startswith("dfm_")
+    assert created["webhook_secret"].startswith("whsec_")
+    assert created["name"] == "acme" and created["tenant_id"].startswith("ten_")
+
+    again = runner.invoke(main, ["tenant", "create", "acme"], env=env)
+    assert again.exit_code != 0 and "already exists" in again.output
+
+
+def test_tenant_create__fail_before_migrate(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["tenant", "create", "acme"], env=_env(tmp_path))
+    assert result.exit_code != 0 and "dfmod migrate" in result.output
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(base: str, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"dfmod api exited with {process.returncode}")
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    pytest.fail("dfmod api did not answer /healthz in time")
+
+
+@pytest.mark.slow
+def test_dfmod_api_serves_real_http_concurrently(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, **_env(tmp_path), "DFMOD_API_PORT": str(port)}
+    runner = CliRunner()
+    assert runner.invoke(main, ["migrate"], env=env).exit_code == 0
+    key = json.loads(runner.invoke(main, ["tenant", "create", "acme", "--json"], env=env).stdout)[
+        "api_key"
+    ]
+    command = [sys.executable, "-m", "moderation.cli", "api", "--workers", "1", "--threads", "4"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base, process)
+        headers = {"Authorization": f"Bearer {key}"}
+        posted = requests.post(
+            f"{base}/v1/submissions",
+            files={"file": ("a.png", png_bytes(), "image/png")},
+            headers=headers,
+            timeout=10,
+        )
+        assert posted.status_code == 202, posted.text
+        location = posted.headers["Location"]
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(
+                pool.map(
+                    lambda _: (
+                        requests.get(base + location, headers=headers, timeout=10).status_code
+                    ),
+                    range(16),
+                )
+            )
+        assert codes == [200] * 16
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

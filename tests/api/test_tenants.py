@@ -1,0 +1,78 @@
+"""Tenants: keys are stored hashed, authenticate only the exact key, thresholds validated."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from moderation.db import make_engine, make_session_factory, session_scope
+from moderation.models import Tenant
+from moderation.tenants import (
+    TenantExists,
+    authenticate,
+    create_tenant,
+    get_webhook_secret,
+    hash_key,
+    set_thresholds,
+)
+
+
+@pytest.fixture()
+def factory(database_url: str):
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def test_create_stores_only_the_hash_and_authenticates_the_key(factory) -> None:
+    with session_scope(factory) as session:
+        created = create_tenant(session=session, name="acme")
+    assert created.api_key.startswith("dfm_") and created.webhook_secret.startswith("whsec_")
+    with session_scope(factory) as session:
+        row = session.scalars(select(Tenant)).one()
+        assert row.api_key_hash == hash_key(created.api_key)
+        assert created.api_key not in (row.api_key_hash, row.api_key_prefix)
+        info = authenticate(session=session, api_key=created.api_key)
+        assert info is not None and info.id == created.tenant_id and info.name == "acme"
+        assert get_webhook_secret(session=session, tenant_id=info.id) == created.webhook_secret
+
+
+def test_authenticate__fail_on_wrong_or_inactive_keys(factory) -> None:
+    with session_scope(factory) as session:
+        created = create_tenant(session=session, name="acme")
+    prefix = created.api_key.split("_")[1]
+    with session_scope(factory) as session:
+        for wrong in ["", "dfm_", f"dfm_{prefix}_", f"dfm_{prefix}_x_y", "x" * 64]:
+            assert authenticate(session=session, api_key=wrong) is None
+        session.scalars(select(Tenant)).one().active = False
+    with session_scope(factory) as session:
+        assert authenticate(session=session, api_key=created.api_key) is None
+
+
+def test_create__fail_on_duplicate_or_empty_name(factory) -> None:
+    with session_scope(factory) as session:
+        create_tenant(session=session, name="acme")
+    with pytest.raises(TenantExists), session_scope(factory) as session:
+        create_tenant(session=session, name="acme")
+    with pytest.raises(ValueError, match="non-empty"), session_scope(factory) as session:
+        create_tenant(session=session, name="  ")
+
+
+def test_set_thresholds_validates_and_clears(factory) -> None:
+    with session_scope(factory) as session:
+        created = create_tenant(session=session, name="acme")
+    with session_scope(factory) as session:
+        info = set_thresholds(
+            session=session, tenant_id=created.tenant_id, pass_below=0.2, flag_at=0.9
+        )
+        assert (info.pass_below, info.flag_at) == (0.2, 0.9)
+    with (
+        pytest.raises(ValueError, match="pass_below <= flag_at"),
+        session_scope(factory) as session,
+    ):
+        set_thresholds(session=session, tenant_id=created.tenant_id, pass_below=0.9, flag_at=0.2)
+    with session_scope(factory) as session:
+        info = set_thresholds(
+            session=session, tenant_id=created.tenant_id, pass_below=None, flag_at=None
+        )
+        assert info.pass_below is None and info.flag_at is None
