@@ -1,0 +1,188 @@
+"""End to end, on both stacks: HTTP → API → broker → Celery worker → Triton → database → callback.
+
+Each test talks to the real API server over HTTP and waits (bounded) for the real worker; callbacks
+arrive at a real HTTP receiver on 127.0.0.1 that verifies the Standard Webhooks signature with the
+tenant's secret.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from moderation.contract import ModelMetadata
+from moderation.db import make_engine, make_session_factory, session_scope
+from moderation.models import CallbackDelivery, Verdict
+from moderation.policy import calibrate
+from moderation.preprocess import load_image
+from moderation.settings import load_settings
+from tests.e2e.conftest import flat_image, image_bytes
+from tests.fixtures.receiver import CallbackReceiver, Media
+from tests.fixtures.stack import Stack, closed_port
+from worker.celery_app import TASK_SCORE, create_celery
+from worker.triton_client import TritonClient
+
+pytestmark = pytest.mark.integration
+
+SCORED = {"auto_passed", "auto_flagged", "needs_review"}
+
+
+def _count(stack: Stack, model: type, submission_id: str) -> int:
+    engine = make_engine(stack.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            query = select(func.count()).where(model.submission_id == submission_id)
+            return int(session.scalar(query) or 0)
+    finally:
+        engine.dispose()
+
+
+def test_upload__scored_by_triton__signed_callback(
+    stack: Stack, callback_receiver: CallbackReceiver, triton_server: object
+) -> None:
+    tenant = stack.tenant()
+    callback_receiver.secret = tenant.secret
+    data = image_bytes(seed=1)
+    response = stack.submit_file(
+        tenant.api_key, data, callback_url=callback_receiver.url("/scored"), external_id="post-1"
+    )
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert response.headers["Location"].endswith(f"/v1/submissions/{accepted['id']}")
+    final = stack.wait_final(tenant.api_key, accepted["id"])
+    assert final["status"] in SCORED, final
+    verdict = final["verdict"]
+    assert verdict["model"] == {"name": "deepfake_detector", "version": "1"}
+    # The stored score is Triton's logit for these exact pixels, calibrated by version 1's metadata.
+    client = TritonClient(triton_server.grpc_url)  # type: ignore[attr-defined]
+    try:
+        logit = float(client.infer(load_image(data)[None]).logits[0])
+    finally:
+        client.close()
+    meta = ModelMetadata.read(triton_server.repository / "deepfake_detector" / "1")  # type: ignore[attr-defined]
+    assert verdict["p_fake"] == pytest.approx(calibrate(logit, meta.temperature), abs=1e-5)
+    (callback,) = callback_receiver.wait_for(1, timeout_s=30)
+    assert callback.signature_ok, callback.headers
+    assert callback.headers["webhook-id"].startswith("msg_")
+    event = callback.json()
+    assert event["type"] == "submission.scored"
+    assert (event["data"]["id"], event["data"]["external_id"]) == (accepted["id"], "post-1")
+    assert event["data"]["status"] == final["status"]
+    assert event["data"]["verdict"]["p_fake"] == pytest.approx(verdict["p_fake"])
+
+
+def test_callback__retried_with_same_webhook_id(
+    stack: Stack, callback_receiver: CallbackReceiver
+) -> None:
+    tenant = stack.tenant()
+    callback_receiver.secret = tenant.secret
+    callback_receiver.program(500)  # first attempt fails; the schedule's next wait is 5 s
+    response = stack.submit_file(
+        tenant.api_key, image_bytes(seed=2), callback_url=callback_receiver.url()
+    )
+    first, second = callback_receiver.wait_for(2, timeout_s=40)
+    assert (first.answered, second.answered) == (500, 200)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert first.signature_ok and second.signature_ok
+    assert second.received_at - first.received_at >= 4.0
+    assert _count(stack, CallbackDelivery, response.json()["id"]) == 1
+
+
+def test_idempotency__one_job__redelivered_task_is_noop(
+    stack: Stack, callback_receiver: CallbackReceiver
+) -> None:
+    tenant = stack.tenant()
+    callback_receiver.secret = tenant.secret
+    data, key = image_bytes(seed=3), {"Idempotency-Key": f"k-{time.time_ns()}"}
+    fields = {"callback_url": callback_receiver.url()}
+    first = stack.submit_file(tenant.api_key, data, headers=key, **fields)
+    again = stack.submit_file(tenant.api_key, data, headers=key, **fields)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    other = stack.submit_file(tenant.api_key, image_bytes(seed=4), headers=key, **fields)
+    assert other.status_code == 409
+    submission_id = first.json()["id"]
+    before = stack.wait_final(tenant.api_key, submission_id)
+    callback_receiver.wait_for(1, timeout_s=30)
+    # At-least-once delivery: the broker hands the same scoring task over again.
+    settings = load_settings(environ={}, broker_url=stack.broker_url, data_dir=stack.root / "data")
+    task_id = create_celery(settings).send_task(TASK_SCORE, args=[submission_id]).id
+    _wait_task_done(stack, task_id)
+    assert stack.get(tenant.api_key, submission_id).json() == before
+    assert _count(stack, Verdict, submission_id) == 1
+    assert _count(stack, CallbackDelivery, submission_id) == 1
+    assert len(callback_receiver.received) == 1
+
+
+def _wait_task_done(stack: Stack, task_id: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    log = stack.root / "worker.log"
+    while time.monotonic() < deadline:
+        if f"[{task_id}] succeeded" in log.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not finish\n{stack.log_tail()}")
+
+
+def test_tenant_isolation(stack: Stack) -> None:
+    alice, bob = stack.tenant(), stack.tenant()
+    submission_id = stack.submit_file(alice.api_key, image_bytes(seed=5)).json()["id"]
+    assert stack.get(bob.api_key, submission_id).status_code == 404
+    listed = stack.http.get(
+        f"{stack.api_url}/v1/submissions",
+        headers={"Authorization": f"Bearer {bob.api_key}"},
+        timeout=10,
+    )
+    assert listed.status_code == 200 and submission_id not in listed.text
+    assert stack.wait_final(alice.api_key, submission_id)["status"] in SCORED
+
+
+def test_media_url__fetched_and_scored(stack: Stack, callback_receiver: CallbackReceiver) -> None:
+    tenant = stack.tenant()
+    callback_receiver.files["/photo.jpg"] = Media(image_bytes(seed=6, fmt="JPEG"), "image/jpeg")
+    response = stack.submit_url(tenant.api_key, callback_receiver.url("/photo.jpg"))
+    assert response.status_code == 202, response.text
+    final = stack.wait_final(tenant.api_key, response.json()["id"])
+    assert final["status"] in SCORED, final
+    assert final["media"]["sha256"] and final["media"]["kind"] == "url"
+
+
+TRUNCATED_PNG = image_bytes((200, 200), seed=7)[:3000]
+FAILURES = {
+    "unsupported_media": ("file", b"%PDF-1.7\n" + b"0" * 200),
+    "unreadable_media": ("file", TRUNCATED_PNG),
+    "too_large": ("file", flat_image((1200, 1000))),  # 1.2 Mpx > DFMOD_MAX_IMAGE_PIXELS
+    "too_large_url": ("url", "/big.png"),  # 2.5 MB > DFMOD_MAX_UPLOAD_BYTES
+    "fetch_failed": ("url", "closed"),
+}
+
+
+@pytest.mark.parametrize("case", list(FAILURES))
+def test_failure_reason__through_api(
+    stack: Stack, callback_receiver: CallbackReceiver, case: str
+) -> None:
+    tenant = stack.tenant()
+    callback_receiver.secret = tenant.secret
+    kind, payload = FAILURES[case]
+    fields = {"callback_url": callback_receiver.url("/failed")}
+    if kind == "file":
+        assert isinstance(payload, bytes)
+        response = stack.submit_file(tenant.api_key, payload, **fields)
+    else:
+        callback_receiver.files["/big.png"] = Media(b"\x89PNG\r\n\x1a\n" + bytes(2_500_000))
+        url = (
+            f"http://127.0.0.1:{closed_port()}/gone.png"
+            if payload == "closed"
+            else callback_receiver.url(str(payload))
+        )
+        response = stack.submit_url(tenant.api_key, url, **fields)
+    assert response.status_code == 202, response.text
+    final = stack.wait_final(tenant.api_key, response.json()["id"])
+    reason = case.removesuffix("_url")
+    assert (final["status"], final["failure"]["reason"]) == ("failed", reason), final
+    assert final["failure"]["detail"] and final["verdict"] is None
+    (callback,) = callback_receiver.wait_for(1, path="/failed", timeout_s=30)
+    assert callback.signature_ok and callback.json()["type"] == "submission.failed"
+    assert callback.json()["data"]["failure"]["reason"] == reason
