@@ -1,7 +1,8 @@
 """Engines, sessions and migrations: how every process talks to the one database.
 
 SQLite (the embedded deployment) is shared by the API's threads, the Celery worker and the
-sweeper, so its connections get WAL, a busy timeout and enforced foreign keys. PostgreSQL needs
+sweeper, so its connections get WAL, a busy timeout, enforced foreign keys and transactions that
+take the write lock when they begin (``BEGIN IMMEDIATE``). PostgreSQL needs
 nothing special. No engine exists at import time; each process builds its own from settings.
 """
 
@@ -24,12 +25,21 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy emit BEGIN itself (pysqlite's implicit BEGIN is deferred; see _sqlite_begin).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # BEGIN IMMEDIATE takes the write lock up front, waiting up to busy_timeout. A deferred
+    # transaction that reads and then writes can fail at once with "database is locked" when
+    # another process (API thread, worker, sweeper) committed in between.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -41,6 +51,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)

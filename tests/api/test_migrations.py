@@ -10,6 +10,7 @@ from sqlalchemy import inspect
 
 from moderation.db import alembic_config, current_revision, make_engine, migrate
 from moderation.models import Base
+from tests.fixtures.services import fresh_postgres_database
 
 EXPECTED_TABLES = {
     "tenants",
@@ -43,5 +44,6 @@ def test_upgrade_head_on_empty_sqlite(sqlite_url: str) -> None:
 
 
 @pytest.mark.integration
-def test_upgrade_head_on_empty_postgresql(postgres_url: str) -> None:
-    _check_upgrade_head(postgres_url)
+def test_upgrade_head_on_empty_postgresql() -> None:
+    with fresh_postgres_database() as url:
+        _check_upgrade_head(url)
