@@ -1,9 +1,9 @@
 """The model's I/O contract: the one place export, Triton config, worker and tests read it from.
 
-Input ``image`` is UINT8 [batch, 224, 224, 3] RGB; ImageNet normalisation happens inside the exported
-graph so clients send 150 KB per image and training and serving cannot disagree on it. Output
-``logit`` is FP32 [batch, 1]. Calibration and decision thresholds travel with each model version in
-``metadata.json`` beside the model file.
+Input ``image`` is UINT8 [batch, 224, 224, 3] RGB; ImageNet normalisation happens inside the
+exported graph so clients send 150 KB per image and training and serving cannot disagree on it.
+Output ``logit`` is FP32 [batch, 1]. Calibration and decision thresholds travel with each model
+version in ``metadata.json`` beside the model file.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class ModelMetadata:
 
     version: int
     temperature: float = 1.0
-    # Calibrated p(fake) below pass_below -> auto pass; at or above flag_at -> auto flag; else review.
+    # Calibrated p(fake) below pass_below: auto pass; at or above flag_at: auto flag; else review.
     pass_below: float = 0.3
     flag_at: float = 0.8
     trained_on: str = ""

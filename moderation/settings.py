@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_DEFAULT_DATA_DIR = Path("var")
+_DEFAULT_REPOSITORY = PROJECT_ROOT / "model_repository"
 
 
 def _env_name(name: str) -> str:
@@ -28,7 +30,7 @@ def _setting(default: Any, help: str) -> Any:
 class Settings:
     """Every tunable of the service; field names map to ``DFMOD_<NAME>`` variables."""
 
-    data_dir: Path = _setting(Path("var"), "Folder for the embedded database, broker and blobs")
+    data_dir: Path = _setting(_DEFAULT_DATA_DIR, "Folder for the embedded database and blobs")  # noqa: RUF009
     api_host: str = _setting("127.0.0.1", "Address the webhook API listens on")
     api_port: int = _setting(8080, "Port of the webhook API and dashboard")
     api_workers: int = _setting(2, "Worker processes of the API server (gunicorn)")
@@ -41,8 +43,8 @@ class Settings:
     triton_metrics_port: int = _setting(8002, "Triton Prometheus metrics port")
     triton_timeout_s: float = _setting(10.0, "Deadline of one Triton inference call")
     triton_retries: int = _setting(4, "Retries on unavailable/overloaded Triton before giving up")
-    model_repository: Path = _setting(
-        PROJECT_ROOT / "model_repository", "Triton model repository (read by Triton, written by deploy)"
+    model_repository: Path = _setting(  # noqa: RUF009
+        _DEFAULT_REPOSITORY, "Triton model repository (read by Triton, written by deploy)"
     )
     model_name: str = _setting("deepfake_detector", "Model name in the Triton repository")
     outbound_allowlist: str = _setting(

@@ -1,7 +1,8 @@
 """Shared pytest set-up: fixtures for real services live in tests/fixtures/ as plugins.
 
 With ``DFMOD_REQUIRE_INTEGRATION=1`` (set by ``scripts/test`` and CI) an integration test that
-skips counts as failed: a run that never reached real Triton, Celery or the databases proves nothing.
+skips counts as failed: a run that never reached real Triton, Celery or the databases proves
+nothing.
 """
 
 from __future__ import annotations
