@@ -40,7 +40,7 @@ from worker.triton_env import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TritonServer", "TritonStartError", "triton_command"]
+__all__ = ["TritonServer", "TritonStartError", "load_model", "triton_command"]
 
 EXIT_TIMEOUT_S = 20
 _LOG_TAIL_CHARS = 3000
@@ -184,25 +184,20 @@ class TritonServer:
 
     def load_model(self) -> None:
         """(Re)loads the model so that newly written versions serve (version_policy decides)."""
-        url = f"{self.http_url}/v2/repository/models/{self.model_name}/load"
         try:
-            self._http("POST", url, timeout_s=300.0)
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            raise TritonStartError(
-                f"Triton refused to load {self.model_name}: {detail}\n{self.log_tail()}"
-            ) from exc
-        logger.info("loaded %s; serving versions %s", self.model_name, self.serving_versions())
+            load_model(http_url=self.http_url, model_name=self.model_name)
+        except TritonStartError as exc:
+            raise TritonStartError(f"{exc}\n{self.log_tail()}") from exc
 
     def serving_versions(self) -> list[str]:
         """Returns the versions of the model that are ready now."""
-        body = self._http("GET", f"{self.http_url}/v2/models/{self.model_name}", timeout_s=10.0)
+        body = _http_json("GET", f"{self.http_url}/v2/models/{self.model_name}", timeout_s=10.0)
         return [str(v) for v in body.get("versions", [])]
 
     def statistics(self) -> dict[str, Any]:
         """Returns Triton's statistics for the model (counts, batch sizes, queue times)."""
         url = f"{self.http_url}/v2/models/{self.model_name}/stats"
-        return dict(self._http("GET", url, timeout_s=10.0))
+        return dict(_http_json("GET", url, timeout_s=10.0))
 
     def log_tail(self, chars: int = _LOG_TAIL_CHARS) -> str:
         """Returns the end of the server log (for error messages)."""
@@ -277,12 +272,34 @@ class TritonServer:
             f"{self.model_name} was not ready within {timeout_s:.0f} s\n{self.log_tail()}"
         )
 
-    @staticmethod
-    def _http(method: str, url: str, *, timeout_s: float) -> dict[str, Any]:
-        request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            raw = response.read()
-        return json.loads(raw) if raw else {}
+
+def _http_json(method: str, url: str, *, timeout_s: float) -> dict[str, Any]:
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else {}
+
+
+def load_model(*, http_url: str, model_name: str = contract.MODEL_NAME) -> list[str]:
+    """Asks a running Triton (bundled or NGC) to (re)load a model; returns the serving versions.
+
+    In explicit model-control mode this is how a newly deployed version N+1 starts serving:
+    Triton loads it, then retires N once N+1 is ready; requests in flight on N finish on N.
+    """
+    base = http_url.rstrip("/")
+    try:
+        _http_json("POST", f"{base}/v2/repository/models/{model_name}/load", timeout_s=300.0)
+        versions = _http_json("GET", f"{base}/v2/models/{model_name}", timeout_s=10.0)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        raise TritonStartError(f"Triton at {base} refused to load {model_name}: {detail}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise TritonStartError(
+            f"cannot reach Triton at {base} to load {model_name}: {exc}"
+        ) from exc
+    serving = [str(v) for v in versions.get("versions", [])]
+    logger.info("loaded %s at %s; serving versions %s", model_name, base, serving)
+    return serving
 
 
 def _serve_until_signalled(server: TritonServer) -> int:
