@@ -6,8 +6,12 @@ process builds its own app, engine and connections after the fork (nothing is pr
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
+import shutil
+import tempfile
 from typing import Any
 
 import click
@@ -35,13 +39,34 @@ def gunicorn_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return options
 
 
+def _child_exit(_server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def _share_metrics_between_workers() -> None:
+    """Points prometheus-client at a fresh folder so a scrape sums every worker's counters."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    folder = tempfile.mkdtemp(prefix="dfmod-api-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
 def serve(settings: Settings, **overrides: Any) -> None:
     """Runs the API under gunicorn until interrupted."""
     from gunicorn.app.base import BaseApplication
 
+    options = gunicorn_options(settings, **overrides)
+    if options["workers"] > 1:
+        # Must happen before any worker imports prometheus_client (workers import after fork).
+        _share_metrics_between_workers()
+        options["child_exit"] = _child_exit
+
     class _Server(BaseApplication):
         def load_config(self) -> None:
-            for key, value in gunicorn_options(settings, **overrides).items():
+            for key, value in options.items():
                 self.cfg.set(key, value)
 
         def load(self) -> Any:

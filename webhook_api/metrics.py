@@ -1,18 +1,20 @@
 """Prometheus metrics of the API: requests by route and status, latency, submissions by status.
 
 Request metrics live in a registry per application (tests build many apps in one process);
-the submissions-by-status gauge is collected at scrape time from the database, so every API
-process reports the same, true numbers.
+the submissions-by-status gauge is collected at scrape time from the database. When
+``PROMETHEUS_MULTIPROC_DIR`` is set (``dfmod api`` sets it for more than one gunicorn worker), a
+scrape sums the counters of every worker process, so any worker answers with the same totals.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 
 from flask import Flask, Response, g, request
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -76,7 +78,8 @@ class ApiMetrics:
             ["method", "route"],
             registry=self.registry,
         )
-        self.registry.register(_SubmissionsByStatus(app))
+        self.submissions = _SubmissionsByStatus(app)
+        self.registry.register(self.submissions)
         app.before_request(self._start)
         app.after_request(self._record)
 
@@ -92,6 +95,11 @@ class ApiMetrics:
         return response
 
     def render(self) -> Response:
-        """Returns the exposition of this app's and the process's metrics."""
+        """Returns the exposition of this app's and the process's (or all workers') metrics."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            registry.register(self.submissions)
+            return Response(generate_latest(registry), content_type=CONTENT_TYPE)
         body = generate_latest(self.registry) + generate_latest(_PROCESS_REGISTRY)
         return Response(body, content_type=CONTENT_TYPE)

@@ -63,15 +63,15 @@ def _wait_healthy(base: str, process: subprocess.Popen, timeout_s: float = 30.0)
         if process.poll() is not None:
             pytest.fail(f"dfmod api exited with {process.returncode}")
         try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.2)
     pytest.fail("dfmod api did not answer /healthz in time")
 
 
 @pytest.mark.slow
-def test_dfmod_api_serves_real_http_concurrently(tmp_path: Path) -> None:
+def test_dfmod_api_serves_real_http_concurrently_with_shared_metrics(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, **_env(tmp_path), "DFMOD_API_PORT": str(port)}
     runner = CliRunner()
@@ -79,7 +79,7 @@ def test_dfmod_api_serves_real_http_concurrently(tmp_path: Path) -> None:
     key = json.loads(runner.invoke(main, ["tenant", "create", "acme", "--json"], env=env).stdout)[
         "api_key"
     ]
-    command = [sys.executable, "-m", "moderation.cli", "api", "--workers", "1", "--threads", "4"]
+    command = [sys.executable, "-m", "moderation.cli", "api", "--workers", "2", "--threads", "4"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -103,6 +103,14 @@ def test_dfmod_api_serves_real_http_concurrently(tmp_path: Path) -> None:
                 )
             )
         assert codes == [200] * 16
+        # Two worker processes: every scrape must report the sum over both of them.
+        for _ in range(4):
+            text = requests.get(f"{base}/metrics", timeout=10).text
+            assert (
+                'dfmod_http_requests_total{method="GET",route="/v1/submissions/<submission_id>",'
+                'status="200"} 16.0' in text
+            )
+            assert 'dfmod_submissions{status="queued"} 1.0' in text
     finally:
         process.terminate()
         process.wait(timeout=30)
