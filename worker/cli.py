@@ -9,6 +9,8 @@ periodic sweeper (what ``dfmod up`` does); production runs ``dfmod beat`` once p
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 import click
 
@@ -47,6 +49,27 @@ def worker_argv(
     return argv
 
 
+def declare_queues(app: Any, *, attempts: int = 5) -> None:
+    """Declares the task queues once before the worker (and its embedded beat) start.
+
+    kombu's SQLAlchemy transport creates a queue's row with a plain SELECT-then-INSERT, so two
+    processes declaring it at the same moment (worker consumer, beat, API) make the loser fail
+    with a unique-constraint error, which kills a worker at start-up. Declaring here, retrying
+    the loser, leaves the row in place for everyone else.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with app.connection_for_write() as connection:
+                for queue in app.amqp.queues.values():
+                    queue.bind(connection.default_channel).declare()
+            return
+        except Exception as exc:
+            if attempt == attempts:
+                raise
+            logger.info("declaring queues failed (%s); retrying", exc)
+            time.sleep(0.2 * attempt)
+
+
 @click.command("worker")
 @click.option("-c", "--concurrency", type=int, default=None, help="Worker processes/threads.")
 @click.option("--pool", type=click.Choice(POOLS), default=None, help="Default: threads on SQLite.")
@@ -58,6 +81,7 @@ def worker_command(concurrency: int | None, pool: str | None, beat: bool) -> Non
 
     settings = load_settings()
     app = register_tasks(create_celery(settings))
+    declare_queues(app)
     argv = worker_argv(
         settings, pool=pool, concurrency=concurrency, beat=beat, loglevel=settings.log_level
     )
