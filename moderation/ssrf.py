@@ -80,10 +80,18 @@ def _numeric_ipv4(host: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(number)
 
 
-def _effective(address: IPAddress) -> IPAddress:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Returns the IPv4 addresses inside an IPv6 one (mapped, 6to4, Teredo, NAT64, ::a.b.c.d)."""
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
 
 
 def _resolve(host: str, port: int) -> list[IPAddress]:
@@ -104,12 +112,20 @@ def _resolve(host: str, port: int) -> list[IPAddress]:
     )
 
 
+def _is_public(address: IPAddress) -> bool:
+    return address.is_global and not address.is_multicast
+
+
 def is_allowed_address(address: IPAddress, allowlist: Sequence[Network] = ()) -> bool:
-    """Returns whether one address may be contacted: global, or inside the allow-list."""
-    effective = _effective(address)
-    if any(effective in net or address in net for net in allowlist):
-        return True
-    return effective.is_global and not effective.is_multicast
+    """Returns whether one address may be contacted: global, or inside the allow-list.
+
+    An IPv6 address that embeds an IPv4 address is judged by the IPv4 address as well.
+    """
+    embedded = _embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else []
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    candidates = [address, *embedded]
+    return all(_is_public(c) or any(c in net for net in allowlist) for c in candidates)
 
 
 def check_url(url: str, *, allowlist: AllowList = ()) -> list[str]:

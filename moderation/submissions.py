@@ -293,7 +293,7 @@ def find_stored_response(*, session: Session, tenant_id: str, key: str) -> Store
     )
 
 
-def store_response(
+def claim_key(
     *,
     session: Session,
     tenant_id: str,
@@ -301,20 +301,36 @@ def store_response(
     fingerprint: str,
     status: int,
     body: dict[str, Any],
-    submission_id: str | None,
+    submission_id: str,
 ) -> None:
-    """Records (or, for the same key, replaces) the response given to an Idempotency-Key.
+    """Records the first response to an Idempotency-Key, in the submission's own transaction.
 
-    Inserted in the submission's own transaction, so a concurrent duplicate fails on the unique
-    ``(tenant_id, key)`` constraint instead of creating a second submission.
+    Insert only: a concurrent duplicate fails on the unique ``(tenant_id, key)`` constraint
+    (``IntegrityError``) instead of creating a second submission or taking the key over.
     """
-    row = session.scalar(
-        select(IdempotencyRecord).where(
-            IdempotencyRecord.tenant_id == tenant_id, IdempotencyRecord.key == key
+    session.add(
+        IdempotencyRecord(
+            tenant_id=tenant_id,
+            key=key,
+            fingerprint=fingerprint,
+            response_status=status,
+            response_body=body,
+            submission_id=submission_id,
         )
     )
-    if row is None:
-        row = IdempotencyRecord(tenant_id=tenant_id, key=key, fingerprint=fingerprint)
-        session.add(row)
-    row.response_status, row.response_body, row.submission_id = status, body, submission_id
     session.flush()
+
+
+def update_stored_response(
+    *, session: Session, tenant_id: str, key: str, submission_id: str, body: dict[str, Any]
+) -> None:
+    """Refreshes the stored body of a key this submission claimed (e.g. once it is queued)."""
+    session.execute(
+        update(IdempotencyRecord)
+        .where(
+            IdempotencyRecord.tenant_id == tenant_id,
+            IdempotencyRecord.key == key,
+            IdempotencyRecord.submission_id == submission_id,
+        )
+        .values(response_body=body)
+    )

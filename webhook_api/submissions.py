@@ -20,12 +20,13 @@ from moderation.submissions import (
     MAX_PAGE_SIZE,
     InvalidCursor,
     SubmissionView,
+    claim_key,
     create_submission,
     find_stored_response,
     get_submission,
     list_submissions,
     mark_queued,
-    store_response,
+    update_stored_response,
 )
 from webhook_api.auth import current_tenant, require_tenant
 from webhook_api.intake import Intake, parse_submission
@@ -107,7 +108,7 @@ def _create(intake: Intake, tenant_id: str, key: str | None, fingerprint: str) -
             metadata=intake.metadata,
         )
         if key is not None:
-            store_response(
+            claim_key(
                 session=session,
                 tenant_id=tenant_id,
                 key=key,
@@ -136,20 +137,14 @@ def _enqueue(view: SubmissionView) -> bool:
     return True
 
 
-def _after_enqueue(view: SubmissionView, key: str | None, fingerprint: str) -> dict[str, Any]:
+def _after_enqueue(view: SubmissionView, key: str | None) -> dict[str, Any]:
     with session_scope(state().session_factory) as session:
         mark_queued(session=session, submission_id=view.id)
         fresh = get_submission(session=session, submission_id=view.id, tenant_id=view.tenant_id)
         body = (fresh or view).to_json()
         if key is not None:
-            store_response(
-                session=session,
-                tenant_id=view.tenant_id,
-                key=key,
-                fingerprint=fingerprint,
-                status=202,
-                body=body,
-                submission_id=view.id,
+            update_stored_response(
+                session=session, tenant_id=view.tenant_id, key=key, submission_id=view.id, body=body
             )
     return body
 
@@ -174,7 +169,7 @@ def create() -> Response:
         raise
     body = view.to_json()
     if _enqueue(view):
-        body = _after_enqueue(view, key, fingerprint)
+        body = _after_enqueue(view, key)
     SUBMISSIONS_ACCEPTED.labels(kind=view.media_kind).inc()
     return _accepted(body, 202)
 

@@ -23,6 +23,10 @@ BLOCKED = [
     "http://[::ffff:127.0.0.1]/",
     "http://[::ffff:169.254.169.254]/",
     "http://[fe80::1]/",
+    "http://[::127.0.0.1]/",  # IPv4-compatible
+    "http://[2002:7f00:1::1]/",  # 6to4 around 127.0.0.1
+    "http://[64:ff9b::a00:1]/",  # NAT64 around 10.0.0.1
+    "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",  # Teredo
     "http://[fc00::1]/",
     "http://0.0.0.0/",
     "http://100.64.0.1/",

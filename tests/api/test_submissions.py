@@ -153,3 +153,23 @@ def test_metadata_round_trips_as_json(client: FlaskClient, auth: dict[str, str])
     fetched = client.get(f"/v1/submissions/{body['id']}", headers=auth).get_json()
     assert fetched["metadata"] == meta
     assert json.loads(json.dumps(fetched["created_at"])).endswith("+00:00")
+
+
+def test_concurrent_requests_with_one_idempotency_key_create_one_submission(
+    app: Flask, auth: dict[str, str]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = png_bytes((1, 2, 3))
+    headers = {**auth, "Idempotency-Key": "burst"}
+
+    def post(_: int) -> tuple[int, str]:
+        response = app.test_client().post("/v1/submissions", data=upload(data), headers=headers)
+        return response.status_code, response.get_json()["id"]
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(post, range(6)))
+    assert {code for code, _ in results} == {202}
+    assert len({sid for _, sid in results}) == 1
+    listed = app.test_client().get("/v1/submissions", headers=auth).get_json()["items"]
+    assert len(listed) == 1
