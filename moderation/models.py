@@ -193,6 +193,7 @@ class Submission(Base):
 
     tenant: Mapped[Tenant] = relationship()
     verdict: Mapped[Verdict | None] = relationship(back_populates="submission", uselist=False)
+    reviews: Mapped[list[Review]] = relationship(order_by="Review.created_at", viewonly=True)
 
 
 class Verdict(Base):

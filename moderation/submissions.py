@@ -45,6 +45,14 @@ class VerdictView:
 
 
 @dataclass(frozen=True)
+class ReviewView:
+    """The latest human decision on a submission."""
+
+    label: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class SubmissionView:
     """One submission at the service boundary (no ORM object escapes)."""
 
@@ -64,6 +72,7 @@ class SubmissionView:
     updated_at: dt.datetime
     completed_at: dt.datetime | None
     verdict: VerdictView | None
+    review: ReviewView | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Returns the API representation (ISO 8601 UTC timestamps)."""
@@ -94,6 +103,9 @@ class SubmissionView:
             "external_id": self.external_id,
             "metadata": self.metadata,
             "verdict": verdict,
+            "review": None
+            if self.review is None
+            else {"label": self.review.label, "created_at": _iso(self.review.created_at)},
             "failure": failure,
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
@@ -154,6 +166,9 @@ def _view(row: Submission) -> SubmissionView:
         updated_at=row.updated_at,
         completed_at=row.completed_at,
         verdict=verdict,
+        review=ReviewView(row.reviews[-1].label, row.reviews[-1].created_at)
+        if row.reviews
+        else None,
     )
 
 
@@ -200,7 +215,9 @@ def get_submission(
 
     ``tenant_id=None`` skips the ownership check (workers and the review dashboard).
     """
-    query = select(Submission).options(selectinload(Submission.verdict))
+    query = select(Submission).options(
+        selectinload(Submission.verdict), selectinload(Submission.reviews)
+    )
     query = query.where(Submission.id == submission_id)
     if tenant_id is not None:
         query = query.where(Submission.tenant_id == tenant_id)
@@ -238,7 +255,9 @@ def list_submissions(
     """Returns one page of the tenant's submissions, newest first."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"expected limit between 1 and {MAX_PAGE_SIZE}, got {limit}")
-    query = select(Submission).options(selectinload(Submission.verdict))
+    query = select(Submission).options(
+        selectinload(Submission.verdict), selectinload(Submission.reviews)
+    )
     query = query.where(Submission.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Submission.status == status)

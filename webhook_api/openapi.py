@@ -58,6 +58,14 @@ _SCHEMAS: dict[str, Any] = {
             "external_id": {"type": ["string", "null"]},
             "metadata": {"type": "object"},
             "verdict": {"oneOf": [{"$ref": "#/components/schemas/Verdict"}, {"type": "null"}]},
+            "review": {
+                "type": ["object", "null"],
+                "description": "The latest human review decision, once there is one",
+                "properties": {
+                    "label": {"type": "string", "enum": ["real", "fake"]},
+                    "created_at": {"type": "string", "format": "date-time"},
+                },
+            },
             "failure": {
                 "type": ["object", "null"],
                 "properties": {"reason": {"type": "string"}, "detail": {"type": "string"}},

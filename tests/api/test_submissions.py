@@ -173,3 +173,35 @@ def test_concurrent_requests_with_one_idempotency_key_create_one_submission(
     assert len({sid for _, sid in results}) == 1
     listed = app.test_client().get("/v1/submissions", headers=auth).get_json()["items"]
     assert len(listed) == 1
+
+
+def test_get_shows_the_verdict_and_latest_review(
+    client: FlaskClient, auth: dict[str, str], app: Flask
+) -> None:
+    from moderation.db import session_scope
+    from moderation.models import Review, Status, Submission, Verdict
+
+    created = client.post("/v1/submissions", data=upload(png_bytes()), headers=auth).get_json()
+    with session_scope(app.extensions["dfmod"].session_factory) as session:
+        session.add(
+            Verdict(
+                submission_id=created["id"],
+                logit=1.5,
+                p_fake=0.62,
+                decision=Status.NEEDS_REVIEW,
+                model_name="deepfake_detector",
+                model_version="3",
+                pass_below=0.3,
+                flag_at=0.8,
+            )
+        )
+        session.add(Review(submission_id=created["id"], reviewer="ana", label="fake"))
+        session.get(Submission, created["id"]).status = Status.DECIDED
+    body = client.get(f"/v1/submissions/{created['id']}", headers=auth).get_json()
+    assert body["status"] == "decided"
+    assert body["verdict"]["p_fake"] == 0.62 and body["verdict"]["label"] == "fake"
+    assert body["verdict"]["model"] == {"name": "deepfake_detector", "version": "3"}
+    assert body["verdict"]["thresholds"] == {"pass_below": 0.3, "flag_at": 0.8}
+    assert body["review"]["label"] == "fake"
+    listed = client.get("/v1/submissions?status=decided", headers=auth).get_json()["items"]
+    assert [item["id"] for item in listed] == [created["id"]]
