@@ -235,11 +235,8 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.samples[index]
-        array = (
-            self.arrays[index].copy()
-            if self.arrays is not None
-            else eval_array(sample.path.read_bytes())
-        )
+        cached = self.arrays[index] if self.arrays is not None else None
+        array = np.array(cached if cached is not None else eval_array(sample.path.read_bytes()))
         if self.augment is not None:
             array = self.augment(array, np.random.default_rng([self.seed, self.epoch, index]))
         return torch.from_numpy(array), torch.tensor(float(sample.label))

@@ -87,12 +87,18 @@ class DeepfakeDetector(nn.Module):
     :class:`ExportWrapper` for the uint8 NHWC serving entry point.
     """
 
-    def __init__(self, *, freeze_blocks: int = DEFAULT_FREEZE_BLOCKS_PRETRAINED) -> None:
+    def __init__(
+        self, *, freeze_blocks: int = DEFAULT_FREEZE_BLOCKS_PRETRAINED, freeze_bn_stats: bool = True
+    ) -> None:
         super().__init__()
         self.features = mobilenet_v2(weights=None).features
         self.attention = ChannelAttention()
         self.classifier = build_classifier()
         self.freeze_blocks = 0
+        # Pretrained: frozen blocks keep their ImageNet BatchNorm statistics. From scratch there are
+        # none worth keeping (identity BN on random convs shrinks the signal to a constant), so the
+        # frozen blocks' BatchNorm layers keep estimating statistics while their weights stay fixed.
+        self.freeze_bn_stats = freeze_bn_stats
         self.set_frozen_blocks(freeze_blocks)
 
     def set_frozen_blocks(self, count: int) -> None:
@@ -106,7 +112,8 @@ class DeepfakeDetector(nn.Module):
         self._frozen_bn_to_eval()
 
     def _frozen_bn_to_eval(self) -> None:
-        # Frozen blocks keep their BatchNorm running statistics; only trainable ones adapt them.
+        if not self.freeze_bn_stats:
+            return
         for block in list(self.features)[: self.freeze_blocks]:
             block.eval()
 
@@ -190,7 +197,7 @@ def build_model(
         freeze_blocks = (
             DEFAULT_FREEZE_BLOCKS_PRETRAINED if pretrained else DEFAULT_FREEZE_BLOCKS_SCRATCH
         )
-    model = DeepfakeDetector(freeze_blocks=freeze_blocks)
+    model = DeepfakeDetector(freeze_blocks=freeze_blocks, freeze_bn_stats=pretrained)
     if pretrained:
         load_imagenet_features(model, find_imagenet_weights(weights))
     else:
