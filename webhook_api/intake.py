@@ -102,7 +102,7 @@ def parse_json(request: Request, allowlist: tuple[Network, ...]) -> Intake:
     """Returns the intake of a JSON body; raises 400 (malformed) or 422 (invalid)."""
     try:
         body = json.loads(request.get_data(cache=True) or b"")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiProblem(
             400,
             "malformed-json",

@@ -57,6 +57,16 @@ def test_malformed_json_is_400(client: FlaskClient, auth: dict[str, str]) -> Non
     assert "expected an object" in body["detail"]
 
 
+def test_absurdly_nested_json_is_400_not_500(client: FlaskClient, auth: dict[str, str]) -> None:
+    response = client.post(
+        "/v1/submissions",
+        data=b"[" * 100_000 + b"]" * 100_000,
+        content_type="application/json",
+        headers=auth,
+    )
+    _problem(response, 400, "malformed-json")
+
+
 def test_json_that_is_not_an_object_is_422(client: FlaskClient, auth: dict[str, str]) -> None:
     response = client.post("/v1/submissions", json=["http://127.0.0.1/"], headers=auth)
     _problem(response, 422, "validation-error")
