@@ -16,10 +16,8 @@ from sqlalchemy import text
 from moderation.db import make_engine, migrate
 from moderation.models import Base
 from moderation.settings import Settings, load_settings
-from tests.fixtures.services import create_test_tenant
+from tests.fixtures.services import create_test_tenant, fresh_postgres_database
 from webhook_api import create_app
-
-_migrated_postgres: set[str] = set()
 
 
 def _truncate(url: str) -> None:
@@ -39,12 +37,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url = f"sqlite:///{tmp_path / 'dfmod.db'}"
         migrate(url)
         return url
-    url = request.getfixturevalue("postgres_url")
-    if url not in _migrated_postgres:
-        migrate(url)
-        _migrated_postgres.add(url)
+    url = request.getfixturevalue("api_postgres_url")
     _truncate(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def api_postgres_url() -> Iterator[str]:
+    """Returns a migrated PostgreSQL database of the API tests' own (they truncate it per test)."""
+    with fresh_postgres_database() as url:
+        migrate(url)
+        yield url
 
 
 @pytest.fixture()
