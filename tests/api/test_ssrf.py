@@ -126,3 +126,45 @@ def test_safe_session_checks_every_redirect(local_server: int) -> None:
     session = safe_session(allowlist="127.0.0.0/8")
     with pytest.raises(OutboundBlocked, match=r"10\.0\.0\.1"):
         session.get(f"http://127.0.0.1:{local_server}/redirect-private", timeout=5)
+
+
+@pytest.fixture()
+def tls_server(tmp_path) -> Iterator[tuple[int, str]]:
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    command += ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"]
+    command += ["-addext", "subjectAltName=DNS:localhost"]
+    subprocess.run(
+        command,
+        check=True,
+        capture_output=True,
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], str(cert)
+    server.shutdown()
+    server.server_close()
+
+
+def test_safe_session_pins_https_keeping_sni_and_certificate_checks(
+    tls_server: tuple[int, str],
+) -> None:
+    import requests
+
+    port, cert = tls_server
+    session = safe_session(allowlist="127.0.0.0/8")
+    response = session.get(f"https://localhost:{port}/", verify=cert, timeout=5)
+    assert response.status_code == 200 and response.text == f"localhost:{port}"
+    # The certificate names localhost, not 127.0.0.1: verification is still on.
+    with pytest.raises(requests.exceptions.SSLError):
+        session.get(f"https://127.0.0.1:{port}/", verify=cert, timeout=5)
