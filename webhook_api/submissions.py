@@ -169,7 +169,11 @@ def create() -> Response:
         raise
     body = view.to_json()
     if _enqueue(view):
-        body = _after_enqueue(view, key)
+        try:
+            body = _after_enqueue(view, key)
+        except Exception:
+            # Committed and enqueued already: answer 202; the worker moves the row on anyway.
+            logger.exception("could not mark %s queued; answering with it as received", view.id)
     SUBMISSIONS_ACCEPTED.labels(kind=view.media_kind).inc()
     return _accepted(body, 202)
 

@@ -205,3 +205,17 @@ def test_get_shows_the_verdict_and_latest_review(
     assert body["review"]["label"] == "fake"
     listed = client.get("/v1/submissions?status=decided", headers=auth).get_json()["items"]
     assert [item["id"] for item in listed] == [created["id"]]
+
+
+def test_a_failure_after_enqueue_still_answers_202(
+    client: FlaskClient, auth: dict[str, str], monkeypatch
+) -> None:
+    import webhook_api.submissions as views
+
+    def broken(**_: object) -> bool:
+        raise RuntimeError("database went away after the commit")
+
+    monkeypatch.setattr(views, "mark_queued", broken)
+    response = client.post("/v1/submissions", data=upload(png_bytes()), headers=auth)
+    assert response.status_code == 202
+    assert response.get_json()["status"] == "received"
