@@ -12,6 +12,7 @@ database is the source of truth). Every task is idempotent, so redelivery is saf
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery
@@ -57,6 +58,22 @@ class SqlaTransport(kombu_sqla.Transport):
 
 
 kombu_transport.TRANSPORT_ALIASES.setdefault(SQLA_ALIAS, f"{__name__}:SqlaTransport")
+
+
+def _forget_broker_engines_after_fork() -> None:
+    """Drops the SQLAlchemy transport's engines (a class-level cache) in a forked child.
+
+    The embedded beat and prefork children are forked from a worker that already talks to the
+    broker; SQLite connections must not cross a fork (the beat process even closes the inherited
+    descriptors), so the child opens its own, as SQLAlchemy's pooling guide recommends.
+    """
+    engines = kombu_sqla.Channel._engines
+    for engine, _session in list(engines.values()):
+        engine.dispose(close=False)
+    engines.clear()
+
+
+os.register_at_fork(after_in_child=_forget_broker_engines_after_fork)
 
 
 def broker_url_for(url: str) -> str:

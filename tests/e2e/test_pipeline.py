@@ -7,18 +7,20 @@ tenant's secret.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import pytest
 from sqlalchemy import func, select
 
+from moderation.blobs import BlobStore
 from moderation.contract import ModelMetadata
 from moderation.db import make_engine, make_session_factory, session_scope
-from moderation.models import CallbackDelivery, Verdict
+from moderation.models import CallbackDelivery, MediaKind, Status, Submission, Verdict, utcnow
 from moderation.policy import calibrate
 from moderation.preprocess import load_image
 from moderation.settings import load_settings
-from tests.e2e.conftest import flat_image, image_bytes
+from tests.e2e.conftest import E2E_ENV, flat_image, image_bytes
 from tests.fixtures.receiver import CallbackReceiver, Media
 from tests.fixtures.stack import Stack, closed_port
 from worker.celery_app import TASK_SCORE, create_celery
@@ -186,3 +188,33 @@ def test_failure_reason__through_api(
     (callback,) = callback_receiver.wait_for(1, path="/failed", timeout_s=30)
     assert callback.signature_ok and callback.json()["type"] == "submission.failed"
     assert callback.json()["data"]["failure"]["reason"] == reason
+
+
+def test_sweeper__recovers_lost_messages(stack: Stack, callback_receiver: CallbackReceiver) -> None:
+    """A job whose message never reached the broker, and a due callback nobody enqueued."""
+    tenant = stack.tenant()
+    callback_receiver.secret = tenant.secret
+    blobs = BlobStore(stack.root / "data" / "blobs")
+    # Stuck only in a few seconds: a later sweep, not the first one, has to find it.
+    long_ago = utcnow() - dt.timedelta(seconds=float(E2E_ENV["DFMOD_STUCK_AFTER_S"]) - 5)
+    engine = make_engine(stack.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            lost = Submission(
+                tenant_id=tenant.id,
+                media_kind=MediaKind.UPLOAD,
+                status=Status.RECEIVED,
+                blob_sha256=blobs.put(image_bytes(seed=12)),
+                callback_url=callback_receiver.url("/lost"),
+                created_at=long_ago,
+                updated_at=long_ago,
+            )
+            session.add(lost)
+            session.flush()
+            lost_id = lost.id
+    finally:
+        engine.dispose()
+    final = stack.wait_final(tenant.api_key, lost_id, timeout_s=45)
+    assert final["status"] in SCORED
+    (callback,) = callback_receiver.wait_for(1, path="/lost", timeout_s=30)
+    assert callback.signature_ok and callback.json()["data"]["id"] == lost_id
