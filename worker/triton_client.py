@@ -185,7 +185,7 @@ class TritonClient:
             try:
                 return request()
             except InferenceServerException as exc:
-                if not _is_transient(exc):
+                if not is_retryable(exc):
                     raise InferenceUnavailable(
                         f"Triton at {self.url} refused the request for {self.model_name}: {exc}"
                     ) from exc
@@ -200,7 +200,8 @@ class TritonClient:
         ) from last
 
 
-def _is_transient(exc: InferenceServerException) -> bool:
+def is_retryable(exc: InferenceServerException) -> bool:
+    """Returns whether Triton's error is transient (down, overloaded, not ready, too slow)."""
     if str(exc.status()) in _RETRYABLE:
         return True
     message = str(exc.message() or "").lower()
