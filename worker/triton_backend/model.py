@@ -66,6 +66,14 @@ class TritonPythonModel:
             )
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        """Returns one response per request; a failure answers every request with the error."""
+        try:
+            return self._execute(requests)
+        except Exception as exc:  # the server must answer each request, never hang it
+            error = pb_utils.TritonError(f"onnxruntime failed on a batch of {len(requests)}: {exc}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+
+    def _execute(self, requests: list[Any]) -> list[Any]:
         """Concatenates the batched requests, runs onnxruntime once, splits the answers."""
         feeds: dict[str, np.ndarray] = {}
         sizes: list[int] = []
