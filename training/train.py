@@ -265,7 +265,7 @@ def run(config: TrainConfig) -> Path:
         raise ValueError(f"monitor {config.monitor!r}; expected one of {', '.join(MONITORS)}")
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
-    out = Path(config.out)
+    out = Path(config.out).resolve()
     datasets = prepare_data(config)
     model = build(config)
     state = _make_state(model, config)
@@ -311,6 +311,7 @@ def _loop(
         improved = _improved(record[config.monitor], state["best"], mode)
         state["best"] = record[config.monitor] if improved else state["best"]
         state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
+        out.mkdir(parents=True, exist_ok=True)
         with open(out / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
         logger.info(
