@@ -155,15 +155,22 @@ def triton_rows(server: TritonServer, *, levels: list[int], seconds: float, tool
     name = "triton (perf_analyzer)" if tool else "triton (grpc load gen)"
     for concurrency in levels:
         inferences, executions = _counts(server)
-        if tool:
+        label = name
+        try:
+            if not tool:
+                raise FileNotFoundError("perf_analyzer")
             rate, p50, p99 = _perf_analyzer_load(
                 tool, server.grpc_url, concurrency=concurrency, seconds=seconds
             )
-        else:
+        except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+            if tool:
+                output = getattr(exc, "stdout", b"") or b""
+                print(f"perf_analyzer failed at concurrency {concurrency}: {output[-300:]!r}")
+                label = "triton (grpc load gen)"
             rate, p50, p99 = _grpc_load(server.grpc_url, concurrency=concurrency, seconds=seconds)
         after_inf, after_exec = _counts(server)
         avg = (after_inf - inferences) / max(after_exec - executions, 1)
-        yield Row(name, concurrency, 1, rate, p50, p99, avg)
+        yield Row(label, concurrency, 1, rate, p50, p99, avg)
 
 
 def _repository(args: argparse.Namespace, root: Path) -> Path:
