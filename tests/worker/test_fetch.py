@@ -75,6 +75,11 @@ def test_fetch_media__redirect_to_blocked_address__fail(
     ("media", "settings", "reason"),
     [
         (Media(PNG_MAGIC + b"x" * 5000, "image/png"), {"max_upload_bytes": 1000}, "too_large"),
+        (
+            Media(PNG_MAGIC + bytes(300_000), "image/png", send_length=False),
+            {"max_upload_bytes": 100_000},
+            "too_large",
+        ),
         (Media(b"<html>" + b"x" * 200, "image/png"), {}, "unsupported_media"),
         (
             Media(PNG_MAGIC + bytes(40_000), "image/png", chunk_delay_s=0.6),
@@ -82,9 +87,10 @@ def test_fetch_media__redirect_to_blocked_address__fail(
             "fetch_failed",
         ),
     ],
-    ids=["too_large", "not_an_image", "too_slow"],
+    ids=["too_large_declared", "too_large_streamed", "not_an_image", "too_slow"],
 )
 def test_fetch_media__limits__fail(
+    request: pytest.FixtureRequest,
     worker_env: WorkerEnv,
     receiver: CallbackReceiver,
     media: Media,
@@ -94,7 +100,10 @@ def test_fetch_media__limits__fail(
     receiver.files["/m"] = media
     result, sub_id = _fetch(worker_env, receiver.url("/m"), **settings)
     assert result.outcome is fetch.FetchOutcome.FAILED
-    assert submission_row(worker_env, sub_id).failure_reason == reason
+    sub = submission_row(worker_env, sub_id)
+    assert sub.failure_reason == reason
+    expected = {"too_large_declared": "declares", "too_large_streamed": "sent more than"}
+    assert expected.get(request.node.callspec.id, "") in (sub.failure_detail or "")
 
 
 def test_fetch_media__closed_port__fail(worker_env: WorkerEnv) -> None:
