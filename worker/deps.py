@@ -54,13 +54,13 @@ class WorkerDeps:
 
 
 _lock = threading.Lock()
-_cache: dict[int, WorkerDeps] = {}
+_cache: dict[Settings, WorkerDeps] = {}
 
 
 def deps_for(settings: Settings) -> WorkerDeps:
     """Returns the cached dependencies of this process for these settings."""
     with _lock:
-        deps = _cache.get(id(settings))
+        deps = _cache.get(settings)
         if deps is None:
-            deps = _cache[id(settings)] = WorkerDeps.from_settings(settings)
+            deps = _cache[settings] = WorkerDeps.from_settings(settings)
         return deps
