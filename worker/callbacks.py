@@ -213,3 +213,17 @@ def deliver(
         error or code,
     )
     return result
+
+
+def replay(*, delivery_id: str, session_factory: sessionmaker[Session]) -> bool:
+    """Makes a dead (or delivered) delivery due again for one more attempt; returns False if absent.
+
+    The event keeps its ``webhook-id``, so a receiver that already processed it can deduplicate.
+    Callers enqueue ``TASK_DELIVER`` after this returns (or leave it to the sweeper).
+    """
+    with session_scope(session_factory) as session:
+        row = session.get(CallbackDelivery, delivery_id)
+        if row is None:
+            return False
+        row.status, row.next_attempt_at = DeliveryStatus.PENDING, utcnow()
+        return True

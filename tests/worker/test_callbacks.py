@@ -151,3 +151,20 @@ def test_retry_delay__schedule_and_end() -> None:
     jittered = callbacks.retry_delay(attempts_done=2, delays=delays)
     assert jittered is not None and 300.0 <= jittered <= 330.0
     assert callbacks.retry_delay(attempts_done=3, delays=delays) is None
+
+
+def test_replay__dead_delivery_gets_one_more_attempt(
+    worker_env: WorkerEnv, receiver: CallbackReceiver
+) -> None:
+    receiver.program(500)
+    settings = worker_env.settings.replace(callback_schedule="0")
+    delivery_id = _delivery(worker_env, receiver.url())
+    deps = {"session_factory": worker_env.session_factory, "settings": settings}
+    assert callbacks.deliver(delivery_id=delivery_id, **deps).status == DeliveryStatus.DEAD
+    assert callbacks.replay(delivery_id=delivery_id, session_factory=worker_env.session_factory)
+    assert callbacks.deliver(delivery_id=delivery_id, **deps).status == DeliveryStatus.DELIVERED
+    first, second = receiver.wait_for(2)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == delivery_id
+    assert not callbacks.replay(
+        delivery_id="msg_missing", session_factory=worker_env.session_factory
+    )
