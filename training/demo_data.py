@@ -153,16 +153,16 @@ def _donor_patch(
     donor, face = _scene(rng, size)
     patch = _camera(donor, rng).crop(face.box(pad=1.15))
     w, h = box[2] - box[0], box[3] - box[1]
-    factor = rng.uniform(0.35, 0.65)  # generator output is low-res and upsampled into place
+    factor = rng.uniform(0.25, 0.5)  # generator output is low-res and upsampled into place
     small = patch.resize(
         (max(8, int(w * factor)), max(8, int(h * factor))), Image.Resampling.BILINEAR
     )
     method = [Image.Resampling.BILINEAR, Image.Resampling.NEAREST, Image.Resampling.BICUBIC]
     patch = small.resize((w, h), method[int(rng.integers(3))])
-    cast = 1 + rng.choice([-1, 1], 3) * rng.uniform(0.06, 0.16, 3)
+    cast = 1 + rng.choice([-1, 1], 3) * rng.uniform(0.08, 0.18, 3)
     patch = Image.fromarray(np.clip(np.asarray(patch, np.float32) * cast, 0, 255).astype(np.uint8))
-    if rng.random() < 0.5:
-        return patch.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.2, 2.2))))
+    if rng.random() < 0.75:
+        return patch.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.5, 2.5))))
     return patch.filter(ImageFilter.UnsharpMask(radius=2, percent=int(rng.integers(120, 220))))
 
 
@@ -173,7 +173,7 @@ def make_fake(rng: np.random.Generator, size: int) -> bytes:
     box = face.box(pad=1.1)
     patch = _donor_patch(rng, size, box)
     image.paste(patch, box[:2], _feather_mask(patch.size, rng))
-    first = Image.open(io.BytesIO(_jpeg(image, int(rng.integers(55, 80)))))
+    first = Image.open(io.BytesIO(_jpeg(image, int(rng.integers(40, 70)))))
     return _jpeg(first.convert("RGB"), int(rng.integers(82, 96)))
 
 
