@@ -31,7 +31,7 @@ def _setup_logging() -> None:
     show_default=True,
     help="Folder to write real/, fake/ and manifest.csv into.",
 )
-@click.option("--per-class", type=int, default=400, show_default=True, help="Images per class.")
+@click.option("--per-class", type=int, default=1000, show_default=True, help="Images per class.")
 @click.option(
     "--seed",
     type=int,
@@ -53,7 +53,7 @@ def demo_data(out: Path, per_class: int, seed: int, size: int) -> None:
     (resampled, colour-shifted, differently sharp face blended in, double JPEG). For demos and
     tests only: a detector trained on it says nothing about real deepfakes.
 
-    Example: dfmod demo-data --out data/demo --per-class 400
+    Example: dfmod demo-data --out data/demo --per-class 1000
     """
     from training.demo_data import generate
 
@@ -138,7 +138,8 @@ def train(**options: object) -> None:
 
     Examples:
 
-      dfmod train --data data/demo --from-scratch --epochs 8 --out runs/demo
+      dfmod train --data data/demo --from-scratch --freeze-blocks 8 --epochs 12
+      --monitor val_auc --out runs/demo
 
       dfmod train --data /data/ffpp_frames --pretrained --epochs 20 --out runs/ffpp
     """
