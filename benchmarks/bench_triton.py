@@ -70,9 +70,8 @@ def in_process(model: Path, *, batch: int, seconds: float, threads: int) -> Row:
         session.run(None, feed)
         latencies.append(time.perf_counter() - started)
     p50, p99 = _percentiles(latencies)
-    return Row(
-        "onnxruntime in-process", 1, batch, batch * len(latencies) / sum(latencies), p50, p99
-    )
+    rate = batch * len(latencies) / sum(latencies)
+    return Row(f"onnxruntime in-process t{threads}", 1, batch, rate, p50, p99)
 
 
 def _grpc_load(url: str, *, concurrency: int, seconds: float) -> tuple[float, float, float]:
@@ -211,7 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured time per row")
     parser.add_argument("--concurrency", default="1,2,4,8,16")
-    parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    parser.add_argument("--threads", default="1,2", help="in-process intra-op threads to try")
     parser.add_argument("--in-process-batches", default="1,8")
     parser.add_argument("--max-queue-delay-us", type=int, default=None, help="override (sweeps)")
     parser.add_argument("--preferred", default=None, help="override preferred_batch_size, e.g. 4,8")
@@ -222,15 +221,17 @@ def main() -> None:
             int(p.name) for p in (repository / contract.MODEL_NAME).iterdir() if p.name.isdigit()
         )
         model = repository / contract.MODEL_NAME / str(versions[-1]) / contract.ONNX_FILENAME
+        # The limit is in-process onnxruntime at its best: every thread count and batch size.
         rows = [
-            in_process(model, batch=int(b), seconds=args.seconds, threads=args.threads)
+            in_process(model, batch=int(b), seconds=args.seconds, threads=int(t))
+            for t in args.threads.split(",")
             for b in args.in_process_batches.split(",")
         ]
         ports = free_ports(3)
         tool = perf_analyzer()
         print(
             f"model {model.relative_to(tmp)}; load from "
-            f"{tool or 'the gRPC load generator (perf_analyzer does not run here)'}"
+            f"{tool or 'the gRPC load generator (no perf_analyzer: setup_perf_analyzer.sh)'}"
         )
         with TritonServer(
             repository=repository,
