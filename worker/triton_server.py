@@ -325,12 +325,34 @@ def _serve_until_signalled(server: TritonServer) -> int:
 
 
 @click.command("triton")
-@click.option("--repository", type=click.Path(path_type=Path), default=None, help="Repository.")
-@click.option("--grpc-port", type=int, envvar="DFMOD_TRITON_GRPC_PORT", default=None)
-@click.option("--http-port", type=int, envvar="DFMOD_TRITON_HTTP_PORT", default=None)
-@click.option("--metrics-port", type=int, envvar="DFMOD_TRITON_METRICS_PORT", default=None)
+@click.option(
+    "--repository",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Model repository (default: DFMOD_MODEL_REPOSITORY).",
+)
+@click.option(
+    "--grpc-port", type=int, envvar="DFMOD_TRITON_GRPC_PORT", default=None, help="Default 8001."
+)
+@click.option(
+    "--http-port", type=int, envvar="DFMOD_TRITON_HTTP_PORT", default=None, help="Default 8000."
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    envvar="DFMOD_TRITON_METRICS_PORT",
+    default=None,
+    help="Default 8002.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--timeout", "timeout_s", type=float, default=180.0, show_default=True)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=180.0,
+    show_default=True,
+    help="Seconds to wait for the model to be ready.",
+)
 def triton_command(
     repository: Path | None,
     grpc_port: int | None,
