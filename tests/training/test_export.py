@@ -141,6 +141,8 @@ def test_committed_version_1_follows_the_contract() -> None:
     meta = contract.ModelMetadata.read(REPO_VERSION_1)
     assert meta.version == 1 and meta.temperature > 0
     assert 0 <= meta.pass_below <= meta.flag_at <= 1
+    assert "synthetic demo set" in meta.trained_on and "Demo weights" in meta.trained_on
+    assert {"accuracy", "balanced_accuracy", "roc_auc", "eer", "ece_after"} <= set(meta.metrics)
     model, state = model_from_checkpoint(REPO_VERSION_1 / "checkpoint.pt")
     assert "optimizer" not in state and "args" in state
     session = onnx_session(REPO_VERSION_1 / contract.ONNX_FILENAME)
