@@ -55,5 +55,5 @@ def model_from_checkpoint(path: Path) -> tuple[DeepfakeDetector, dict[str, Any]]
 
 def slim_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
     """Returns the weights-and-arguments subset of a training checkpoint (no optimiser)."""
-    keep = ("model", "args", "epoch", "metrics", "best_metric", "data")
+    keep = ("model", "args", "epoch", "metrics", "best_metric", "history")
     return {k: state[k] for k in keep if k in state}

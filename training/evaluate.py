@@ -95,7 +95,7 @@ def evaluate_checkpoint(
     np.savez(out / "scores.npz", labels=test[0], logits=test[1])
     from training.plots import write_plots
 
-    history = state.get("history") or _read_history(Path(checkpoint).parent / "metrics.jsonl")
+    history = _read_history(Path(checkpoint).parent / "metrics.jsonl") or state.get("history", [])
     write_plots(
         out, labels=test[0], logits=test[1], temperature=report["temperature"], history=history
     )
