@@ -53,6 +53,9 @@ class Settings:
     max_upload_bytes: int = _setting(20 * 1024 * 1024, "Largest accepted media file in bytes")
     max_image_pixels: int = _setting(40_000_000, "Largest accepted image (width x height)")
     allowed_image_formats: str = _setting("JPEG,PNG,WEBP,GIF,BMP", "Accepted image formats")
+    jpeg_draft: int = _setting(
+        1, "1: decode JPEGs at reduced DCT scale before the resize (faster); 0: full size"
+    )
     fetch_timeout_s: float = _setting(10.0, "Total time limit for fetching a media_url")
     callback_timeout_s: float = _setting(10.0, "Time a callback receiver has to answer 2xx")
     callback_schedule: str = _setting(
