@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "api": ("webhook_api.cli:api_command", "Run the webhook API with a multi-threaded server."),
     "migrate": ("webhook_api.cli:migrate_command", "Upgrade the database schema to the newest."),
     "tenant": ("webhook_api.cli:tenant_group", "Manage tenants (create prints the API key once)."),
+    "labels": ("training.loop_cli:labels_group", "Export reviewed submissions as training data."),
+    "retrain": ("training.loop_cli:retrain_command", "Retrain on review labels, gate, deploy N+1."),
+    "rollback": ("training.loop_cli:rollback_command", "Serve the previous version again as N+1."),
 }
 
 
@@ -63,7 +66,7 @@ def main(log_level: str | None) -> None:
 
 @main.command("settings")
 def settings_command() -> None:
-    """Print every DFMOD_* setting with its default as a Markdown table."""
+    """Print every DFMOD_* setting as a Markdown table."""
     click.echo(settings_table())
 
 
