@@ -30,7 +30,7 @@ def _setting(default: Any, help: str) -> Any:
 class Settings:
     """Every tunable of the service; field names map to ``DFMOD_<NAME>`` variables."""
 
-    data_dir: Path = _setting(_DEFAULT_DATA_DIR, "Folder for the embedded database and blobs")  # noqa: RUF009
+    data_dir: Path = _setting(_DEFAULT_DATA_DIR, "Embedded database, broker and blob folder")  # noqa: RUF009
     api_host: str = _setting("127.0.0.1", "Address the webhook API listens on")
     api_port: int = _setting(8080, "Port of the webhook API and dashboard")
     api_workers: int = _setting(2, "Worker processes of the API server (gunicorn)")
