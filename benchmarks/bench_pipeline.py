@@ -1,0 +1,448 @@
+"""End-to-end throughput of the real stack beside the in-process limit and a naive server.
+
+One run: generates photo-like images (0.1-3 MP, JPEG and PNG), starts the bundled Triton, the
+``dfmod`` worker and API (SQLite embedded by default, ``--backend pg-redis`` for PostgreSQL and
+Redis), submits through the real API at each concurrency (closed loop: each client uploads,
+polls until the verdict, then uploads the next), and prints side by side: images/s, p50/p99
+submit-to-verdict latency, the in-process limit (same images decoded and scored with onnxruntime
+in this process), a naive Flask + eager PyTorch server at the same concurrency, the ratios, each
+stage's share of a submission's latency, and the peak RSS of API, worker and Triton under load.
+
+    python benchmarks/bench_pipeline.py            # default, about 3 minutes on 2 cores
+    python benchmarks/bench_pipeline.py --quick    # one concurrency, fewer images
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import itertools
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_decode import encode, photo
+
+from moderation.preprocess import DEFAULT_LIMITS, load_image
+from moderation.settings import PROJECT_ROOT
+from tests.fixtures.stack import Stack, free_port, triton_env
+from tests.fixtures.triton import copy_repository
+from worker.triton_env import free_ports
+from worker.triton_server import TritonServer
+
+VERSION_DIR = PROJECT_ROOT / "model_repository" / "deepfake_detector" / "1"
+MEGAPIXELS = (0.1, 0.3, 0.5, 1.0, 2.0, 3.0)
+ASPECTS = (4 / 3, 3 / 2, 1.0, 3 / 4)
+REQUEST_DEADLINE_S = 60.0
+POLL_S = 0.02
+
+
+@dataclass
+class Load:
+    """What one closed-loop load level measured."""
+
+    label: str
+    concurrency: int
+    images_per_s: float
+    latencies_s: list[float]
+    server_s: list[float] = field(default_factory=list)
+    errors: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def pct(self, q: float) -> float:
+        return (
+            float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")
+        )
+
+
+def make_images(count: int, *, seed: int = 7) -> list[tuple[str, bytes]]:
+    """Returns (format, bytes) photo-like images cycling 0.1-3 MP; every third one is PNG."""
+    images = []
+    for i in range(count):
+        pixels = MEGAPIXELS[i % len(MEGAPIXELS)] * 1e6
+        aspect = ASPECTS[i % len(ASPECTS)]
+        width = int((pixels * aspect) ** 0.5)
+        fmt = "PNG" if i % 3 == 2 else "JPEG"
+        images.append((fmt, encode(photo(width, int(width / aspect), seed=seed + i), fmt)))
+    return images
+
+
+def in_process_limit(images: list[bytes], *, batch: int = 8, threads: int = 2) -> dict[str, float]:
+    """Returns decode ms/image, score ms/image and images/s for decode + onnxruntime in-process."""
+    from training.export import onnx_logits, onnx_session
+
+    session = onnx_session(VERSION_DIR / "model.onnx", threads=threads)
+    onnx_logits(session, np.stack([load_image(images[0])] * batch), batch=batch)  # warm-up
+    started = time.perf_counter()
+    arrays = np.stack([load_image(data, DEFAULT_LIMITS) for data in images])
+    decoded = time.perf_counter()
+    onnx_logits(session, arrays, batch=batch)
+    done = time.perf_counter()
+    return {
+        "decode_ms": (decoded - started) / len(images) * 1000,
+        "score_ms": (done - decoded) / len(images) * 1000,
+        "images_per_s": len(images) / (done - started),
+    }
+
+
+def closed_loop(
+    label: str,
+    send: Callable[[requests.Session, bytes], float | None],
+    images: list[bytes],
+    *,
+    concurrency: int,
+    total: int,
+) -> Load:
+    """Returns the load result of ``total`` requests from ``concurrency`` clients (bounded)."""
+    counter, lock = itertools.count(), threading.Lock()
+    latencies: list[float] = []
+    server: list[float] = []
+    errors = [0]
+
+    def client() -> None:
+        with requests.Session() as http:
+            while True:
+                with lock:
+                    index = next(counter)
+                if index >= total:
+                    return
+                started = time.perf_counter()
+                try:
+                    ok = send(http, images[index % len(images)])
+                except requests.RequestException:
+                    ok = None
+                with lock:
+                    if ok is None:
+                        errors[0] += 1
+                    else:
+                        latencies.append(time.perf_counter() - started)
+                        server.append(ok)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=REQUEST_DEADLINE_S * total)
+    elapsed = time.perf_counter() - started
+    return Load(label, concurrency, len(latencies) / elapsed, latencies, server, errors[0])
+
+
+def submit_and_wait(stack: Stack, key: str) -> Callable[[requests.Session, bytes], float | None]:
+    """Returns a sender: upload through the API, poll until an end state; server latency or None."""
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def send(http: requests.Session, data: bytes) -> float | None:
+        response = http.post(
+            f"{stack.api_url}/v1/submissions",
+            files={"file": ("m", data)},
+            headers=headers,
+            timeout=30,
+        )
+        if response.status_code not in (200, 201, 202):
+            return None
+        url = f"{stack.api_url}/v1/submissions/{response.json()['id']}"
+        deadline = time.monotonic() + REQUEST_DEADLINE_S
+        while time.monotonic() < deadline:
+            body = http.get(url, headers=headers, timeout=10).json()
+            if body["status"] in ("auto_passed", "auto_flagged", "needs_review"):
+                done = dt.datetime.fromisoformat(body["completed_at"].replace("Z", "+00:00"))
+                made = dt.datetime.fromisoformat(body["created_at"].replace("Z", "+00:00"))
+                return (done - made).total_seconds()
+            if body["status"] == "failed":
+                return None
+            time.sleep(POLL_S)
+        return None
+
+    return send
+
+
+class RssSampler:
+    """Samples the resident memory of process trees (root pid + descendants) in the background."""
+
+    def __init__(self, roots: dict[str, int]) -> None:
+        self.roots, self.peak = roots, dict.fromkeys(roots, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _tree_rss_kib(root: int) -> int:
+        parents: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parts = stat.read_text().rsplit(")", 1)[1].split()
+                parents[int(stat.parent.name)] = int(parts[1])
+        tree, grew = {root}, True
+        while grew:
+            more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
+            tree |= more
+            grew = bool(more)
+        total = 0
+        for pid in tree:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            for name, pid in self.roots.items():
+                self.peak[name] = max(self.peak[name], self._tree_rss_kib(pid))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def triton_times(server: TritonServer) -> dict[str, float]:
+    """Returns Triton's cumulative requests, queue ns, compute ns, inferences and executions."""
+    totals = dict.fromkeys(("requests", "queue_ns", "compute_ns", "inferences", "executions"), 0.0)
+    for model in server.statistics()["model_stats"]:
+        stats = model["inference_stats"]
+        totals["requests"] += float(stats["success"]["count"])
+        totals["queue_ns"] += float(stats["queue"]["ns"])
+        for part in ("compute_input", "compute_infer", "compute_output"):
+            totals["compute_ns"] += float(stats[part]["ns"])
+        totals["inferences"] += float(model["inference_count"])
+        totals["executions"] += float(model["execution_count"])
+    return totals
+
+
+@contextlib.contextmanager
+def started_triton(root: Path) -> Iterator[TritonServer]:
+    repository = copy_repository(PROJECT_ROOT / "model_repository", root / "model_repository")
+    grpc, http, metrics = free_ports(3)
+    server = TritonServer(
+        repository=repository,
+        grpc_port=grpc,
+        http_port=http,
+        metrics_port=metrics,
+        log_path=root / "tritonserver.log",
+        work_dir=root / "triton-work",
+    )
+    server.start(timeout_s=180)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def started_stack(args: argparse.Namespace, root: Path, server: TritonServer) -> Iterator[Stack]:
+    worker_args: tuple[str, ...] = ("--concurrency", str(args.worker_concurrency))
+    if args.pool:
+        worker_args += ("--pool", args.pool)
+    env = triton_env(server)
+    with contextlib.ExitStack() as cleanup:
+        if args.backend == "pg-redis":
+            from tests.fixtures.services import fresh_postgres_database
+
+            database = cleanup.enter_context(fresh_postgres_database())
+            broker = f"redis://127.0.0.1:6379/{args.redis_db}"
+            import redis
+
+            redis.Redis.from_url(broker).flushdb()
+        else:
+            database = f"sqlite:///{root / 'data' / 'dfmod.db'}"
+            broker = f"sqla+sqlite:///{root / 'data' / 'broker.db'}"
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        stack = Stack(
+            name=args.backend,
+            root=root,
+            database_url=database,
+            broker_url=broker,
+            env=env,
+            worker_args=worker_args,
+        )
+        cleanup.callback(stack.stop)
+        yield stack.start()
+
+
+def run_stack(args: argparse.Namespace, images: list[bytes], root: Path) -> tuple[list[Load], dict]:
+    """Returns one Load per concurrency through the real API, and the peak RSS per process."""
+    loads: list[Load] = []
+    with started_triton(root) as server, started_stack(args, root, server) as stack:
+        send = submit_and_wait(stack, stack.tenant().api_key)
+        closed_loop("warm-up", send, images, concurrency=2, total=4)
+        roots = {name: proc.pid for name, proc in stack.procs.items()}
+        roots["triton"] = server._process.pid if server._process else 0
+        with RssSampler(roots) as rss:
+            for concurrency in args.levels:
+                before = triton_times(server)
+                load = closed_loop(
+                    "dfmod e2e", send, images, concurrency=concurrency, total=args.requests
+                )
+                after = triton_times(server)
+                delta = {k: after[k] - before[k] for k in after}
+                count = max(delta["requests"], 1)
+                load.extra = {
+                    "queue_ms": delta["queue_ns"] / count / 1e6,
+                    "compute_ms": delta["compute_ns"] / count / 1e6,
+                    "avg_batch": delta["inferences"] / max(delta["executions"], 1),
+                }
+                loads.append(load)
+        peak = {name: kib / 1024 for name, kib in rss.peak.items()}
+    return loads, peak
+
+
+@contextlib.contextmanager
+def naive_server(root: Path) -> Iterator[str]:
+    """Yields the URL of a started naive server (benchmarks/naive_server.py) on loopback."""
+    port = free_port()
+    log = open(root / "naive.log", "wb")  # noqa: SIM115 - closed below
+    command = [
+        sys.executable,
+        str(Path(__file__).with_name("naive_server.py")),
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{url}/healthz", timeout=2).ok:
+                    break
+            time.sleep(0.3)
+        else:
+            raise RuntimeError(f"naive server did not start: {(root / 'naive.log').read_text()}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def run_naive(args: argparse.Namespace, images: list[bytes], root: Path) -> list[Load]:
+    """Returns one Load per concurrency against the naive Flask + eager PyTorch server."""
+
+    def send(http: requests.Session, data: bytes) -> float | None:
+        response = http.post(f"{url}/score", data=data, timeout=REQUEST_DEADLINE_S)
+        return 0.0 if response.ok else None
+
+    with naive_server(root) as url:
+        closed_loop("warm-up", send, images, concurrency=2, total=4)
+        return [
+            closed_loop("naive flask+torch", send, images, concurrency=c, total=args.requests)
+            for c in args.levels
+        ]
+
+
+def print_report(
+    limit: dict[str, float], stack: list[Load], naive: list[Load], rss: dict[str, float]
+) -> None:
+    """Prints the side-by-side table, the ratios, the stage shares and the memory."""
+    print(
+        f"\n{'path':20} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'err':>4}"
+        f" {'x limit':>7} {'server p50/p99 ms':>18}"
+    )
+    print(
+        f"{'in-process limit':20} {'-':>4} {limit['images_per_s']:7.1f} {'':>8} {'':>8} "
+        f"{'':>4} {1.0:7.2f}"
+    )
+    for load in [*stack, *naive]:
+        server = ""
+        if load.server_s and load.label.startswith("dfmod"):
+            p50, p99 = np.percentile(load.server_s, [50, 99]) * 1000
+            server = f"{p50:.0f}/{p99:.0f}"
+        print(
+            f"{load.label:20} {load.concurrency:4d} {load.images_per_s:7.1f} {load.pct(50):8.0f}"
+            f" {load.pct(99):8.0f} {load.errors:4d}"
+            f" {load.images_per_s / limit['images_per_s']:7.2f}"
+            f" {server:>18}"
+        )
+    print("\nratios at equal concurrency (dfmod / naive):")
+    for ours, theirs in zip(stack, naive, strict=True):
+        print(
+            f"  conc {ours.concurrency:3d}: throughput"
+            f" {ours.images_per_s / theirs.images_per_s:5.2f}x"
+            f"  p99 {ours.pct(99):.0f} vs {theirs.pct(99):.0f} ms"
+        )
+    best = max(stack, key=lambda load: load.images_per_s)
+    print(f"best dfmod e2e / in-process limit: {best.images_per_s / limit['images_per_s']:.2f}")
+    print("\nstages per submission (mean ms; decode from the in-process run on the same images):")
+    for load in stack:
+        mean = float(np.mean(load.server_s)) * 1000 if load.server_s else float("nan")
+        queue, compute = load.extra["queue_ms"], load.extra["compute_ms"]
+        rest = mean - limit["decode_ms"] - queue - compute
+        print(
+            f"  conc {load.concurrency:3d}: created->completed {mean:6.0f} = decode "
+            f"{limit['decode_ms']:5.1f} ({limit['decode_ms'] / mean:4.0%}) + triton queue "
+            f"{queue:5.1f} ({queue / mean:4.0%}) + triton compute {compute:5.1f} "
+            f"({compute / mean:4.0%}) + broker/db/http/wait {rest:6.0f} ({rest / mean:4.0%});"
+            f" avg triton batch {load.extra['avg_batch']:.2f}"
+        )
+    print(
+        f"  in-process: decode {limit['decode_ms']:.1f} ms/img, onnxruntime batch 8 "
+        f"{limit['score_ms']:.1f} ms/img"
+    )
+    print(
+        "\npeak RSS under load (MiB, process trees): "
+        + ", ".join(f"{name} {mib:.0f}" for name, mib in rss.items())
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one concurrency, fewer images")
+    parser.add_argument("--images", type=int, default=24, help="distinct generated images")
+    parser.add_argument("--requests", type=int, default=48, help="submissions per level")
+    parser.add_argument("--concurrency", default="4,16", help="comma-separated client counts")
+    parser.add_argument("--backend", choices=("embedded", "pg-redis"), default="embedded")
+    parser.add_argument("--redis-db", type=int, default=14, help="Redis db index (flushed)")
+    parser.add_argument("--worker-concurrency", type=int, default=4, help="worker threads/procs")
+    parser.add_argument("--pool", choices=("threads", "prefork", "solo"), default=None)
+    parser.add_argument("--skip-naive", action="store_true", help="leave out the naive server")
+    args = parser.parse_args()
+    if args.quick:
+        args.images, args.requests, args.concurrency = 12, 24, "8"
+    args.levels = [int(c) for c in args.concurrency.split(",")]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    started = time.monotonic()
+    formats = make_images(args.images)
+    images = [data for _, data in formats]
+    sizes = [len(d) / 1024 for d in images]
+    print(
+        f"{len(images)} images ({sum(f == 'PNG' for f, _ in formats)} PNG), 0.1-3 MP, "
+        f"{min(sizes):.0f}-{max(sizes):.0f} KiB; {args.requests} requests per level; "
+        f"backend {args.backend}; worker concurrency {args.worker_concurrency}"
+    )
+    limit = in_process_limit(images)
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        root = Path(tmp)
+        stack, rss = run_stack(args, images, root / "stack")
+        naive = [] if args.skip_naive else run_naive(args, images, root)
+    if args.skip_naive:
+        naive = [Load("naive (skipped)", c, float("nan"), []) for c in args.levels]
+    print_report(limit, stack, naive, rss)
+    print(f"\ntotal bench time {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
