@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "labels": ("training.loop_cli:labels_group", "Export reviewed submissions as training data."),
     "retrain": ("training.loop_cli:retrain_command", "Retrain on review labels, gate, deploy N+1."),
     "rollback": ("training.loop_cli:rollback_command", "Serve the previous version again as N+1."),
+    "reviewer": ("moderation.reviewers:reviewer_group", "Manage dashboard reviewer accounts."),
 }
 
 

@@ -7,14 +7,17 @@ A review never changes a verdict the model gave; it records what the reviewer de
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from moderation.models import Review, Submission
+from moderation.models import Review, Status, Submission, utcnow
 
 logger = logging.getLogger(__name__)
 
 LABELS = ("real", "fake")
+EVENT_DECIDED = "submission.decided"
 
 
 class ReviewError(ValueError):
@@ -42,3 +45,45 @@ def add_review(
     session.flush()
     logger.info("review %s: %s labelled %s by %s", review.id, submission_id, label, reviewer)
     return review
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A recorded decision: the review row and the outbox row to deliver (None without a URL)."""
+
+    submission_id: str
+    review_id: str
+    delivery_id: str | None
+
+
+def decide(
+    session: Session,
+    *,
+    submission_id: str,
+    reviewer: str,
+    label: str,
+    note: str | None = None,
+) -> Decision:
+    """Decides a needs_review submission: status ``decided``, a Review and a decided callback.
+
+    Everything happens in the caller's transaction; enqueue the delivery task after commit. The
+    status moves with a conditional update, so two reviewers deciding at once cannot both win.
+    """
+    from worker.callbacks import add_outbox
+
+    moved = session.execute(
+        update(Submission)
+        .where(Submission.id == submission_id, Submission.status == Status.NEEDS_REVIEW)
+        .values(status=Status.DECIDED, completed_at=utcnow(), updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        raise ReviewError(f"submission {submission_id!r} is not waiting for review")
+    review = add_review(
+        session, submission_id=submission_id, reviewer=reviewer, label=label, note=note or None
+    )
+    submission = session.get(Submission, submission_id)
+    assert submission is not None  # the update above found it
+    session.refresh(submission)
+    delivery = add_outbox(session, submission=submission, event_type=EVENT_DECIDED)
+    return Decision(submission_id, review.id, delivery.id if delivery else None)

@@ -1,0 +1,151 @@
+"""Read-side queries of the review dashboard: the queue, the audit trail and the overview figures.
+
+Kept apart from the Flask views so they can be tested on a plain session and stay small.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from moderation.models import (
+    CallbackDelivery,
+    DeliveryStatus,
+    ModelVersion,
+    Review,
+    Status,
+    Submission,
+    Tenant,
+    Verdict,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 100
+AUDIT_LIMIT = 200
+# Score bands of the queue filter: name -> [low, high) of the calibrated p_fake.
+SCORE_BANDS: dict[str, tuple[float, float]] = {
+    "low": (0.0, 0.4),
+    "mid": (0.4, 0.6),
+    "high": (0.6, 1.01),
+}
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One needs_review submission as the queue shows it."""
+
+    id: str
+    tenant: str
+    created_at: dt.datetime
+    p_fake: float
+    model_version: str
+    has_media: bool
+
+
+def queue_items(
+    *,
+    session: Session,
+    tenant_id: str | None = None,
+    band: str | None = None,
+    model_version: str | None = None,
+    limit: int = QUEUE_LIMIT,
+) -> list[QueueItem]:
+    """Returns needs_review submissions, oldest first, narrowed by the given filters."""
+    query = (
+        select(Submission, Verdict, Tenant.name)
+        .join(Verdict, Verdict.submission_id == Submission.id)
+        .join(Tenant, Tenant.id == Submission.tenant_id)
+        .where(Submission.status == Status.NEEDS_REVIEW)
+    )
+    if tenant_id:
+        query = query.where(Submission.tenant_id == tenant_id)
+    if band in SCORE_BANDS:
+        low, high = SCORE_BANDS[band]
+        query = query.where(Verdict.p_fake >= low, Verdict.p_fake < high)
+    if model_version:
+        query = query.where(Verdict.model_version == model_version)
+    rows = session.execute(query.order_by(Submission.created_at, Submission.id).limit(limit))
+    return [
+        QueueItem(
+            sub.id, name, sub.created_at, ver.p_fake, ver.model_version, bool(sub.blob_sha256)
+        )
+        for sub, ver, name in rows
+    ]
+
+
+def filter_choices(*, session: Session) -> dict[str, list[Any]]:
+    """Returns the tenants and model versions the queue filters offer."""
+    tenants = session.execute(select(Tenant.id, Tenant.name).order_by(Tenant.name)).all()
+    versions = session.scalars(select(Verdict.model_version).distinct()).all()
+    return {"tenants": [tuple(t) for t in tenants], "versions": sorted(versions)}
+
+
+def audit_rows(*, session: Session, limit: int = AUDIT_LIMIT) -> list[dict[str, Any]]:
+    """Returns the newest decisions with reviewer, time, label, note and the model's score."""
+    rows = session.execute(
+        select(Review, Verdict.p_fake, Verdict.decision)
+        .outerjoin(Verdict, Verdict.submission_id == Review.submission_id)
+        .order_by(Review.created_at.desc(), Review.id.desc())
+        .limit(limit)
+    )
+    return [
+        {
+            "submission_id": r.submission_id,
+            "reviewer": r.reviewer,
+            "label": r.label,
+            "note": r.note,
+            "created_at": r.created_at,
+            "p_fake": p_fake,
+        }
+        for r, p_fake, _decision in rows
+    ]
+
+
+def _agreement(session: Session) -> dict[str, Any]:
+    rows = session.execute(
+        select(Review.label, Verdict.p_fake).join(
+            Verdict, Verdict.submission_id == Review.submission_id
+        )
+    ).all()
+    agree = sum(1 for label, p in rows if (p >= 0.5) == (label == "fake"))
+    return {"reviewed": len(rows), "agree": agree, "rate": agree / len(rows) if rows else None}
+
+
+def overview(*, session: Session) -> dict[str, Any]:
+    """Returns counts by status, throughput, model-reviewer agreement, dead callbacks, versions."""
+    counts = dict(
+        session.execute(select(Submission.status, func.count()).group_by(Submission.status)).all()
+    )
+    now = utcnow()
+    throughput = {}
+    for label, span in (("hour", dt.timedelta(hours=1)), ("day", dt.timedelta(days=1))):
+        since = now - span
+        throughput[label] = {
+            "completed": session.scalar(
+                select(func.count()).where(Submission.completed_at >= since)
+            ),
+            "reviewed": session.scalar(select(func.count()).where(Review.created_at >= since)),
+        }
+    dead = session.scalars(
+        select(CallbackDelivery)
+        .where(CallbackDelivery.status == DeliveryStatus.DEAD)
+        .order_by(CallbackDelivery.updated_at.desc())
+        .limit(AUDIT_LIMIT)
+    ).all()
+    versions = session.scalars(
+        select(ModelVersion).order_by(ModelVersion.name, ModelVersion.created_at.desc())
+    ).all()
+    return {
+        "counts": {status: int(counts.get(status, 0)) for status in Status.ALL},
+        "throughput": throughput,
+        "agreement": _agreement(session),
+        "dead": list(dead),
+        "versions": list(versions),
+    }
