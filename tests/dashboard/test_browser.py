@@ -1,0 +1,182 @@
+"""The dashboard in Debian's Chromium via Playwright, against the real stack.
+
+API and worker run as subprocesses on the real Triton; callbacks go to a real loopback receiver.
+A reviewer logs in, decides an item with the keyboard, sees it leave the queue, the tenant gets
+the signed ``submission.decided`` callback, and a dead callback is replayed from the overview.
+Screenshots land in ``test-artifacts/dashboard/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moderation.db import make_engine, make_session_factory, session_scope
+from moderation.models import CallbackDelivery, DeliveryStatus
+from moderation.settings import PROJECT_ROOT
+from moderation.tenants import set_thresholds
+from tests.conftest import integration_required
+from tests.e2e.conftest import E2E_ENV, image_bytes
+from tests.fixtures.receiver import CallbackReceiver
+from tests.fixtures.stack import Stack, embedded_stack, triton_env
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "dashboard"
+PASSWORD = "browser-test-pass"
+WAIT_MS = 15_000
+
+
+def _unavailable(reason: str) -> None:
+    if integration_required():
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (pip install -e '.[test]')")
+    if not os.access(CHROMIUM, os.X_OK) and shutil.which("chromium") is None:
+        _unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=60_000
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("dashboard-stack")
+    started = embedded_stack(root, {**triton_env(triton_server), **E2E_ENV}).start()
+    try:
+        command = [sys.executable, "-m", "moderation.cli", "reviewer", "create", "alice"]
+        created = subprocess.run(
+            [*command, "--password-stdin"],
+            input=f"{PASSWORD}\n".encode(),
+            env=started.env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert created.returncode == 0, created.stderr.decode()
+        yield started
+    finally:
+        started.stop()
+
+
+def _everything_to_review(stack: Stack, tenant_id: str) -> None:
+    engine = make_engine(stack.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            set_thresholds(session=session, tenant_id=tenant_id, pass_below=0.0, flag_at=1.0)
+    finally:
+        engine.dispose()
+
+
+def _kill_delivery(stack: Stack, delivery_id: str) -> None:
+    """Marks a delivery dead as if its retry schedule were spent (what replay is for)."""
+    engine = make_engine(stack.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            row = session.get(CallbackDelivery, delivery_id)
+            assert row is not None
+            row.status, row.next_attempt_at = DeliveryStatus.DEAD, None
+            row.last_error = "HTTP 500; expected a 2xx answer"
+    finally:
+        engine.dispose()
+
+
+def _decided(receiver: CallbackReceiver, count: int) -> list[Any]:
+    got = receiver.wait_for(count, path="/decided", timeout_s=30)
+    assert all(item.signature_ok for item in got), [item.headers for item in got]
+    return got
+
+
+def _shot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_login_decide_callback_and_replay(
+    stack: Stack, browser: Any, callback_receiver: CallbackReceiver
+) -> None:
+    tenant = stack.tenant()
+    _everything_to_review(stack, tenant.id)
+    callback_receiver.secret = tenant.secret
+    ids = []
+    for seed in (11, 12):
+        response = stack.submit_file(
+            tenant.api_key, image_bytes(seed=seed), callback_url=callback_receiver.url("/decided")
+        )
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+    for submission_id in ids:
+        assert stack.wait_final(tenant.api_key, submission_id)["status"] == "needs_review"
+    scored = _decided(callback_receiver, 2)  # the scored events share the path
+    assert {item.json()["type"] for item in scored} == {"submission.scored"}
+
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{stack.api_url}/review/")
+    assert "/review/login" in page.url
+    _shot(page, "01-login")
+    page.fill("input[name=name]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]:has-text('Log in')")
+    page.wait_for_url(f"{stack.api_url}/review/")
+    first, second = (page.locator(f"li.item[data-id='{i}']") for i in ids)
+    first.wait_for()
+    assert first.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
+    _shot(page, "02-queue")
+
+    page.keyboard.press("f")  # the first (oldest) item is current: decide it fake
+    first.wait_for(state="detached")
+    assert second.is_visible()
+    _shot(page, "03-after-decision")
+    callbacks = _decided(callback_receiver, 3)
+    event = callbacks[-1].json()
+    assert (event["type"], event["data"]["id"], event["data"]["status"]) == (
+        "submission.decided",
+        ids[0],
+        "decided",
+    )
+    assert event["data"]["review"]["label"] == "fake"
+
+    page.goto(f"{stack.api_url}/review/audit")
+    assert "alice" in page.locator("table.audit").inner_text()
+    webhook_id = callbacks[-1].headers["webhook-id"]
+    _kill_delivery(stack, webhook_id)
+    page.goto(f"{stack.api_url}/review/overview")
+    row = page.locator(f"tr[data-delivery='{webhook_id}']")
+    _shot(page, "04-overview-dead")
+    row.locator("button:has-text('Replay')").click()
+    page.wait_for_url(f"{stack.api_url}/review/overview")
+    replayed = _decided(callback_receiver, 4)[-1]
+    assert replayed.headers["webhook-id"] == webhook_id
+    assert replayed.json()["type"] == "submission.decided"
+    page.close()
