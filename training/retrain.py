@@ -4,8 +4,9 @@
    CSV manifest; images of the fixed holdout are never trained on.
 2. Training starts from the live version's checkpoint (``init="live"``, when the version folder
    keeps one) or from scratch.
-3. The challenger is exported to ONNX in the run folder and both it and the live ONNX model are
-   scored on the same fixed holdout with onnxruntime: what Triton would serve, on the same images.
+3. The challenger is calibrated on its validation split and exported to ONNX in the run folder;
+   it and the live ONNX model are scored on the same fixed holdout with onnxruntime: what Triton
+   would serve, on the same images.
 4. Gate: the challenger may be worse than live by at most ``margin_auc`` in ROC AUC and
    ``margin_bacc`` in balanced accuracy. A refused challenger is never written into the model
    repository; the verdict and both metric sets are in ``RUN/gate.json`` either way.
@@ -157,13 +158,16 @@ def train_challenger(req: RetrainRequest, manifest: Path, init_from: str | None)
 
 
 def export_challenger(req: RetrainRequest, checkpoint: Path, live_dir: Path) -> Path:
-    """Exports the checkpoint into ``RUN/candidate`` and returns its version folder."""
+    """Calibrates (temperature on the validation split), exports into ``RUN/candidate``."""
+    from training.evaluate import REPORT_FILENAME, evaluate_checkpoint
     from training.release import ExportRequest, export
 
+    evaluate_checkpoint(checkpoint=checkpoint, out=req.out / "report", threads=req.threads)
     live_meta = contract.ModelMetadata.read(live_dir)
     folder, _ = export(
         ExportRequest(
             checkpoint=checkpoint,
+            report=req.out / "report" / REPORT_FILENAME,
             repository=req.out / "candidate",
             version=1,
             artifacts=req.out / "artifacts",
