@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import itertools
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_decode import encode, photo
+from loadgen import REQUEST_DEADLINE_S, Load, RssSampler, closed_loop
 
 from moderation.preprocess import DEFAULT_LIMITS, load_image
 from moderation.settings import PROJECT_ROOT
@@ -45,26 +44,8 @@ from worker.triton_server import TritonServer
 VERSION_DIR = PROJECT_ROOT / "model_repository" / "deepfake_detector" / "1"
 MEGAPIXELS = (0.1, 0.3, 0.5, 1.0, 2.0, 3.0)
 ASPECTS = (4 / 3, 3 / 2, 1.0, 3 / 4)
-REQUEST_DEADLINE_S = 60.0
-POLL_S = 0.02
-
-
-@dataclass
-class Load:
-    """What one closed-loop load level measured."""
-
-    label: str
-    concurrency: int
-    images_per_s: float
-    latencies_s: list[float]
-    server_s: list[float] = field(default_factory=list)
-    errors: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
-
-    def pct(self, q: float) -> float:
-        return (
-            float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")
-        )
+POLL_S = 0.05
+FINAL = {"auto_passed", "auto_flagged", "needs_review", "decided", "failed"}
 
 
 def make_images(count: int, *, seed: int = 7) -> list[tuple[str, bytes]]:
@@ -97,118 +78,71 @@ def in_process_limit(images: list[bytes], *, batch: int = 8, threads: int = 2) -
     }
 
 
-def closed_loop(
-    label: str,
-    send: Callable[[requests.Session, bytes], float | None],
-    images: list[bytes],
-    *,
-    concurrency: int,
-    total: int,
-) -> Load:
-    """Returns the load result of ``total`` requests from ``concurrency`` clients (bounded)."""
-    counter, lock = itertools.count(), threading.Lock()
-    latencies: list[float] = []
-    server: list[float] = []
-    errors = [0]
+class VerdictWatcher:
+    """Watches the tenant's newest submissions with one list request per interval.
 
-    def client() -> None:
-        with requests.Session() as http:
-            while True:
-                with lock:
-                    index = next(counter)
-                if index >= total:
-                    return
-                started = time.perf_counter()
-                try:
-                    ok = send(http, images[index % len(images)])
-                except requests.RequestException:
-                    ok = None
-                with lock:
-                    if ok is None:
-                        errors[0] += 1
-                    else:
-                        latencies.append(time.perf_counter() - started)
-                        server.append(ok)
+    Per-submission polling from every client would load the API (and the 2 shared cores) more
+    than the submissions themselves; a platform would use callbacks. One light poller keeps the
+    measurement from dominating what it measures.
+    """
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=REQUEST_DEADLINE_S * total)
-    elapsed = time.perf_counter() - started
-    return Load(label, concurrency, len(latencies) / elapsed, latencies, server, errors[0])
-
-
-def submit_and_wait(stack: Stack, key: str) -> Callable[[requests.Session, bytes], float | None]:
-    """Returns a sender: upload through the API, poll until an end state; server latency or None."""
-    headers = {"Authorization": f"Bearer {key}"}
-
-    def send(http: requests.Session, data: bytes) -> float | None:
-        response = http.post(
-            f"{stack.api_url}/v1/submissions",
-            files={"file": ("m", data)},
-            headers=headers,
-            timeout=30,
-        )
-        if response.status_code not in (200, 201, 202):
-            return None
-        url = f"{stack.api_url}/v1/submissions/{response.json()['id']}"
-        deadline = time.monotonic() + REQUEST_DEADLINE_S
-        while time.monotonic() < deadline:
-            body = http.get(url, headers=headers, timeout=10).json()
-            if body["status"] in ("auto_passed", "auto_flagged", "needs_review"):
-                done = dt.datetime.fromisoformat(body["completed_at"].replace("Z", "+00:00"))
-                made = dt.datetime.fromisoformat(body["created_at"].replace("Z", "+00:00"))
-                return (done - made).total_seconds()
-            if body["status"] == "failed":
-                return None
-            time.sleep(POLL_S)
-        return None
-
-    return send
-
-
-class RssSampler:
-    """Samples the resident memory of process trees (root pid + descendants) in the background."""
-
-    def __init__(self, roots: dict[str, int]) -> None:
-        self.roots, self.peak = roots, dict.fromkeys(roots, 0)
-        self._stop = threading.Event()
+    def __init__(self, stack: Stack, headers: dict[str, str]) -> None:
+        self.url, self.headers = f"{stack.api_url}/v1/submissions?limit=100", headers
+        self.done: dict[str, float | None] = {}
+        self._events: dict[str, threading.Event] = {}
+        self._lock, self._stop = threading.Lock(), threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    @staticmethod
-    def _tree_rss_kib(root: int) -> int:
-        parents: dict[int, int] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                parts = stat.read_text().rsplit(")", 1)[1].split()
-                parents[int(stat.parent.name)] = int(parts[1])
-        tree, grew = {root}, True
-        while grew:
-            more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
-            tree |= more
-            grew = bool(more)
-        total = 0
-        for pid in tree:
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        return total
+    def _event(self, submission_id: str) -> threading.Event:
+        with self._lock:
+            return self._events.setdefault(submission_id, threading.Event())
 
     def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            for name, pid in self.roots.items():
-                self.peak[name] = max(self.peak[name], self._tree_rss_kib(pid))
+        with requests.Session() as http:
+            while not self._stop.wait(POLL_S):
+                with contextlib.suppress(requests.RequestException, ValueError):
+                    for item in http.get(self.url, headers=self.headers, timeout=10).json()[
+                        "items"
+                    ]:
+                        if item["id"] not in self.done and item["status"] in FINAL:
+                            self.done[item["id"]] = _server_latency(item)
+                            self._event(item["id"]).set()
 
-    def __enter__(self) -> RssSampler:
+    def wait(self, submission_id: str) -> float | None:
+        """Returns the server-side latency once final (None if failed or not final in time)."""
+        self._event(submission_id).wait(REQUEST_DEADLINE_S)
+        return self.done.get(submission_id)
+
+    def __enter__(self) -> VerdictWatcher:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=15)
+
+
+def _server_latency(item: dict) -> float | None:
+    if item["status"] == "failed" or not item.get("completed_at"):
+        return None
+    done = dt.datetime.fromisoformat(item["completed_at"].replace("Z", "+00:00"))
+    made = dt.datetime.fromisoformat(item["created_at"].replace("Z", "+00:00"))
+    return (done - made).total_seconds()
+
+
+def submitter(
+    stack: Stack, watcher: VerdictWatcher
+) -> Callable[[requests.Session, bytes], float | None]:
+    """Returns a sender: upload through the API, wait for the verdict; server latency or None."""
+
+    def send(http: requests.Session, data: bytes) -> float | None:
+        url = f"{stack.api_url}/v1/submissions"
+        response = http.post(url, files={"file": ("m", data)}, headers=watcher.headers, timeout=30)
+        if response.status_code not in (200, 201, 202):
+            return None
+        return watcher.wait(response.json()["id"])
+
+    return send
 
 
 def triton_times(server: TritonServer) -> dict[str, float]:
@@ -278,18 +212,26 @@ def started_stack(args: argparse.Namespace, root: Path, server: TritonServer) ->
 def run_stack(args: argparse.Namespace, images: list[bytes], root: Path) -> tuple[list[Load], dict]:
     """Returns one Load per concurrency through the real API, and the peak RSS per process."""
     loads: list[Load] = []
-    with started_triton(root) as server, started_stack(args, root, server) as stack:
-        send = submit_and_wait(stack, stack.tenant().api_key)
+    with (
+        contextlib.ExitStack() as cleanup,
+        started_triton(root) as server,
+        started_stack(args, root, server) as stack,
+    ):
+        watcher = VerdictWatcher(stack, {"Authorization": f"Bearer {stack.tenant().api_key}"})
+        send = submitter(stack, cleanup.enter_context(watcher))
         closed_loop("warm-up", send, images, concurrency=2, total=4)
         roots = {name: proc.pid for name, proc in stack.procs.items()}
         roots["triton"] = server._process.pid if server._process else 0
         with RssSampler(roots) as rss:
             for concurrency in args.levels:
-                before = triton_times(server)
+                before, cpu_before = (
+                    triton_times(server),
+                    {**rss.cpu(), "bench": time.process_time()},
+                )
                 load = closed_loop(
                     "dfmod e2e", send, images, concurrency=concurrency, total=args.requests
                 )
-                after = triton_times(server)
+                after, cpu_after = triton_times(server), {**rss.cpu(), "bench": time.process_time()}
                 delta = {k: after[k] - before[k] for k in after}
                 count = max(delta["requests"], 1)
                 load.extra = {
@@ -297,6 +239,9 @@ def run_stack(args: argparse.Namespace, images: list[bytes], root: Path) -> tupl
                     "compute_ms": delta["compute_ns"] / count / 1e6,
                     "avg_batch": delta["inferences"] / max(delta["executions"], 1),
                 }
+                done = max(len(load.latencies_s), 1)
+                for name in cpu_after:
+                    load.extra[f"cpu_ms_{name}"] = (cpu_after[name] - cpu_before[name]) / done * 1e3
                 loads.append(load)
         peak = {name: kib / 1024 for name, kib in rss.peak.items()}
     return loads, peak
@@ -398,6 +343,12 @@ def print_report(
         f"  in-process: decode {limit['decode_ms']:.1f} ms/img, onnxruntime batch 8 "
         f"{limit['score_ms']:.1f} ms/img"
     )
+    print("\nCPU ms per submission by process tree (bench = load generator + watcher):")
+    for load in stack:
+        parts = {k[7:]: v for k, v in load.extra.items() if k.startswith("cpu_ms_")}
+        total = sum(parts.values())
+        shares = ", ".join(f"{k} {v:.0f} ({v / total:.0%})" for k, v in parts.items())
+        print(f"  conc {load.concurrency:3d}: {shares}; total {total:.0f} ms")
     print(
         "\npeak RSS under load (MiB, process trees): "
         + ", ".join(f"{name} {mib:.0f}" for name, mib in rss.items())
