@@ -180,6 +180,35 @@ def media(submission_id: str) -> Any:
     return response
 
 
+@bp.get("/gradcam/<submission_id>")
+@login_required
+def gradcam(submission_id: str) -> Any:
+    from moderation.gradcam import HeatmapUnavailable, cached_overlay
+    from moderation.preprocess import ImageLimits, MediaRejected
+
+    app_state = state()
+    with session_scope(app_state.session_factory) as db:
+        row = db.get(Submission, submission_id)
+        if row is None or row.verdict is None or not row.blob_sha256:
+            abort(404, description=f"no scored media for {submission_id}")
+        sha, name, version = row.blob_sha256, row.verdict.model_name, row.verdict.model_version
+    settings = app_state.settings
+    try:
+        png = cached_overlay(
+            cache_dir=Path(settings.data_dir) / "gradcam",
+            submission_id=submission_id,
+            version=version,
+            data=app_state.blobs.get(sha),
+            checkpoint=Path(settings.model_repository) / name / version / "checkpoint.pt",
+            limits=ImageLimits.from_settings(settings),
+        )
+    except (HeatmapUnavailable, BlobNotFound, MediaRejected) as exc:
+        abort(404, description=f"no heatmap for {submission_id}: {exc}")
+    response = Response(png, mimetype="image/png")
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
 def _enqueue_delivery(delivery_id: str) -> None:
     from worker.celery_app import TASK_DELIVER
     from worker.tasks import enqueue

@@ -13,6 +13,13 @@
     var button = items[index] && items[index].querySelector("form.decide button[value='" + label + "']");
     if (button) { button.click(); }
   }
+  // Heatmaps cost a model pass each: load one only when its panel is opened.
+  document.querySelectorAll("details.heatmap").forEach(function (panel) {
+    panel.addEventListener("toggle", function () {
+      var img = panel.querySelector("img[data-src]");
+      if (panel.open && img && !img.getAttribute("src")) { img.src = img.dataset.src; }
+    });
+  });
   document.addEventListener("keydown", function (event) {
     var tag = event.target && event.target.tagName;
     if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") { return; }
@@ -24,6 +31,9 @@
     else if (event.key === "x" && items[index]) {
       var box = items[index].querySelector("input[type=checkbox]");
       box.checked = !box.checked;
+    } else if (event.key === "h" && items[index]) {
+      var panel = items[index].querySelector("details.heatmap");
+      if (panel) { panel.open = !panel.open; }
     } else { return; }
     event.preventDefault();
   });

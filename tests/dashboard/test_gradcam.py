@@ -1,0 +1,53 @@
+"""Grad-CAM overlays on the committed version 1 checkpoint: computed on demand, then cached."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flask.testing import FlaskClient
+from PIL import Image
+
+from moderation.settings import Settings
+from tests.dashboard.conftest import add_item, login
+from tests.e2e.conftest import image_bytes
+
+
+def test_heatmap_is_computed_once_and_cached(client: FlaskClient, settings: Settings) -> None:
+    checkpoint = settings.model_repository / "deepfake_detector" / "1" / "checkpoint.pt"
+    if not checkpoint.is_file():
+        pytest.fail(f"{checkpoint} is committed with version 1; expected it to exist")
+    data = image_bytes(size=(160, 120), seed=5)
+    item = add_item(settings, p_fake=0.5, data=data)
+    login(client)
+    response = client.get(f"/review/gradcam/{item}")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "image/png"
+    overlay = np.asarray(Image.open(io.BytesIO(response.data)))
+    assert overlay.shape == (224, 224, 3)
+    cached = Path(settings.data_dir) / "gradcam" / f"{item}-v1.png"
+    assert cached.read_bytes() == response.data
+    cached.write_bytes(b"cached-marker")  # a second request is served from the cache
+    assert client.get(f"/review/gradcam/{item}").data == b"cached-marker"
+
+
+def test_cam_is_normalised_and_overlay_differs_from_input(settings: Settings) -> None:
+    from moderation.gradcam import _load_model, cam
+    from moderation.preprocess import load_image
+
+    checkpoint = settings.model_repository / "deepfake_detector" / "1" / "checkpoint.pt"
+    image = load_image(image_bytes(size=(224, 224), seed=6))
+    heat = cam(_load_model(checkpoint), image)
+    assert heat.shape == (224, 224)
+    assert heat.min() >= 0.0 and heat.max() == pytest.approx(1.0)
+    assert heat.std() > 0.01  # not a flat map
+
+
+def test_heatmap_without_checkpoint_is_404(client: FlaskClient, settings: Settings) -> None:
+    item = add_item(settings, p_fake=0.5, data=image_bytes(seed=7), version="999")
+    login(client)
+    response = client.get(f"/review/gradcam/{item}")
+    assert response.status_code == 404
+    assert client.get("/review/gradcam/sub_missing").status_code == 404
