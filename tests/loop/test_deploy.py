@@ -124,3 +124,33 @@ def test_broken_version_is_refused_and_live_keeps_serving(
     assert (target.model_dir / f".{int(before_version) + 1}.failed").is_dir()
     with session_scope(database[1]) as session:
         assert session.scalars(select(ModelVersion)).all() == []
+
+
+def test_cli_rollback(
+    server: TritonServer,
+    target: ServingTarget,
+    database: tuple[str, sessionmaker[Session]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    from moderation.cli import main
+    from tests.fixtures.stack import triton_env
+
+    _, before = _answer(target)
+    source = _candidate(target, tmp_path / "candidate", delta=-1.0)
+    with session_scope(database[1]) as session:
+        new = int(
+            deploy(
+                session=session, source=source, target=target, deployed_by="ops", metrics={}
+            ).version
+        )
+    assert _answer(target)[1] == pytest.approx(before - 1.0, abs=1e-3)
+    for name, value in {**triton_env(server), "DFMOD_DATABASE_URL": database[0]}.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, ["rollback", "--by", "oncall"])
+    assert result.exit_code == 0, result.output
+    assert f"version {new + 1} serves" in result.output
+    version, logit = _answer(target)
+    assert version == str(new + 1) and logit == pytest.approx(before, abs=1e-3)
