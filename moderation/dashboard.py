@@ -28,6 +28,8 @@ from moderation.models import (
 logger = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 100
+# Statuses the queue can list (those with a verdict); only needs_review items can be decided.
+QUEUE_STATUSES = (Status.NEEDS_REVIEW, Status.AUTO_FLAGGED, Status.AUTO_PASSED, Status.DECIDED)
 AUDIT_LIMIT = 200
 # Score bands of the queue filter: name -> [low, high) of the calibrated p_fake.
 SCORE_BANDS: dict[str, tuple[float, float]] = {
@@ -39,7 +41,7 @@ SCORE_BANDS: dict[str, tuple[float, float]] = {
 
 @dataclass(frozen=True)
 class QueueItem:
-    """One needs_review submission as the queue shows it."""
+    """One scored submission as the queue shows it."""
 
     id: str
     tenant: str
@@ -47,6 +49,7 @@ class QueueItem:
     p_fake: float
     model_version: str
     has_media: bool
+    status: str
 
 
 def queue_items(
@@ -55,14 +58,17 @@ def queue_items(
     tenant_id: str | None = None,
     band: str | None = None,
     model_version: str | None = None,
+    status: str = Status.NEEDS_REVIEW,
     limit: int = QUEUE_LIMIT,
 ) -> list[QueueItem]:
-    """Returns needs_review submissions, oldest first, narrowed by the given filters."""
+    """Returns submissions in ``status`` (needs_review by default), oldest first, filtered."""
+    if status not in QUEUE_STATUSES:
+        raise ValueError(f"status {status!r}; expected one of {', '.join(QUEUE_STATUSES)}")
     query = (
         select(Submission, Verdict, Tenant.name)
         .join(Verdict, Verdict.submission_id == Submission.id)
         .join(Tenant, Tenant.id == Submission.tenant_id)
-        .where(Submission.status == Status.NEEDS_REVIEW)
+        .where(Submission.status == status)
     )
     if tenant_id:
         query = query.where(Submission.tenant_id == tenant_id)
@@ -74,7 +80,13 @@ def queue_items(
     rows = session.execute(query.order_by(Submission.created_at, Submission.id).limit(limit))
     return [
         QueueItem(
-            sub.id, name, sub.created_at, ver.p_fake, ver.model_version, bool(sub.blob_sha256)
+            sub.id,
+            name,
+            sub.created_at,
+            ver.p_fake,
+            ver.model_version,
+            bool(sub.blob_sha256),
+            sub.status,
         )
         for sub, ver, name in rows
     ]

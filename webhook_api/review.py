@@ -144,13 +144,17 @@ def logout() -> Any:
 @bp.get("/")
 @login_required
 def queue() -> Any:
-    filters = {k: request.args.get(k) or None for k in ("tenant", "band", "version")}
+    filters = {k: request.args.get(k) or None for k in ("tenant", "band", "version", "status")}
+    status = filters["status"] or "needs_review"
+    if status not in dashboard.QUEUE_STATUSES:
+        abort(400, description=f"status {status!r}; expected one of {dashboard.QUEUE_STATUSES}")
     with session_scope(state().session_factory) as db:
         items = dashboard.queue_items(
             session=db,
             tenant_id=filters["tenant"],
             band=filters["band"],
             model_version=filters["version"],
+            status=status,
         )
         choices = dashboard.filter_choices(session=db)
     return render_template(
@@ -158,6 +162,8 @@ def queue() -> Any:
         items=items,
         choices=choices,
         filters=filters,
+        status=status,
+        statuses=dashboard.QUEUE_STATUSES,
         bands=dashboard.SCORE_BANDS,
     )
 

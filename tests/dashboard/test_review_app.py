@@ -61,6 +61,18 @@ def test_queue_oldest_first_with_filters_and_media(client: FlaskClient, settings
     v1 = client.get("/review/?version=1").get_data(as_text=True)
     assert first in v1 and second not in v1
     assert client.get(f"/review/media/{first}").data == b"first-bytes"
+    assert client.get("/review/?status=bogus").status_code == 400
+
+
+def test_status_filter_lists_decided_items_without_decide_buttons(
+    client: FlaskClient, settings: Settings
+) -> None:
+    item = add_item(settings, p_fake=0.5)
+    csrf = login(client)
+    client.post("/review/decide", data={"submission_id": item, "label": "real", "csrf_token": csrf})
+    decided = client.get("/review/?status=decided").get_data(as_text=True)
+    assert item in decided and 'class="decide"' not in decided
+    assert item not in client.get("/review/?status=needs_review").get_data(as_text=True)
 
 
 def test_decision_leaves_queue_writes_review_and_outbox(
