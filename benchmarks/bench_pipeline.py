@@ -359,7 +359,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one concurrency, fewer images")
     parser.add_argument("--images", type=int, default=24, help="distinct generated images")
-    parser.add_argument("--requests", type=int, default=48, help="submissions per level")
+    parser.add_argument("--requests", type=int, default=120, help="submissions per level")
     parser.add_argument("--concurrency", default="4,16", help="comma-separated client counts")
     parser.add_argument("--backend", choices=("embedded", "pg-redis"), default="embedded")
     parser.add_argument("--redis-db", type=int, default=14, help="Redis db index (flushed)")
