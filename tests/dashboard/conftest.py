@@ -9,22 +9,52 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 
 from moderation.blobs import BlobStore
 from moderation.db import make_engine, make_session_factory, migrate, session_scope
-from moderation.models import MediaKind, Status, Submission, Verdict
+from moderation.models import Base, MediaKind, Status, Submission, Verdict
 from moderation.reviewers import create_reviewer
 from moderation.settings import Settings, load_settings
-from tests.fixtures.services import create_test_tenant
+from tests.fixtures.services import create_test_tenant, fresh_postgres_database
 from webhook_api import create_app
 
 PASSWORD = "correct horse battery"
 
 
+@pytest.fixture(scope="session")
+def dashboard_postgres_url() -> Iterator[str]:
+    """A migrated PostgreSQL database of the dashboard tests' own (truncated per test)."""
+    with fresh_postgres_database() as url:
+        migrate(url)
+        yield url
+
+
+def _truncate(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {names} CASCADE"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database: an SQLite file, or the dashboard tests' PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'dfmod.db'}"
+        migrate(url)
+        return url
+    url = request.getfixturevalue("dashboard_postgres_url")
+    _truncate(url)
+    return url
+
+
 @pytest.fixture()
-def settings(tmp_path: Path) -> Settings:
-    url = f"sqlite:///{tmp_path / 'dfmod.db'}"
-    migrate(url)
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    url = database_url
     return load_settings(
         environ={},
         data_dir=tmp_path / "var",
