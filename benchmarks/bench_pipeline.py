@@ -327,6 +327,15 @@ def print_report(
         )
     best = max(stack, key=lambda load: load.images_per_s)
     print(f"best dfmod e2e / in-process limit: {best.images_per_s / limit['images_per_s']:.2f}")
+    print_stages(limit, stack)
+    print(
+        "\npeak RSS under load (MiB, process trees): "
+        + ", ".join(f"{name} {mib:.0f}" for name, mib in rss.items())
+    )
+
+
+def print_stages(limit: dict[str, float], stack: list[Load]) -> None:
+    """Prints each stage's share of a submission's latency and the CPU per process tree."""
     print("\nstages per submission (mean ms; decode from the in-process run on the same images):")
     for load in stack:
         mean = float(np.mean(load.server_s)) * 1000 if load.server_s else float("nan")
@@ -349,10 +358,6 @@ def print_report(
         total = sum(parts.values())
         shares = ", ".join(f"{k} {v:.0f} ({v / total:.0%})" for k, v in parts.items())
         print(f"  conc {load.concurrency:3d}: {shares}; total {total:.0f} ms")
-    print(
-        "\npeak RSS under load (MiB, process trees): "
-        + ", ".join(f"{name} {mib:.0f}" for name, mib in rss.items())
-    )
 
 
 def parse_args() -> argparse.Namespace:
