@@ -1,0 +1,132 @@
+"""Helpers for the reliability suite: stacks with quick recovery settings, bulk submit and checks.
+
+The real processes come from ``tests/fixtures/stack.py`` (API, Celery worker with the embedded
+sweeper), ``tests/fixtures/triton.py`` (the session Triton) and ``tests/fixtures/receiver.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from moderation.db import make_engine, make_session_factory, session_scope
+from moderation.models import CallbackDelivery, Verdict
+from tests.e2e.conftest import image_bytes
+from tests.fixtures.receiver import CallbackReceiver
+from tests.fixtures.stack import FINAL, Stack
+
+# The sweeper runs every 2 s and re-enqueues a job whose row has not moved for 8 s.
+FAULT_ENV = {
+    "DFMOD_CALLBACK_TIMEOUT_S": "2",
+    "DFMOD_FETCH_TIMEOUT_S": "5",
+    "DFMOD_SWEEP_INTERVAL_S": "2",
+    "DFMOD_STUCK_AFTER_S": "8",
+}
+
+
+def submit_many(stack: Stack, api_key: str, count: int, *, callback_url: str | None) -> list[str]:
+    """Submits ``count`` distinct images; returns their ids (every answer must be 202)."""
+    ids = []
+    fields = {"callback_url": callback_url} if callback_url else {}
+    for seed in range(count):
+        response = stack.submit_file(api_key, image_bytes((48, 48), seed=1000 + seed), **fields)
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+def statuses(stack: Stack, api_key: str, ids: list[str]) -> dict[str, str]:
+    """Returns each submission's status, read over the API."""
+    return {i: stack.get(api_key, i).json()["status"] for i in ids}
+
+
+def wait_all_final(stack: Stack, api_key: str, ids: list[str], *, timeout_s: float) -> dict:
+    """Returns {id: body} once every submission reached an end state; fails with logs on timeout."""
+    deadline = time.monotonic() + timeout_s
+    done: dict[str, dict] = {}
+    while time.monotonic() < deadline:
+        for submission_id in [i for i in ids if i not in done]:
+            body = stack.get(api_key, submission_id).json()
+            if body["status"] in FINAL:
+                done[submission_id] = body
+        if len(done) == len(ids):
+            return done
+        time.sleep(0.5)
+    raise AssertionError(
+        f"{len(ids) - len(done)} of {len(ids)} not final after {timeout_s}s\n{stack.log_tail()}"
+    )
+
+
+def wait_some_final(stack: Stack, api_key: str, ids: list[str], count: int, timeout_s: float) -> int:
+    """Returns once at least ``count`` of ``ids`` are final (mid-load marker)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        final = sum(1 for s in statuses(stack, api_key, ids).values() if s in FINAL)
+        if final >= count:
+            return final
+        time.sleep(0.3)
+    raise AssertionError(f"fewer than {count} final after {timeout_s}s\n{stack.log_tail()}")
+
+
+def rows_per_submission(database_url: str, model: type, ids: list[str]) -> dict[str, int]:
+    """Returns how many rows of ``model`` (Verdict, CallbackDelivery) each submission has."""
+    engine = make_engine(database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            query = (
+                select(model.submission_id, func.count())
+                .where(model.submission_id.in_(ids))
+                .group_by(model.submission_id)
+            )
+            counts = {row[0]: row[1] for row in session.execute(query)}
+    finally:
+        engine.dispose()
+    return {i: int(counts.get(i, 0)) for i in ids}
+
+
+def assert_exactly_once(stack: Stack, ids: list[str], *, with_callbacks: bool) -> None:
+    """One verdict row (and one outbox row) per submission: nothing lost, nothing twice."""
+    verdicts = rows_per_submission(stack.database_url, Verdict, ids)
+    assert set(verdicts.values()) == {1}, {i: c for i, c in verdicts.items() if c != 1}
+    if with_callbacks:
+        outbox = rows_per_submission(stack.database_url, CallbackDelivery, ids)
+        assert set(outbox.values()) == {1}, {i: c for i, c in outbox.items() if c != 1}
+
+
+def webhook_ids_by_submission(receiver: CallbackReceiver) -> dict[str, set[str]]:
+    """Returns the webhook-id headers seen for each submission id (from the signed bodies)."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for item in receiver.received:
+        assert item.signature_ok, item.headers
+        seen[item.json()["data"]["id"]].add(item.headers["webhook-id"])
+    return seen
+
+
+def descendants(pid: int) -> list[int]:
+    """Returns the ids of every process below ``pid`` (from /proc), deepest last."""
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        parent = queue.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                children = [int(c) for c in task.read_text().split()]
+            except OSError:
+                continue
+            found.extend(children)
+            queue.extend(children)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """Sends SIGKILL to a process and everything it started (no clean-up runs anywhere)."""
+    for target in [pid, *descendants(pid)]:
+        try:
+            os.kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
