@@ -62,7 +62,9 @@ def wait_all_final(stack: Stack, api_key: str, ids: list[str], *, timeout_s: flo
     )
 
 
-def wait_some_final(stack: Stack, api_key: str, ids: list[str], count: int, timeout_s: float) -> int:
+def wait_some_final(
+    stack: Stack, api_key: str, ids: list[str], count: int, timeout_s: float
+) -> int:
     """Returns once at least ``count`` of ``ids`` are final (mid-load marker)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
