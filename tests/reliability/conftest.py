@@ -6,6 +6,7 @@ sweeper), ``tests/fixtures/triton.py`` (the session Triton) and ``tests/fixtures
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -128,7 +129,5 @@ def descendants(pid: int) -> list[int]:
 def kill_tree(pid: int) -> None:
     """Sends SIGKILL to a process and everything it started (no clean-up runs anywhere)."""
     for target in [pid, *descendants(pid)]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(target, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

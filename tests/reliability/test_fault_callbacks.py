@@ -9,6 +9,7 @@ tenant's callbacks still go out promptly.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,6 @@ from sqlalchemy import select
 
 from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.models import CallbackDelivery
-from tests.e2e.conftest import image_bytes
 from tests.fixtures.receiver import Answer, CallbackReceiver
 from tests.fixtures.stack import Stack, closed_port, embedded_stack, triton_env
 from tests.reliability.conftest import FAULT_ENV, submit_many
@@ -97,7 +97,7 @@ def test_failing_receiver__schedule_then_dead__replay_delivers(
     assert row.attempts == len(SCHEDULE) and row.last_error
     assert len({a.headers["webhook-id"] for a in attempts}) == 1
     assert all(a.signature_ok for a in attempts)
-    gaps = [b.received_at - a.received_at for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(attempts)]
     for gap, scheduled in zip(gaps, SCHEDULE[1:], strict=True):
         # the wait starts once the attempt ended: a timed-out attempt adds its timeout
         assert scheduled - 0.2 <= gap <= scheduled + TIMEOUT_S + 3.0, (gaps, SCHEDULE)
