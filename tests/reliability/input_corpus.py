@@ -1,0 +1,273 @@
+"""A generated corpus of bad, odd and hostile media for the input-robustness tests.
+
+Nothing is stored in the repository: every file is built in memory from Pillow output and
+hand-made headers, so the corpus is reproducible and can grow without binary fixtures. Each case
+carries what a correct outcome is: ``"array"`` (must decode), a set of accepted refusal reasons,
+or ``None`` (either an array or any known refusal is correct, e.g. a truncated file Pillow may
+still decode in full).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from PIL import Image
+
+from moderation.preprocess import TOO_LARGE, UNREADABLE_MEDIA, UNSUPPORTED_MEDIA
+
+ARRAY = "array"
+Expect = str | frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class Case:
+    """One corpus file: a stable id, its bytes and what a correct outcome is."""
+
+    name: str
+    data: bytes
+    expect: Expect
+    # What a client would claim (used by the API subset): filename and content type.
+    filename: str = "upload.jpg"
+    content_type: str = "image/jpeg"
+
+
+def _save(image: Image.Image, fmt: str, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def _gradient(mode: str = "RGB", size: tuple[int, int] = (64, 48)) -> Image.Image:
+    image = Image.new("RGB", size)
+    image.putdata(
+        [(x * 4 % 256, y * 5 % 256, (x + y) % 256) for y in range(size[1]) for x in range(size[0])]
+    )
+    return image.convert(mode) if mode != "RGB" else image
+
+
+def _frames(count: int = 4) -> list[Image.Image]:
+    return [Image.new("RGB", (40, 30), (60 * i % 256, 40, 200 - 30 * i)) for i in range(count)]
+
+
+def _palette_transparent() -> Image.Image:
+    image = _gradient().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    image.info["transparency"] = 0
+    return image
+
+
+def _exif_rotated(orientation: int) -> bytes:
+    image = Image.new("RGB", (64, 32), (255, 0, 0))
+    image.paste((0, 0, 255), (32, 0, 64, 32))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _save(image, "JPEG", exif=exif.tobytes())
+
+
+def valid_bases() -> dict[str, bytes]:
+    """Returns decodable images in every mode and container the preprocessing must handle."""
+    rgb = _gradient()
+    frames = _frames()
+    bases = {
+        "jpeg_rgb": _save(rgb, "JPEG", quality=85),
+        "jpeg_progressive": _save(rgb, "JPEG", progressive=True),
+        "jpeg_gray": _save(rgb.convert("L"), "JPEG"),
+        "jpeg_cmyk": _save(rgb.convert("CMYK"), "JPEG"),
+        "png_rgb": _save(rgb, "PNG"),
+        "png_rgba": _save(rgb.convert("RGBA"), "PNG"),
+        "png_la": _save(rgb.convert("LA"), "PNG"),
+        "png_palette_transparent": _save(_palette_transparent(), "PNG"),
+        "png_16bit": _save(Image.new("I;16", (40, 30), 40000), "PNG"),
+        "png_1bit": _save(rgb.convert("1"), "PNG"),
+        "png_optimized": _save(rgb, "PNG", optimize=True),
+        "apng": _save(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=50),
+        "webp_lossy": _save(rgb, "WEBP", quality=70),
+        "webp_lossless_rgba": _save(rgb.convert("RGBA"), "WEBP", lossless=True),
+        "webp_animated": _save(frames[0], "WEBP", save_all=True, append_images=frames[1:]),
+        "gif_static": _save(rgb.convert("P"), "GIF"),
+        "gif_transparent": _save(_palette_transparent(), "GIF", transparency=0),
+        "gif_animated": _save(frames[0], "GIF", save_all=True, append_images=frames[1:], loop=0),
+        "bmp_rgb": _save(rgb, "BMP"),
+        "bmp_palette": _save(rgb.convert("P"), "BMP"),
+    }
+    for orientation in range(1, 9):
+        bases[f"jpeg_exif_orientation_{orientation}"] = _exif_rotated(orientation)
+    return bases
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_declaring(width: int, height: int, idat: bytes = b"") -> bytes:
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = _chunk(b"IHDR", header)
+    body += _chunk(b"IDAT", idat or zlib.compress(b"\x00" * 64))
+    return b"\x89PNG\r\n\x1a\n" + body + _chunk(b"IEND", b"")
+
+
+def _gif_declaring(width: int, height: int) -> bytes:
+    screen = b"GIF89a" + struct.pack("<HHBBB", width, height, 0, 0, 0)
+    descriptor = b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0)
+    return screen + descriptor + b"\x02\x02\x44\x01\x00\x3b"
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    valid = _save(Image.new("RGB", (16, 16), (10, 20, 30)), "JPEG")
+    index = valid.index(b"\xff\xc0")
+    return valid[: index + 5] + struct.pack(">HH", height, width) + valid[index + 9 :]
+
+
+def _bmp_declaring(width: int, height: int) -> bytes:
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + 40 + 12, 0, 0, 54) + info + b"\x00" * 12
+
+
+def _webp_declaring(width: int, height: int) -> bytes:
+    vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x00\x00\x00\x00"
+    vp8x += (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    payload = b"WEBP" + vp8x
+    return b"RIFF" + struct.pack("<I", len(payload)) + payload
+
+
+def bombs() -> Iterator[Case]:
+    """Yields tiny files that declare enormous dimensions."""
+    refused = frozenset({TOO_LARGE, UNREADABLE_MEDIA})
+    builders: dict[str, Callable[[int, int], bytes]] = {
+        "png": _png_declaring,
+        "gif": _gif_declaring,
+        "jpeg": _jpeg_declaring,
+        "bmp": _bmp_declaring,
+        "webp": _webp_declaring,
+    }
+    sizes = [(65535, 65535), (50000, 1000), (1, 60_000_000 // 1), (16384, 16384)]
+    for fmt, build in builders.items():
+        for width, height in sizes:
+            if fmt in ("gif", "jpeg") and max(width, height) > 65535:
+                continue
+            if fmt == "webp" and max(width, height) > 1 << 24:
+                continue
+            yield Case(f"bomb_{fmt}_{width}x{height}", build(width, height), refused)
+    yield Case("bomb_png_zero_width", _png_declaring(0, 100), frozenset({UNREADABLE_MEDIA}))
+    # A real zlib bomb: 2 MB of zeros compressed to ~2 KB behind a header of 1000x700 RGB.
+    big = zlib.compress(b"\x00" * (1000 * 3 + 1) * 700, 9)
+    yield Case("bomb_png_zlib_small_dims", _png_declaring(1000, 700, big), None)
+    yield Case("bomb_png_zlib_huge_dims", _png_declaring(20000, 20000, big), refused)
+
+
+FOREIGN = {
+    "html": b"<!DOCTYPE html><html><body><script>alert(1)</script></body></html>",
+    "html_upper": b"  <HTML><img src=x onerror=alert(1)></HTML>",
+    "svg": b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><rect/></svg>',
+    "svg_xml": b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+    b"<svg>&x;</svg>",
+    "js": b"function f(){ fetch('http://169.254.169.254/') }",
+    "php": b"<?php system($_GET['c']); ?>",
+    "shell": b"#!/bin/sh\nrm -rf /\n",
+    "pdf": b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF",
+    "zip": b"PK\x03\x04" + b"\x00" * 26,
+    "mp4": b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom",
+    "text": b"hello, this is not an image",
+    "json": b'{"media_url": "http://127.0.0.1/"}',
+    "nul_bytes": b"\x00" * 512,
+    "ff_bytes": b"\xff" * 512,
+    "elf": b"\x7fELF\x02\x01\x01" + b"\x00" * 57,
+    "tiff": _save(_gradient(), "TIFF"),
+    "ico": _save(_gradient(), "ICO"),
+    "riff_wave": b"RIFF\x24\x00\x00\x00WAVEfmt ",
+}
+MAGIC_ONLY = {
+    "jpeg": b"\xff\xd8\xff",
+    "png": b"\x89PNG\r\n\x1a\n",
+    "gif": b"GIF89a",
+    "bmp": b"BM",
+    "webp": b"RIFF\x00\x00\x00\x00WEBP",
+}
+
+
+def foreign_and_empty() -> Iterator[Case]:
+    """Yields empty files, bare magic numbers and non-images posing as images."""
+    yield Case("zero_bytes", b"", frozenset({UNREADABLE_MEDIA}))
+    yield Case("one_byte", b"\xff", frozenset({UNSUPPORTED_MEDIA}))
+    for name, data in FOREIGN.items():
+        for claimed, ctype in (("x.jpg", "image/jpeg"), ("x.png", "image/png")):
+            yield Case(
+                f"foreign_{name}_as_{claimed}",
+                data,
+                frozenset({UNSUPPORTED_MEDIA}),
+                filename=claimed,
+                content_type=ctype,
+            )
+    for name, magic in MAGIC_ONLY.items():
+        yield Case(f"magic_only_{name}", magic, frozenset({UNREADABLE_MEDIA}))
+        yield Case(
+            f"magic_then_html_{name}", magic + FOREIGN["html"], frozenset({UNREADABLE_MEDIA})
+        )
+
+
+def polyglots(bases: dict[str, bytes]) -> Iterator[Case]:
+    """Yields valid images with scripts, archives or HTML appended or embedded."""
+    tails = {"html": FOREIGN["html"], "zip": FOREIGN["zip"] * 4, "php": FOREIGN["php"]}
+    for base in ("jpeg_rgb", "png_rgb", "gif_static", "webp_lossy", "bmp_rgb"):
+        for tail_name, tail in tails.items():
+            yield Case(f"polyglot_{base}_plus_{tail_name}", bases[base] + tail, None)
+    comment = _save(_gradient(), "JPEG", comment=FOREIGN["html"])
+    yield Case("polyglot_jpeg_html_comment", comment, ARRAY)
+    yield Case(
+        "polyglot_html_then_png", FOREIGN["html"] + bases["png_rgb"], frozenset({UNSUPPORTED_MEDIA})
+    )
+
+
+def mislabelled(bases: dict[str, bytes]) -> Iterator[Case]:
+    """Yields valid images under the wrong extension and content type (the bytes decide)."""
+    claims = [
+        ("evil.html", "text/html"),
+        ("x.svg", "image/svg+xml"),
+        ("noext", ""),
+        ("x.png", "application/octet-stream"),
+    ]
+    for base in ("jpeg_rgb", "png_rgba", "gif_animated", "webp_lossy"):
+        for filename, ctype in claims:
+            yield Case(
+                f"mislabelled_{base}_as_{filename}",
+                bases[base],
+                ARRAY,
+                filename=filename,
+                content_type=ctype,
+            )
+
+
+CUTS = (0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.98)
+
+
+def damaged(bases: dict[str, bytes]) -> Iterator[Case]:
+    """Yields truncated and bit-flipped copies of every valid base."""
+    for name, data in bases.items():
+        for fraction in CUTS:
+            yield Case(
+                f"truncated_{name}_{int(fraction * 100)}pct",
+                data[: int(len(data) * fraction)],
+                None,
+            )
+        yield Case(f"truncated_{name}_minus1", data[:-1], None)
+        for index, position in enumerate((12, 30, len(data) // 2, len(data) - 12)):
+            flipped = bytearray(data)
+            flipped[position % len(data)] ^= 0xA5
+            yield Case(f"flipped_{name}_{index}", bytes(flipped), None)
+
+
+def build_corpus() -> list[Case]:
+    """Returns the whole corpus (several hundred cases, all in memory, < 2 MB)."""
+    bases = valid_bases()
+    cases = [Case(f"valid_{name}", data, ARRAY) for name, data in bases.items()]
+    cases += [
+        *bombs(),
+        *foreign_and_empty(),
+        *polyglots(bases),
+        *mislabelled(bases),
+        *damaged(bases),
+    ]
+    return cases
