@@ -12,6 +12,7 @@ import signal
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -35,7 +36,8 @@ def submit_many(stack: Stack, api_key: str, count: int, *, callback_url: str | N
     ids = []
     fields = {"callback_url": callback_url} if callback_url else {}
     for seed in range(count):
-        response = stack.submit_file(api_key, image_bytes((48, 48), seed=1000 + seed), **fields)
+        data = image_bytes((48, 48), seed=1000 + seed)
+        response = stack.submit_file(api_key, data, headers=None, **fields)
         assert response.status_code == 202, response.text
         ids.append(response.json()["id"])
     return ids
@@ -76,7 +78,7 @@ def wait_some_final(
     raise AssertionError(f"fewer than {count} final after {timeout_s}s\n{stack.log_tail()}")
 
 
-def rows_per_submission(database_url: str, model: type, ids: list[str]) -> dict[str, int]:
+def rows_per_submission(database_url: str, model: Any, ids: list[str]) -> dict[str, int]:
     """Returns how many rows of ``model`` (Verdict, CallbackDelivery) each submission has."""
     engine = make_engine(database_url)
     try:
