@@ -214,6 +214,8 @@ class Verdict(Base):
     temperature: Mapped[float] = mapped_column(Float, default=1.0)
     pass_below: Mapped[float] = mapped_column(Float)
     flag_at: Mapped[float] = mapped_column(Float)
+    # Videos only: sampled frames' scores and the aggregation (moderation.video); None for images.
+    frames: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     submission: Mapped[Submission] = relationship(back_populates="verdict")

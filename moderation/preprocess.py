@@ -210,14 +210,25 @@ def load_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         image = _decode_first_frame(_draft(_open(data, fmt, limits), fmt, limits), fmt)
-        try:
-            rgb = to_rgb(image)
-            resized = rgb.resize((limits.size, limits.size), Image.Resampling.BILINEAR)
-        except (OSError, ValueError) as exc:
-            detail = f"cannot convert the {fmt} image (mode {image.mode}) to RGB: {exc}"
-            raise MediaRejected(UNREADABLE_MEDIA, detail) from exc
+        return image_to_input(image, size=limits.size, what=f"{fmt} image")
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def image_to_input(
+    image: Image.Image, *, size: int = INPUT_SIZE, what: str = "image"
+) -> np.ndarray:
+    """Returns a decoded picture as the model input: uint8 [size, size, 3] RGB, C-contiguous.
+
+    The one conversion shared by still images (:func:`load_image`) and video frames
+    (:mod:`moderation.video`), so both are scored on identically prepared pixels.
+    """
+    try:
+        rgb = to_rgb(image)
+        resized = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    except (OSError, ValueError) as exc:
+        detail = f"cannot convert the {what} (mode {image.mode}) to RGB: {exc}"
+        raise MediaRejected(UNREADABLE_MEDIA, detail) from exc
     return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8))
 
 

@@ -56,6 +56,18 @@ class Settings:
     jpeg_draft: int = _setting(
         1, "1: decode JPEGs at reduced DCT scale before the resize (faster); 0: full size"
     )
+    video_enabled: int = _setting(
+        1, "1: score MP4/MOV/WebM and multi-frame GIF/WebP as video; 0: refuse them"
+    )
+    max_video_seconds: float = _setting(600.0, "Longest accepted video duration in seconds")
+    max_video_pixels: int = _setting(3840 * 2160, "Largest accepted video frame (width x height)")
+    max_video_streams: int = _setting(8, "Most streams (video, audio, subtitles) in a container")
+    max_video_frames: int = _setting(
+        32, "Most frames sampled from one video (uniform, then scene changes)"
+    )
+    video_scene_threshold: float = _setting(
+        30.0, "Mean abs difference (0-255) of 32x32 gray thumbnails that marks a scene change"
+    )
     fetch_timeout_s: float = _setting(10.0, "Total time limit for fetching a media_url")
     callback_timeout_s: float = _setting(10.0, "Time a callback receiver has to answer 2xx")
     callback_schedule: str = _setting(

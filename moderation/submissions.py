@@ -42,6 +42,7 @@ class VerdictView:
     pass_below: float
     flag_at: float
     created_at: dt.datetime
+    frames: dict[str, Any] | None = None  # videos only (see moderation.video)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class SubmissionView:
                 "model": {"name": v.model_name, "version": v.model_version},
                 "thresholds": {"pass_below": v.pass_below, "flag_at": v.flag_at},
                 "created_at": _iso(v.created_at),
+                "video": v.frames,
             }
         failure = None
         if self.failure_reason is not None:
@@ -148,6 +150,7 @@ def _view(row: Submission) -> SubmissionView:
             v.pass_below,
             v.flag_at,
             v.created_at,
+            v.frames,
         )
     return SubmissionView(
         id=row.id,

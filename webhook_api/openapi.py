@@ -90,6 +90,33 @@ _SCHEMAS: dict[str, Any] = {
                 "properties": {"pass_below": {"type": "number"}, "flag_at": {"type": "number"}},
             },
             "created_at": {"type": "string", "format": "date-time"},
+            "video": {
+                "oneOf": [{"$ref": "#/components/schemas/VideoScores"}, {"type": "null"}],
+                "description": "Videos only: per-frame scores and how p_fake was aggregated",
+            },
+        },
+    },
+    "VideoScores": {
+        "type": "object",
+        "properties": {
+            "rule": {"type": "string", "description": "mean of the top-k frame p_fake"},
+            "k": {"type": "integer", "minimum": 1},
+            "frames": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "timestamp_s": {"type": "number", "minimum": 0},
+                        "p_fake": {"type": "number", "minimum": 0, "maximum": 1},
+                        "scene_change": {"type": "boolean"},
+                    },
+                },
+            },
+            "suspicious_timestamps_s": {
+                "type": "array",
+                "items": {"type": "number"},
+                "description": "Timestamps of the top-k frames, most suspicious first",
+            },
         },
     },
     "SubmissionList": {

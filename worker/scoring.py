@@ -15,7 +15,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +28,7 @@ from moderation.models import Status, Submission, Tenant, Verdict, utcnow
 from moderation.policy import calibrate, decide, resolve_thresholds
 from moderation.preprocess import ImageLimits, MediaRejected, load_image
 from moderation.settings import Settings
+from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
 from worker.callbacks import EVENT_FAILED, EVENT_SCORED, add_outbox
 
 if TYPE_CHECKING:
@@ -97,12 +98,39 @@ def fail_submission(
     return ScoreResult(Outcome.FAILED, Status.FAILED, delivery_id)
 
 
+def _video_scores(
+    frames: list[Frame], logits: np.ndarray, temperature: float
+) -> tuple[float, float, dict[str, Any]]:
+    """Returns (video p_fake, logit of the top frame, the stored per-frame record)."""
+    scores = [calibrate(float(x), temperature) for x in logits]
+    p_fake, chosen = aggregate(scores)
+    record = {
+        "rule": "mean_top_k",
+        "k": len(chosen),
+        "frames": [
+            {"timestamp_s": f.timestamp, "p_fake": s, "scene_change": f.scene_change}
+            for f, s in zip(frames, scores, strict=True)
+        ],
+        "suspicious_timestamps_s": [frames[i].timestamp for i in chosen],
+    }
+    return p_fake, float(logits[chosen[0]]), record
+
+
 def _record_verdict(
-    factory: sessionmaker[Session], submission_id: str, result: InferenceResult, settings: Settings
+    factory: sessionmaker[Session],
+    submission_id: str,
+    result: InferenceResult,
+    settings: Settings,
+    frames: list[Frame] | None = None,
 ) -> ScoreResult:
-    logit = float(np.asarray(result.logits, dtype=np.float64).reshape(-1)[0])
+    logits = np.asarray(result.logits, dtype=np.float64).reshape(-1)
     meta = model_metadata(settings.model_repository, result.model_name, result.model_version)
-    p_fake = calibrate(logit, meta.temperature)
+    record = None
+    if frames is None:
+        logit = float(logits[0])
+        p_fake = calibrate(logit, meta.temperature)
+    else:
+        p_fake, logit, record = _video_scores(frames, logits, meta.temperature)
     try:
         with session_scope(factory) as session:
             sub = session.get(Submission, submission_id)
@@ -126,6 +154,7 @@ def _record_verdict(
                 temperature=meta.temperature,
                 pass_below=thresholds.pass_below,
                 flag_at=thresholds.flag_at,
+                frames=record,
             )
             session.add(verdict)
             sub.status, sub.completed_at = decision, utcnow()
@@ -152,8 +181,14 @@ def score_submission(
     if sha256 is None:
         outcome = Outcome.NEEDS_FETCH if status == Status.FETCHING else Outcome.NOOP
         return ScoreResult(outcome, status)
+    data, frames = blobs.get(sha256), None
+    video_limits = VideoLimits.from_settings(settings)
     try:
-        image = load_image(blobs.get(sha256), ImageLimits.from_settings(settings))
+        if is_video(data, video_limits):
+            frames = load_video(data, video_limits)
+            images = np.stack([f.pixels for f in frames])
+        else:
+            images = load_image(data, ImageLimits.from_settings(settings))[np.newaxis]
     except MediaRejected as exc:
         return fail_submission(
             submission_id=submission_id,
@@ -161,5 +196,6 @@ def score_submission(
             reason=exc.reason,
             detail=exc.detail,
         )
-    result = client.infer(image[np.newaxis])
-    return _record_verdict(session_factory, submission_id, result, settings)
+    # One call for all of a video's frames: they fill Triton's dynamic batcher together.
+    result = client.infer(images)
+    return _record_verdict(session_factory, submission_id, result, settings, frames)

@@ -1,0 +1,284 @@
+"""Video submissions: sniffing, bounded frame sampling and the frame → video score rule.
+
+Containers (MP4/MOV by their ``ftyp`` box, WebM/Matroska by the EBML magic) are decoded with PyAV,
+which ships its own FFmpeg; animated GIF/WebP with more than one frame are read with Pillow and
+sampled the same way. Frames are taken uniformly (a per-video cap) plus extra frames where the
+picture changes a lot (a scene change: mean absolute difference of 32x32 grayscale thumbnails of
+consecutive decoded frames above a threshold). Each kept frame goes through
+:func:`moderation.preprocess.image_to_input`, the exact path still images take. Decoding streams
+frame by frame and keeps only the sampled model inputs, so memory stays bounded whatever the length;
+limits (bytes, duration, resolution, streams) are checked from the headers before decoding and again
+while decoding. Every refusal is a :class:`MediaRejected`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from moderation.contract import INPUT_SIZE
+from moderation.preprocess import (
+    TOO_LARGE,
+    UNREADABLE_MEDIA,
+    UNSUPPORTED_MEDIA,
+    MediaRejected,
+    image_to_input,
+)
+
+if TYPE_CHECKING:
+    from moderation.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+THUMB = 32
+# Still-image brands inside an ftyp box (HEIF/AVIF): not video.
+_IMAGE_BRANDS = (b"heic", b"heix", b"mif1", b"msf1", b"avif", b"avis", b"hevc")
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """What :func:`load_video` accepts; built from settings by the worker."""
+
+    enabled: bool = True
+    max_bytes: int = 20 * 1024 * 1024
+    max_seconds: float = 600.0
+    max_pixels: int = 3840 * 2160
+    max_streams: int = 8
+    max_frames: int = 32
+    scene_threshold: float = 30.0
+    size: int = INPUT_SIZE
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VideoLimits:
+        """Returns the limits configured in a :class:`moderation.settings.Settings`."""
+        return cls(
+            enabled=bool(settings.video_enabled),
+            max_bytes=settings.max_upload_bytes,
+            max_seconds=settings.max_video_seconds,
+            max_pixels=settings.max_video_pixels,
+            max_streams=settings.max_video_streams,
+            max_frames=settings.max_video_frames,
+            scene_threshold=settings.video_scene_threshold,
+        )
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One sampled frame: its time in seconds, the model input and why it was kept."""
+
+    timestamp: float
+    pixels: np.ndarray
+    scene_change: bool
+
+
+def sniff_video(data: bytes) -> str | None:
+    """Returns "MP4/MOV" or "WebM" for video container bytes, else None."""
+    if data[4:8] == b"ftyp" and data[8:12] not in _IMAGE_BRANDS:
+        return "MP4/MOV"
+    if data[:4] == b"\x1a\x45\xdf\xa3":
+        return "WebM"
+    return None
+
+
+def _animated_frames(data: bytes) -> int:
+    """Returns the frame count of a GIF/WebP (1 for anything else or unreadable)."""
+    is_gif = data[:6] in (b"GIF87a", b"GIF89a")
+    if not (is_gif or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")):
+        return 1
+    try:
+        with Image.open(io.BytesIO(data), formats=["GIF" if is_gif else "WEBP"]) as image:
+            return int(getattr(image, "n_frames", 1)) if getattr(image, "is_animated", False) else 1
+    except Exception:  # the image path reports unreadable pictures with its own reason
+        return 1
+
+
+def is_video(data: bytes, limits: VideoLimits) -> bool:
+    """Returns whether the bytes take the video path (containers, multi-frame GIF/WebP)."""
+    if not limits.enabled:
+        return False
+    return sniff_video(data) is not None or _animated_frames(data) > 1
+
+
+class Sampler:
+    """Decides which decoded frames to keep: uniform positions, then scene changes.
+
+    ``total`` is the length in the unit of ``position`` (seconds, or frame indices for animated
+    images); None means unknown, and the uniform step is then one per second. A quarter of the
+    cap (at least one) is reserved for scene changes; unused scene slots are not back-filled.
+    """
+
+    def __init__(self, *, total: float | None, max_frames: int, threshold: float) -> None:
+        self.scene_budget = max_frames // 4 if max_frames >= 4 else 0
+        self.uniform = max(1, max_frames - self.scene_budget)
+        self.step = total / self.uniform if total and total > 0 else 1.0
+        self.next_at = 0.0
+        self.taken = 0
+        self.threshold = threshold
+        self.previous: np.ndarray | None = None
+
+    def offer(self, position: float, thumb: np.ndarray) -> tuple[bool, bool]:
+        """Returns (keep, is_scene_change) for a frame at ``position`` with its gray thumbnail."""
+        thumb = thumb.astype(np.int16)
+        change = self.previous is not None and (
+            float(np.abs(thumb - self.previous).mean()) > self.threshold
+        )
+        self.previous = thumb
+        if position >= self.next_at and self.taken < self.uniform:
+            self.taken += 1
+            self.next_at = self.taken * self.step
+            return True, change
+        if change and self.scene_budget > 0:
+            self.scene_budget -= 1
+            return True, True
+        return False, False
+
+    @property
+    def done(self) -> bool:
+        """Returns whether nothing more can be kept (decoding may stop)."""
+        return self.taken >= self.uniform and self.scene_budget == 0
+
+
+def _too_large(detail: str) -> MediaRejected:
+    return MediaRejected(TOO_LARGE, detail)
+
+
+def _check_size(width: int, height: int, limits: VideoLimits) -> None:
+    if width < 1 or height < 1:
+        raise MediaRejected(UNREADABLE_MEDIA, f"the video is {width}x{height}; expected pixels")
+    if width * height > limits.max_pixels:
+        raise _too_large(
+            f"the video is {width}x{height} = {width * height} pixels per frame; "
+            f"expected at most {limits.max_pixels}"
+        )
+
+
+def _check_duration(seconds: float | None, limits: VideoLimits) -> None:
+    if seconds is not None and seconds > limits.max_seconds:
+        raise _too_large(f"the video lasts {seconds:.1f} s; expected at most {limits.max_seconds}")
+
+
+def _container_frames(data: bytes, limits: VideoLimits) -> Iterator[Frame]:
+    import av  # imported lazily: API processes never decode video
+
+    try:
+        container = av.open(io.BytesIO(data), mode="r")
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        raise MediaRejected(UNREADABLE_MEDIA, f"cannot parse the container: {exc}") from exc
+    with container:
+        if len(container.streams) > limits.max_streams:
+            raise _too_large(
+                f"the container has {len(container.streams)} streams; "
+                f"expected at most {limits.max_streams}"
+            )
+        if not container.streams.video:
+            kinds = ", ".join(s.type for s in container.streams) or "none"
+            raise MediaRejected(UNSUPPORTED_MEDIA, f"no video stream (streams: {kinds})")
+        stream = container.streams.video[0]
+        _check_size(stream.codec_context.width, stream.codec_context.height, limits)
+        seconds = _duration(container, stream)
+        _check_duration(seconds, limits)
+        sampler = Sampler(
+            total=seconds, max_frames=limits.max_frames, threshold=limits.scene_threshold
+        )
+        yield from _decode(container, stream, sampler, limits)
+
+
+def _duration(container: Any, stream: Any) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return float(container.duration) / 1_000_000
+    return None
+
+
+def _decode(container: Any, stream: Any, sampler: Sampler, limits: VideoLimits) -> Iterator[Frame]:
+    import av
+
+    start: float | None = None
+    try:
+        for frame in container.decode(stream):
+            if frame.time is None:
+                continue
+            start = frame.time if start is None else start
+            t = float(frame.time - start)
+            _check_duration(t, limits)  # the header may lie about the length
+            _check_size(frame.width, frame.height, limits)
+            thumb = frame.reformat(width=THUMB, height=THUMB, format="gray").to_ndarray()
+            keep, change = sampler.offer(t, thumb)
+            if keep:
+                yield Frame(round(t, 3), image_to_input(frame.to_image(), size=limits.size), change)
+            if sampler.done:
+                return
+    except av.FFmpegError as exc:
+        raise MediaRejected(UNREADABLE_MEDIA, f"the video data is corrupt: {exc}") from exc
+
+
+def _animated_image_frames(data: bytes, limits: VideoLimits) -> Iterator[Frame]:
+    try:
+        image = Image.open(io.BytesIO(data))
+        count = int(getattr(image, "n_frames", 1))
+        _check_size(image.width, image.height, limits)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise MediaRejected(UNREADABLE_MEDIA, f"cannot parse the animation: {exc}") from exc
+    sampler = Sampler(total=count, max_frames=limits.max_frames, threshold=limits.scene_threshold)
+    elapsed = 0.0
+    with image:
+        for index in range(count):
+            try:
+                image.seek(index)
+                image.load()
+            except (OSError, EOFError, ValueError) as exc:
+                raise MediaRejected(UNREADABLE_MEDIA, f"the animation is corrupt: {exc}") from exc
+            thumb = np.asarray(image.convert("L").resize((THUMB, THUMB)), dtype=np.uint8)
+            keep, change = sampler.offer(index, thumb)
+            if keep:
+                pixels = image_to_input(image, size=limits.size, what="animation frame")
+                yield Frame(round(elapsed, 3), pixels, change)
+            elapsed += float(image.info.get("duration") or 100) / 1000
+            _check_duration(elapsed, limits)
+            if sampler.done:
+                return
+
+
+def load_video(data: bytes, limits: VideoLimits) -> list[Frame]:
+    """Returns the sampled frames of a video (at most ``limits.max_frames``), in time order.
+
+    Raises :class:`MediaRejected`: ``too_large`` past a limit, ``unsupported_media`` for a
+    container without video, ``unreadable_media`` for corrupt data or no decodable frame.
+    """
+    if not data:
+        raise MediaRejected(UNREADABLE_MEDIA, "the file is empty; expected a video")
+    if len(data) > limits.max_bytes:
+        raise _too_large(f"the file has {len(data)} bytes; expected at most {limits.max_bytes}")
+    source = _container_frames if sniff_video(data) else _animated_image_frames
+    frames = list(source(data, limits))
+    if not frames:
+        raise MediaRejected(UNREADABLE_MEDIA, "no decodable video frame; expected at least one")
+    logger.debug("sampled %d frames", len(frames))
+    return frames
+
+
+def top_k(count: int) -> int:
+    """Returns how many of the highest frame scores make the video's score: ceil(n / 4), >= 1."""
+    return max(1, math.ceil(count / 4))
+
+
+def aggregate(scores: Sequence[float]) -> tuple[float, list[int]]:
+    """Returns (video p_fake, indices of the frames that drove it, highest first).
+
+    The rule: the mean of the top-k calibrated frame scores, k = ceil(n / 4). A short fake
+    segment is not averaged away by many clean frames, and one noisy frame alone cannot flag a
+    long clip. Ties keep time order.
+    """
+    if not scores:
+        raise ValueError("aggregate needs at least one frame score")
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    chosen = order[: top_k(len(scores))]
+    return float(np.mean([scores[i] for i in chosen])), chosen
