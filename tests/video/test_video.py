@@ -62,7 +62,7 @@ def test_frames_use_the_image_preprocessing_path(clip: bytes) -> None:
     first = load_video(clip, LIMITS)[0].pixels
     import av
 
-    with av.open(io.BytesIO(clip)) as container:
+    with av.open(io.BytesIO(clip), mode="r") as container:
         decoded = next(container.decode(video=0)).to_image()
     assert np.array_equal(first, image_to_input(decoded))
     png = io.BytesIO()
