@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,12 +17,10 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from moderation.db import migrate
 from moderation.preprocess import REASONS, ImageLimits, MediaRejected, load_image
-from moderation.settings import load_settings
 from tests.fixtures.services import create_test_tenant
 from tests.reliability.input_corpus import valid_bases
-from webhook_api import create_app
+from tests.reliability.sqlite_app import make_app
 
 LIMITS = ImageLimits()
 BASES = valid_bases()
@@ -72,18 +69,7 @@ def test_mutated_valid_images(base: str, edits: list[tuple[int, int]], cut: int)
 
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
-    root: Path = tmp_path_factory.mktemp("fuzz-api")
-    url = f"sqlite:///{root / 'dfmod.db'}"
-    migrate(url)
-    app_settings = load_settings(
-        environ={},
-        data_dir=root / "var",
-        database_url=url,
-        broker_url=f"sqla+sqlite:///{root / 'broker.db'}",
-        max_upload_bytes=64 * 1024,
-        triton_grpc_port=1,
-    )
-    app = create_app(app_settings, {"TESTING": True})
+    app, url = make_app(tmp_path_factory.mktemp("fuzz-api"))
     app.config["FUZZ_KEY"] = create_test_tenant(url)[1]
     yield app
     app.extensions["dfmod"].engine.dispose()
