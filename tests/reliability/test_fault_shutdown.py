@@ -1,0 +1,137 @@
+"""Graceful shutdown: SIGTERM to a worker and to the API while work is in flight; nothing lost.
+
+The worker's warm shutdown finishes the task it runs and gives reserved, unacknowledged messages
+back to the broker; the API (gunicorn) stops accepting and answers the requests it already has.
+After a restart every accepted submission reaches one verdict.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.e2e.conftest import image_bytes
+from tests.fixtures.stack import FINAL, Stack, embedded_stack, triton_env
+from tests.reliability.conftest import (
+    FAULT_ENV,
+    assert_exactly_once,
+    statuses,
+    submit_many,
+    wait_all_final,
+    wait_some_final,
+)
+
+pytestmark = pytest.mark.integration
+
+WORKER_BATCH = 40
+STOP_BOUND_S = 30.0
+
+
+@pytest.fixture()
+def stack(triton_server: object, tmp_path: Path) -> Iterator[Stack]:
+    env = {**triton_env(triton_server), **FAULT_ENV, "DFMOD_STUCK_AFTER_S": "60"}
+    started = embedded_stack(tmp_path / "stack", env).start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def sigterm(stack: Stack, name: str) -> tuple[int, float]:
+    """Returns (exit code, seconds) of a SIGTERMed stack process; fails past the bound."""
+    proc = stack.procs[name]
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=STOP_BOUND_S)
+    return code, time.monotonic() - started
+
+
+def test_worker_sigterm_mid_batch__nothing_lost(stack: Stack) -> None:
+    tenant = stack.tenant()
+    ids = submit_many(stack, tenant.api_key, WORKER_BATCH, callback_url=None)
+    wait_some_final(stack, tenant.api_key, ids, 3, timeout_s=60)
+    code, took_s = sigterm(stack, "worker")
+    assert code == 0, stack.log_tail()
+    left = [i for i, s in statuses(stack, tenant.api_key, ids).items() if s not in FINAL]
+    assert left, "the batch finished before the SIGTERM; the test proves nothing"
+    stack._spawn("worker", "worker", *stack.worker_args)
+    restarted = time.monotonic()
+    # The sweeper waits 60 s here: only the broker's returned messages can finish this quickly.
+    wait_all_final(stack, tenant.api_key, ids, timeout_s=45)
+    assert_exactly_once(stack, ids, with_callbacks=False)
+    print(
+        f"\nworker SIGTERM: exit {code} in {took_s:.1f}s, {len(left)} of {WORKER_BATCH} left, "
+        f"all final {time.monotonic() - restarted:.1f}s after the restart"
+    )
+
+
+def _submit_until_stopped(
+    stack: Stack, key: str, stop: threading.Event, out: dict, seed: int
+) -> None:
+    with requests.Session() as http:
+        while not stop.is_set():
+            seed += 1
+            try:
+                response = http.post(
+                    f"{stack.api_url}/v1/submissions",
+                    files={"file": ("x.png", image_bytes((48, 48), seed=seed))},
+                    headers={"Authorization": f"Bearer {key}"},
+                    timeout=30,
+                )
+            except requests.RequestException:
+                out["errors"] += 1
+                time.sleep(0.05)
+                continue
+            if response.status_code == 202:
+                out["accepted"].append(response.json()["id"])
+            else:
+                out["other"].append(response.status_code)
+
+
+def test_api_sigterm_under_submissions__accepted_all_complete(stack: Stack) -> None:
+    tenant = stack.tenant()
+    stop = threading.Event()
+    outs = [{"accepted": [], "errors": 0, "other": []} for _ in range(2)]
+    threads = [
+        threading.Thread(
+            target=_submit_until_stopped, args=(stack, tenant.api_key, stop, out, 10_000 * n)
+        )
+        for n, out in enumerate(outs)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(2.0)
+        code, took_s = sigterm(stack, "api")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=40)
+    assert code == 0, stack.log_tail()
+    accepted = [i for out in outs for i in out["accepted"]]
+    assert accepted and not [c for out in outs for c in out["other"]], outs
+    stack._spawn("api", "api")
+    deadline = time.monotonic() + 60
+    while not _healthy(stack) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    wait_all_final(stack, tenant.api_key, accepted, timeout_s=60)
+    assert_exactly_once(stack, accepted, with_callbacks=False)
+    refused = sum(out["errors"] for out in outs)
+    print(
+        f"\nAPI SIGTERM: exit {code} in {took_s:.1f}s, {len(accepted)} accepted all final, "
+        f"{refused} requests refused after the stop (the client's to retry)"
+    )
+
+
+def _healthy(stack: Stack) -> bool:
+    try:
+        return stack.http.get(f"{stack.api_url}/healthz", timeout=2).ok
+    except requests.RequestException:
+        return False
