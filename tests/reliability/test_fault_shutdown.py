@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -97,7 +98,7 @@ def _submit_until_stopped(
 def test_api_sigterm_under_submissions__accepted_all_complete(stack: Stack) -> None:
     tenant = stack.tenant()
     stop = threading.Event()
-    outs = [{"accepted": [], "errors": 0, "other": []} for _ in range(2)]
+    outs: list[dict[str, Any]] = [{"accepted": [], "errors": 0, "other": []} for _ in range(2)]
     threads = [
         threading.Thread(
             target=_submit_until_stopped, args=(stack, tenant.api_key, stop, out, 10_000 * n)
