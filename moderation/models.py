@@ -152,6 +152,9 @@ class Tenant(Base):
     api_key_hash: Mapped[str] = mapped_column(String(64))
     # Needed in clear to sign callbacks; never logged or returned after creation.
     webhook_secret: Mapped[str] = mapped_column(String(100))
+    # After 'dfmod tenant rotate-secret': the old secret also signs callbacks until it expires.
+    previous_webhook_secret: Mapped[str | None] = mapped_column(String(100), default=None)
+    previous_secret_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     # Per-tenant policy overrides; None means "use the model version's metadata".
     pass_below: Mapped[float | None] = mapped_column(Float, default=None)
     flag_at: Mapped[float | None] = mapped_column(Float, default=None)

@@ -61,6 +61,19 @@ def headers(secret: str, msg_id: str, body: bytes | str, *, timestamp: int | Non
     }
 
 
+def signature_header(
+    secrets_: list[str] | tuple[str, ...], msg_id: str, timestamp: int, body: bytes | str
+) -> str:
+    """Returns a ``webhook-signature`` value with one space-separated ``v1,`` entry per secret.
+
+    During a rotation overlap the current and the previous secret both sign, so a receiver still
+    holding either one verifies the message.
+    """
+    if not secrets_:
+        raise ValueError("expected at least one secret to sign with")
+    return " ".join(sign(secret, msg_id, timestamp, body) for secret in secrets_)
+
+
 def verify(
     secret: str,
     msg_id: str,

@@ -8,6 +8,7 @@ is returned once at creation and never logged.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -19,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from moderation import signing
-from moderation.models import Tenant
+from moderation.models import Tenant, utcnow
 from moderation.policy import Thresholds
 
 logger = logging.getLogger(__name__)
@@ -137,3 +138,34 @@ def set_thresholds(
     tenant.pass_below, tenant.flag_at = pass_below, flag_at
     session.flush()
     return _info(tenant)
+
+
+def rotate_secret(*, session: Session, name: str, overlap_hours: float) -> str:
+    """Returns a new webhook secret for tenant ``name``; the old one keeps signing for a while.
+
+    For ``overlap_hours`` after the rotation callbacks carry both secrets' signatures, so the
+    platform can switch its receiver to the new secret without missing a callback.
+    """
+    if overlap_hours < 0:
+        raise ValueError(f"overlap_hours is {overlap_hours}; expected 0 or more")
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        raise LookupError(f"no tenant named {name!r}; expected a name from 'dfmod tenant create'")
+    tenant.previous_webhook_secret = tenant.webhook_secret
+    tenant.previous_secret_expires_at = utcnow() + dt.timedelta(hours=overlap_hours)
+    tenant.webhook_secret = signing.new_secret()
+    session.flush()
+    logger.info("rotated the webhook secret of tenant %s (overlap %gh)", tenant.id, overlap_hours)
+    return tenant.webhook_secret
+
+
+def signing_secrets(tenant: Tenant, *, now: dt.datetime | None = None) -> tuple[str, ...]:
+    """Returns the secrets that sign a callback now: the current one, plus the previous one
+    while its overlap lasts."""
+    expires = tenant.previous_secret_expires_at
+    if tenant.previous_webhook_secret and expires is not None:
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=dt.timezone.utc)
+        if expires > (now or utcnow()):
+            return (tenant.webhook_secret, tenant.previous_webhook_secret)
+    return (tenant.webhook_secret,)

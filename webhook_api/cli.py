@@ -155,3 +155,33 @@ def tenant_create(name: str, as_json: bool) -> None:
     click.echo(f"tenant_id:      {created.tenant_id}\nname:           {created.name}")
     click.echo(f"api_key:        {created.api_key}\nwebhook_secret: {created.webhook_secret}")
     click.echo("Store both now: they are not shown again.", err=True)
+
+
+@tenant_group.command("rotate-secret")
+@click.argument("name")
+@click.option(
+    "--overlap-hours",
+    type=click.FloatRange(min=0),
+    default=24.0,
+    show_default=True,
+    help="How long callbacks carry the old secret's signature beside the new one.",
+)
+def tenant_rotate_secret(name: str, overlap_hours: float) -> None:
+    """Give a tenant a new webhook secret (printed once); the old one keeps signing meanwhile."""
+    from moderation.db import make_engine, make_session_factory, session_scope
+    from moderation.tenants import rotate_secret
+
+    engine = make_engine(load_settings().resolved_database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            secret = rotate_secret(session=session, name=name, overlap_hours=overlap_hours)
+    except (LookupError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        engine.dispose()
+    click.echo(f"webhook_secret: {secret}")
+    click.echo(
+        f"Store it now: it is not shown again. Callbacks are signed with both the new and the "
+        f"old secret for {overlap_hours:g} hours.",
+        err=True,
+    )

@@ -30,6 +30,7 @@ from moderation.db import session_scope
 from moderation.models import CallbackDelivery, DeliveryStatus, Submission, Tenant, utcnow
 from moderation.settings import Settings
 from moderation.submissions import SubmissionView, get_submission
+from moderation.tenants import signing_secrets
 from worker import outbound
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class Attempt:
 
     delivery_id: str
     url: str
-    secret: str
+    secrets: tuple[str, ...]  # the current secret, plus the previous one during a rotation
     body: bytes
     number: int  # 1-based
 
@@ -134,8 +135,8 @@ def _claim(factory: sessionmaker[Session], delivery_id: str, lease_s: float) -> 
             return None
         tenant = session.get(Tenant, row.tenant_id)
         body = json.dumps(row.payload, separators=(",", ":"), sort_keys=True).encode()
-        secret = tenant.webhook_secret if tenant is not None else ""
-        return Attempt(row.id, row.url, secret, body, row.attempts + 1)
+        secrets = signing_secrets(tenant) if tenant is not None else ("",)
+        return Attempt(row.id, row.url, secrets, body, row.attempts + 1)
 
 
 def _send(attempt: Attempt, settings: Settings) -> tuple[int | None, str | None]:
@@ -146,8 +147,8 @@ def _send(attempt: Attempt, settings: Settings) -> tuple[int | None, str | None]
         "user-agent": "dfmod-webhooks/1",
         "webhook-id": attempt.delivery_id,
         "webhook-timestamp": timestamp,
-        "webhook-signature": signing.sign(
-            attempt.secret, attempt.delivery_id, int(timestamp), attempt.body
+        "webhook-signature": signing.signature_header(
+            attempt.secrets, attempt.delivery_id, int(timestamp), attempt.body
         ),
     }
     try:
