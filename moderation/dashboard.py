@@ -50,6 +50,7 @@ class QueueItem:
     model_version: str
     has_media: bool
     status: str
+    video: dict[str, Any] | None = None  # videos: the verdict's per-frame scores (strip)
 
 
 def queue_items(
@@ -87,6 +88,7 @@ def queue_items(
             ver.model_version,
             bool(sub.blob_sha256),
             sub.status,
+            ver.frames,
         )
         for sub, ver, name in rows
     ]

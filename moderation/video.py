@@ -265,6 +265,20 @@ def load_video(data: bytes, limits: VideoLimits) -> list[Frame]:
     return frames
 
 
+def frame_png(data: bytes, limits: VideoLimits, timestamp: float) -> bytes:
+    """Returns the sampled frame at ``timestamp`` (the 224x224 model input) as PNG.
+
+    Resampled with the same limits the worker used; a frame that is not sampled any more (the
+    settings changed since) raises LookupError rather than showing a different frame.
+    """
+    for frame in load_video(data, limits):
+        if abs(frame.timestamp - timestamp) < 1e-6:
+            buffer = io.BytesIO()
+            Image.fromarray(frame.pixels, "RGB").save(buffer, format="PNG")
+            return buffer.getvalue()
+    raise LookupError(f"no sampled frame at {timestamp} s with the current video settings")
+
+
 def top_k(count: int) -> int:
     """Returns how many of the highest frame scores make the video's score: ceil(n / 4), >= 1."""
     return max(1, math.ceil(count / 4))

@@ -215,6 +215,41 @@ def gradcam(submission_id: str) -> Any:
     return response
 
 
+@bp.get("/frame/<submission_id>/<int:index>")
+@login_required
+def frame(submission_id: str, index: int) -> Any:
+    """A video's sampled frame as PNG (``?heatmap=1``: its Grad-CAM overlay)."""
+    from moderation.gradcam import HeatmapUnavailable, cached_overlay
+    from moderation.preprocess import MediaRejected
+    from moderation.video import VideoLimits, frame_png
+
+    app_state = state()
+    with session_scope(app_state.session_factory) as db:
+        row = db.get(Submission, submission_id)
+        if row is None or row.verdict is None or not row.verdict.frames or not row.blob_sha256:
+            abort(404, description=f"no scored video for {submission_id}")
+        frames = row.verdict.frames["frames"]
+        if not 0 <= index < len(frames):
+            abort(404, description=f"frame {index}; expected 0..{len(frames) - 1}")
+        sha, name, version = row.blob_sha256, row.verdict.model_name, row.verdict.model_version
+    settings, at = app_state.settings, float(frames[index]["timestamp_s"])
+    try:
+        png = frame_png(app_state.blobs.get(sha), VideoLimits.from_settings(settings), at)
+        if request.args.get("heatmap"):
+            png = cached_overlay(
+                cache_dir=Path(settings.data_dir) / "gradcam",
+                submission_id=f"{submission_id}-frame{index}",
+                version=version,
+                data=png,
+                checkpoint=Path(settings.model_repository) / name / version / "checkpoint.pt",
+            )
+    except (HeatmapUnavailable, BlobNotFound, MediaRejected, LookupError) as exc:
+        abort(404, description=f"no frame {index} for {submission_id}: {exc}")
+    response = Response(png, mimetype="image/png")
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
 def _enqueue_delivery(delivery_id: str) -> None:
     from worker.celery_app import TASK_DELIVER
     from worker.tasks import enqueue
