@@ -8,6 +8,7 @@ Idempotent scoring and claimed callback attempts keep it exactly-once in the dat
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -63,7 +64,15 @@ def test_worker_sigkill_mid_batch__each_submission_scored_once(
     seen = webhook_ids_by_submission(callback_receiver)
     assert set(seen) == set(ids)
     assert all(len(webhook_ids) == 1 for webhook_ids in seen.values()), seen
+    swept = re.findall(r"sweep: fetch \d+, score (\d+), deliver (\d+)", _restarted_log(stack))
     print(
         f"\nworker kill: {SUBMISSIONS} submitted, {len(unfinished)} unfinished at the kill, "
-        f"all final {recovery_s:.1f}s after it, {len(callback_receiver.received)} callbacks"
+        f"all final {recovery_s:.1f}s after it, {len(callback_receiver.received)} callbacks; "
+        f"sweeper re-enqueued (score, deliver): {swept}"
     )
+
+
+def _restarted_log(stack: Stack) -> str:
+    """Returns the worker log written since the restart (the killed worker's part dropped)."""
+    text = (stack.root / "worker.log").read_text(errors="replace")
+    return text[text.rfind("celery@") :] if "celery@" in text else text
