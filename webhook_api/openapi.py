@@ -180,7 +180,7 @@ _SUBMISSIONS = {
                 **_json("Submission", "Accepted; poll the Location"),
                 "headers": {"Location": {"schema": {"type": "string"}}},
             },
-            **_problems(400, 401, 409, 413, 415, 422),
+            **_problems(400, 401, 409, 413, 415, 422, 429),
         },
     },
     "get": {

@@ -30,6 +30,7 @@ from moderation.submissions import (
 )
 from webhook_api.auth import current_tenant, require_tenant
 from webhook_api.intake import Intake, parse_submission
+from webhook_api.limits import check_rate
 from webhook_api.metrics import ENQUEUE_FAILURES, SUBMISSIONS_ACCEPTED
 from webhook_api.problems import ApiProblem, validation_problem
 from webhook_api.state import state
@@ -160,6 +161,9 @@ def create() -> Response:
     fingerprint = intake.fingerprint()
     if key is not None and (replayed := _replay(tenant.id, key, fingerprint)) is not None:
         return replayed
+    if (per_minute := st.settings.rate_limit_per_minute) > 0:
+        with session_scope(st.session_factory) as session:
+            check_rate(session=session, tenant_id=tenant.id, per_minute=per_minute)
     try:
         view = _create(intake, tenant.id, key, fingerprint)
     except IntegrityError:
