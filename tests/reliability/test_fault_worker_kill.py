@@ -29,7 +29,7 @@ from tests.reliability.conftest import (
 
 pytestmark = pytest.mark.integration
 
-SUBMISSIONS = 100
+SUBMISSIONS = 200
 
 
 @pytest.fixture()
