@@ -71,6 +71,9 @@ class Settings:
     video_scene_threshold: float = _setting(
         30.0, "Mean abs difference (0-255) of 32x32 gray thumbnails that marks a scene change"
     )
+    video_faces: int = _setting(
+        0, "Largest faces per video frame also scored as crops (packaged OpenCV detector); 0: off"
+    )
     fetch_timeout_s: float = _setting(10.0, "Total time limit for fetching a media_url")
     callback_timeout_s: float = _setting(10.0, "Time a callback receiver has to answer 2xx")
     callback_schedule: str = _setting(

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from moderation.contract import INPUT_SIZE
+from moderation.faces import Crop, face_crops
 from moderation.preprocess import (
     TOO_LARGE,
     UNREADABLE_MEDIA,
@@ -53,6 +54,7 @@ class VideoLimits:
     max_streams: int = 8
     max_frames: int = 32
     scene_threshold: float = 30.0
+    faces: int = 0  # largest faces per frame also scored as crops; 0: off
     size: int = INPUT_SIZE
 
     @classmethod
@@ -66,16 +68,24 @@ class VideoLimits:
             max_streams=settings.max_video_streams,
             max_frames=settings.max_video_frames,
             scene_threshold=settings.video_scene_threshold,
+            faces=settings.video_faces,
         )
 
 
 @dataclass(frozen=True)
 class Frame:
-    """One sampled frame: its time in seconds, the model input and why it was kept."""
+    """One sampled frame: its time in seconds, the model input, why it was kept, face crops."""
 
     timestamp: float
     pixels: np.ndarray
     scene_change: bool
+    crops: tuple[Crop, ...] = ()
+
+
+def _frame(timestamp: float, image: Image.Image, change: bool, limits: VideoLimits) -> Frame:
+    pixels = image_to_input(image, size=limits.size, what="video frame")
+    crops = face_crops(image, count=limits.faces, size=limits.size) if limits.faces else ()
+    return Frame(round(timestamp, 3), pixels, change, crops)
 
 
 def sniff_video(data: bytes) -> str | None:
@@ -213,7 +223,7 @@ def _decode(container: Any, stream: Any, sampler: Sampler, limits: VideoLimits) 
             thumb = frame.reformat(width=THUMB, height=THUMB, format="gray").to_ndarray()
             keep, change = sampler.offer(t, thumb)
             if keep:
-                yield Frame(round(t, 3), image_to_input(frame.to_image(), size=limits.size), change)
+                yield _frame(t, frame.to_image(), change, limits)
             if sampler.done:
                 return
     except av.FFmpegError as exc:
@@ -239,8 +249,7 @@ def _animated_image_frames(data: bytes, limits: VideoLimits) -> Iterator[Frame]:
             thumb = np.asarray(image.convert("L").resize((THUMB, THUMB)), dtype=np.uint8)
             keep, change = sampler.offer(index, thumb)
             if keep:
-                pixels = image_to_input(image, size=limits.size, what="animation frame")
-                yield Frame(round(elapsed, 3), pixels, change)
+                yield _frame(elapsed, image, change, limits)
             elapsed += float(image.info.get("duration") or 100) / 1000
             _check_duration(elapsed, limits)
             if sampler.done:

@@ -109,8 +109,32 @@ _SCHEMAS: dict[str, Any] = {
                         "timestamp_s": {"type": "number", "minimum": 0},
                         "p_fake": {"type": "number", "minimum": 0, "maximum": 1},
                         "scene_change": {"type": "boolean"},
+                        "frame_p_fake": {
+                            "type": "number",
+                            "description": "The full frame's score (p_fake is the max with crops)",
+                        },
+                        "crops": {
+                            "type": "array",
+                            "description": "Face crops scored with the frame (video_faces > 0)",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "box": {"type": "array", "items": {"type": "integer"}},
+                                    "p_fake": {"type": "number", "minimum": 0, "maximum": 1},
+                                },
+                            },
+                        },
+                        "driver": {
+                            "type": "string",
+                            "description": "What gave the frame its score: frame or face_<i>",
+                        },
                     },
                 },
+            },
+            "drivers": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The driver of each suspicious frame (frame or face_<i>)",
             },
             "suspicious_timestamps_s": {
                 "type": "array",

@@ -98,20 +98,48 @@ def fail_submission(
     return ScoreResult(Outcome.FAILED, Status.FAILED, delivery_id)
 
 
+def _video_batch(frames: list[Frame]) -> np.ndarray:
+    """Returns one batch: every frame, then every face crop in frame order."""
+    return np.stack([f.pixels for f in frames] + [c.pixels for f in frames for c in f.crops])
+
+
+def _frame_entry(frame: Frame, full: float, crops: list[float]) -> tuple[float, dict[str, Any]]:
+    """Returns the frame's score (max of the full frame and its face crops) and its record."""
+    best = max(range(len(crops)), key=lambda i: crops[i], default=None)
+    driver = "frame" if best is None or crops[best] <= full else f"face_{best}"
+    score = full if driver == "frame" else crops[best]  # type: ignore[index]
+    entry = {
+        "timestamp_s": frame.timestamp,
+        "p_fake": score,
+        "scene_change": frame.scene_change,
+        "frame_p_fake": full,
+        "crops": [
+            {"box": list(c.box), "p_fake": p} for c, p in zip(frame.crops, crops, strict=True)
+        ],
+        "driver": driver,
+    }
+    return score, entry
+
+
 def _video_scores(
     frames: list[Frame], logits: np.ndarray, temperature: float
 ) -> tuple[float, float, dict[str, Any]]:
     """Returns (video p_fake, logit of the top frame, the stored per-frame record)."""
-    scores = [calibrate(float(x), temperature) for x in logits]
+    calibrated = [calibrate(float(x), temperature) for x in logits]
+    scores, entries, offset = [], [], len(frames)
+    for index, frame in enumerate(frames):
+        crops = calibrated[offset : offset + len(frame.crops)]
+        offset += len(frame.crops)
+        score, entry = _frame_entry(frame, calibrated[index], crops)
+        scores.append(score)
+        entries.append(entry)
     p_fake, chosen = aggregate(scores)
     record = {
         "rule": "mean_top_k",
         "k": len(chosen),
-        "frames": [
-            {"timestamp_s": f.timestamp, "p_fake": s, "scene_change": f.scene_change}
-            for f, s in zip(frames, scores, strict=True)
-        ],
+        "frames": entries,
         "suspicious_timestamps_s": [frames[i].timestamp for i in chosen],
+        "drivers": [entries[i]["driver"] for i in chosen],
     }
     return p_fake, float(logits[chosen[0]]), record
 
@@ -186,7 +214,7 @@ def score_submission(
     try:
         if is_video(data, video_limits):
             frames = load_video(data, video_limits)
-            images = np.stack([f.pixels for f in frames])
+            images = _video_batch(frames)
         else:
             images = load_image(data, ImageLimits.from_settings(settings))[np.newaxis]
     except MediaRejected as exc:
