@@ -126,6 +126,13 @@ def test_bad_input_is_refused_with_a_reason(clip: bytes) -> None:
     assert sniff_video(b"\x00\x00\x00\x18ftypheic" + bytes(16)) is None
 
 
+def test_headers_without_frames_and_cut_webm_are_unreadable() -> None:
+    webm = encode(colour_frames(20), fmt="webm")
+    assert _reason(webm[:200]) == UNREADABLE_MEDIA  # EBML header only
+    with pytest.raises(MediaRejected, match="no decodable video frame"):
+        load_video(webm[: len(webm) // 3], LIMITS)  # stream header, no complete frame
+
+
 def test_aggregation_is_the_mean_of_the_top_quarter() -> None:
     assert [top_k(n) for n in (1, 4, 5, 8, 9, 32)] == [1, 1, 2, 2, 3, 8]
     assert aggregate([0.2]) == (0.2, [0])
