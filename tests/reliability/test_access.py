@@ -89,12 +89,18 @@ def test_api_keys_are_stored_hashed(api: tuple[Flask, str]) -> None:
     assert "hashed" in dump and secret_part not in dump and key not in dump
 
 
+def _fill(rule: str) -> str:
+    """Returns a concrete path for a URL rule: 0 for int converters, a UUID otherwise."""
+    rule = re.sub(r"<int:[^>]+>", "0", rule)
+    return re.sub(r"<[^>]+>", "00000000-0000-0000-0000-000000000000", rule)
+
+
 def _dashboard_get_routes(app: Flask) -> list[str]:
     routes = []
     for rule in app.url_map.iter_rules():
         public = rule.endpoint in ("review.login", "review.static")
         if rule.endpoint.startswith("review.") and "GET" in (rule.methods or ()) and not public:
-            routes.append(re.sub(r"<[^>]+>", "00000000-0000-0000-0000-000000000000", rule.rule))
+            routes.append(_fill(rule.rule))
     return routes
 
 
@@ -123,7 +129,7 @@ def test_dashboard_pages_need_a_login_and_posts_need_csrf(api: tuple[Flask, str]
     )
     assert client.get("/review/").status_code == 200
     for rule in post_rules:
-        path = re.sub(r"<[^>]+>", "00000000-0000-0000-0000-000000000000", rule)
+        path = _fill(rule)
         assert client.post(path, data={"decision": "fake"}).status_code == 400, path
 
 
