@@ -50,8 +50,6 @@ def test_every_case_ends_in_an_array_or_a_known_refusal() -> None:
     for case in CORPUS:
         try:
             outcome, array = _outcome(case)
-        except MediaRejected:
-            raise
         except Exception as exc:  # the point of the test: name every stray exception
             wrong.append(f"{case.name}: {type(exc).__name__}: {exc}")
             continue
