@@ -158,6 +158,8 @@ class Tenant(Base):
     # Per-tenant policy overrides; None means "use the model version's metadata".
     pass_below: Mapped[float | None] = mapped_column(Float, default=None)
     flag_at: Mapped[float | None] = mapped_column(Float, default=None)
+    # Submissions per minute; None: the global DFMOD_RATE_LIMIT_PER_MINUTE, 0: unlimited.
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
