@@ -2,8 +2,10 @@
 
 SQLite (the embedded deployment) is shared by the API's threads, the Celery worker and the
 sweeper, so its connections get WAL, a busy timeout, enforced foreign keys and transactions that
-take the write lock when they begin (``BEGIN IMMEDIATE``). PostgreSQL needs
-nothing special. No engine exists at import time; each process builds its own from settings.
+take the write lock when they begin (``BEGIN IMMEDIATE``), except read-only scopes
+(``session_scope(factory, read_only=True)``), which begin deferred so lookups such as
+authentication never queue behind writers. PostgreSQL needs nothing special. No engine exists
+at import time; each process builds its own from settings.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Execution option marking a transaction that only reads (see session_scope).
+READ_ONLY_OPTION = "dfmod_read_only"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -38,8 +42,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(connection: Any) -> None:
     # BEGIN IMMEDIATE takes the write lock up front, waiting up to busy_timeout. A deferred
     # transaction that reads and then writes can fail at once with "database is locked" when
-    # another process (API thread, worker, sweeper) committed in between.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # another process (API thread, worker, sweeper) committed in between. A transaction that
+    # only reads begins deferred: in WAL mode it reads a snapshot without waiting for writers.
+    read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -63,10 +69,17 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """Yields a session that commits on success and rolls back on any exception."""
+def session_scope(factory: sessionmaker[Session], *, read_only: bool = False) -> Iterator[Session]:
+    """Yields a session that commits on success and rolls back on any exception.
+
+    ``read_only=True`` promises that the block only reads: on SQLite its transaction begins
+    deferred instead of taking the write lock (a write in it would fail with "database is
+    locked" under contention, so never write in one).
+    """
     session = factory()
     try:
+        if read_only:
+            session.connection(execution_options={READ_ONLY_OPTION: True})
         yield session
         session.commit()
     except BaseException:

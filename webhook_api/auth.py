@@ -42,7 +42,7 @@ def require_tenant(view: F) -> F:
             raise _unauthorized("expected an 'Authorization: Bearer <API key>' header")
         if scheme.lower() != "bearer" or not key.strip():
             raise _unauthorized("expected the Bearer scheme: 'Bearer <API key>'", "invalid_request")
-        with session_scope(state().session_factory) as session:
+        with session_scope(state().session_factory, read_only=True) as session:
             tenant = authenticate(session=session, api_key=key.strip())
         if tenant is None:
             raise _unauthorized(

@@ -51,7 +51,7 @@ class _SubmissionsByStatus(Collector):
             with self.app.app_context():
                 from webhook_api.state import state
 
-                with session_scope(state().session_factory) as session:
+                with session_scope(state().session_factory, read_only=True) as session:
                     counts = count_by_status(session=session)
         except Exception:
             logger.warning("could not count submissions for /metrics", exc_info=True)
