@@ -281,15 +281,15 @@ def list_submissions(
     return Page([_view(r) for r in rows], next_cursor)
 
 
-def mark_queued(*, session: Session, submission_id: str) -> bool:
-    """Moves a ``received`` submission to ``queued``; returns False if it had moved on already."""
+def mark_queued(*, session: Session, submission_id: str) -> dt.datetime | None:
+    """Moves a ``received`` submission to ``queued``; returns when, or None if it had moved on."""
     now = utcnow()
     result = session.execute(
         update(Submission)
         .where(Submission.id == submission_id, Submission.status == Status.RECEIVED)
         .values(status=Status.QUEUED, queued_at=now, updated_at=now)
     )
-    return bool(getattr(result, "rowcount", 0))
+    return now if getattr(result, "rowcount", 0) else None
 
 
 def count_by_status(*, session: Session) -> dict[str, int]:

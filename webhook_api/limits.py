@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from moderation.models import Submission, utcnow
+from moderation.tenants import TenantInfo
 from webhook_api.problems import ApiProblem
 
 logger = logging.getLogger(__name__)
@@ -49,3 +50,9 @@ def check_rate(*, session: Session, tenant_id: str, per_minute: int) -> None:
         headers={"Retry-After": str(retry_after)},
         retry_after_s=retry_after,
     )
+
+
+def tenant_rate_limit(tenant: TenantInfo, default: int) -> int:
+    """Returns the tenant's effective submissions per minute: its own override (set with
+    ``dfmod tenant set-rate-limit``; 0 is unlimited), else ``default``."""
+    return default if tenant.rate_limit_per_minute is None else tenant.rate_limit_per_minute

@@ -8,6 +8,7 @@ enqueues it later.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -30,7 +31,7 @@ from moderation.submissions import (
 )
 from webhook_api.auth import current_tenant, require_tenant
 from webhook_api.intake import Intake, parse_submission
-from webhook_api.limits import check_rate
+from webhook_api.limits import check_rate, tenant_rate_limit
 from webhook_api.metrics import ENQUEUE_FAILURES, SUBMISSIONS_ACCEPTED
 from webhook_api.problems import ApiProblem, validation_problem
 from webhook_api.state import state
@@ -67,7 +68,7 @@ def _idempotency_key() -> str | None:
 
 
 def _replay(tenant_id: str, key: str, fingerprint: str) -> Response | None:
-    with session_scope(state().session_factory) as session:
+    with session_scope(state().session_factory, read_only=True) as session:
         stored = find_stored_response(session=session, tenant_id=tenant_id, key=key)
     if stored is None:
         return None
@@ -139,10 +140,14 @@ def _enqueue(view: SubmissionView) -> bool:
 
 
 def _after_enqueue(view: SubmissionView, key: str | None) -> dict[str, Any]:
+    """Marks the submission queued (one UPDATE) and returns the 202 body."""
     with session_scope(state().session_factory) as session:
-        mark_queued(session=session, submission_id=view.id)
-        fresh = get_submission(session=session, submission_id=view.id, tenant_id=view.tenant_id)
-        body = (fresh or view).to_json()
+        queued_at = mark_queued(session=session, submission_id=view.id)
+        if queued_at is not None:
+            body = dataclasses.replace(view, status=Status.QUEUED, updated_at=queued_at).to_json()
+        else:  # a worker moved it on already: answer with what it is now
+            fresh = get_submission(session=session, submission_id=view.id, tenant_id=None)
+            body = (fresh or view).to_json()
         if key is not None:
             update_stored_response(
                 session=session, tenant_id=view.tenant_id, key=key, submission_id=view.id, body=body
@@ -161,8 +166,8 @@ def create() -> Response:
     fingerprint = intake.fingerprint()
     if key is not None and (replayed := _replay(tenant.id, key, fingerprint)) is not None:
         return replayed
-    if (per_minute := st.settings.rate_limit_per_minute) > 0:
-        with session_scope(st.session_factory) as session:
+    if (per_minute := tenant_rate_limit(tenant, st.settings.rate_limit_per_minute)) > 0:
+        with session_scope(st.session_factory, read_only=True) as session:
             check_rate(session=session, tenant_id=tenant.id, per_minute=per_minute)
     try:
         view = _create(intake, tenant.id, key, fingerprint)
@@ -186,7 +191,7 @@ def create() -> Response:
 @require_tenant
 def get_one(submission_id: str) -> Response:
     """Returns one of the tenant's submissions; another tenant's id is 404."""
-    with session_scope(state().session_factory) as session:
+    with session_scope(state().session_factory, read_only=True) as session:
         view = get_submission(
             session=session, submission_id=submission_id, tenant_id=current_tenant().id
         )
@@ -228,7 +233,7 @@ def list_all() -> Response:
     """Returns the tenant's submissions, newest first, with an opaque ``next_cursor``."""
     status, limit, cursor = _list_args()
     try:
-        with session_scope(state().session_factory) as session:
+        with session_scope(state().session_factory, read_only=True) as session:
             page = list_submissions(
                 session=session,
                 tenant_id=current_tenant().id,
