@@ -28,6 +28,7 @@ UNSUPPORTED_MEDIA = "unsupported_media"
 UNREADABLE_MEDIA = "unreadable_media"
 TOO_LARGE = "too_large"
 REASONS = (UNSUPPORTED_MEDIA, UNREADABLE_MEDIA, TOO_LARGE)
+EXIF_ORIENTATION = 0x0112  # the EXIF Orientation tag (1 = upright)
 
 # Magic numbers -> Pillow format name. Sniffed from the bytes, never from a name or content type.
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
@@ -168,7 +169,9 @@ def _decode_first_frame(image: Image.Image, fmt: str) -> Image.Image:
         detail = f"the {fmt} data is truncated or corrupt: {exc}"
         raise MediaRejected(UNREADABLE_MEDIA, detail) from exc
     try:
-        oriented = ImageOps.exif_transpose(image)
+        # exif_transpose copies the whole decoded image even when there is nothing to turn.
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+        oriented = image if orientation in (None, 1) else ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not lose an otherwise good image
         logger.debug("ignoring unreadable EXIF orientation", exc_info=True)
         oriented = image
