@@ -1,4 +1,5 @@
-"""Tenants: creation with a fresh API key and webhook secret, key lookup, policy overrides.
+"""Tenants: creation with a fresh API key and webhook secret, key lookup, policy and rate-limit
+overrides.
 
 API keys look like ``dfm_<prefix>_<secret>``. Only the prefix (for lookup) and the SHA-256 of the
 whole key are stored: the key has 256 random bits, so a fast hash is enough and a database leak
@@ -51,6 +52,8 @@ class TenantInfo:
     pass_below: float | None
     flag_at: float | None
     active: bool
+    # Submissions per minute; None: the global default, 0: unlimited.
+    rate_limit_per_minute: int | None = None
 
 
 def hash_key(api_key: str) -> str:
@@ -72,6 +75,7 @@ def _info(tenant: Tenant) -> TenantInfo:
         pass_below=tenant.pass_below,
         flag_at=tenant.flag_at,
         active=tenant.active,
+        rate_limit_per_minute=tenant.rate_limit_per_minute,
     )
 
 
@@ -137,6 +141,20 @@ def set_thresholds(
         raise LookupError(f"no tenant {tenant_id!r}")
     tenant.pass_below, tenant.flag_at = pass_below, flag_at
     session.flush()
+    return _info(tenant)
+
+
+def set_rate_limit(*, session: Session, name: str, per_minute: int | None) -> TenantInfo:
+    """Returns tenant ``name`` after setting its submissions per minute (0: unlimited) or, with
+    None, clearing its override so the global ``rate_limit_per_minute`` applies."""
+    if per_minute is not None and per_minute < 0:
+        raise ValueError(f"per_minute is {per_minute}; expected 0 (unlimited) or more")
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        raise LookupError(f"no tenant named {name!r}; expected a name from 'dfmod tenant create'")
+    tenant.rate_limit_per_minute = per_minute
+    session.flush()
+    logger.info("tenant %s rate limit set to %s per minute", tenant.id, per_minute)
     return _info(tenant)
 
 

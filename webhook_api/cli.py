@@ -185,3 +185,49 @@ def tenant_rotate_secret(name: str, overlap_hours: float) -> None:
         f"old secret for {overlap_hours:g} hours.",
         err=True,
     )
+
+
+@tenant_group.command("set-rate-limit")
+@click.argument("name")
+@click.option(
+    "--per-minute",
+    type=int,
+    default=None,
+    help="Submissions this tenant may make per minute; 0: unlimited.",
+)
+@click.option(
+    "--default",
+    "use_default",
+    is_flag=True,
+    help="Clear the tenant's own limit: DFMOD_RATE_LIMIT_PER_MINUTE applies again.",
+)
+def tenant_set_rate_limit(name: str, per_minute: int | None, use_default: bool) -> None:
+    """Set a tenant's submissions per minute (0: unlimited), or --default for the global one."""
+    from moderation.db import make_engine, make_session_factory, session_scope
+    from moderation.tenants import set_rate_limit
+
+    if (per_minute is not None) == use_default:
+        raise click.UsageError("expected exactly one of --per-minute N or --default")
+    if per_minute is not None and per_minute < 0:
+        raise click.BadParameter(
+            f"{per_minute} is negative; expected 0 (unlimited) or more",
+            param_hint="'--per-minute'",
+        )
+    settings = load_settings()
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            tenant = set_rate_limit(session=session, name=name, per_minute=per_minute)
+    except (LookupError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        engine.dispose()
+    limit = tenant.rate_limit_per_minute
+    if limit is None:
+        default = settings.rate_limit_per_minute
+        shown = f"{default} per minute" if default > 0 else "unlimited"
+        click.echo(f"{tenant.name}: global default (DFMOD_RATE_LIMIT_PER_MINUTE, now {shown})")
+    elif limit == 0:
+        click.echo(f"{tenant.name}: unlimited")
+    else:
+        click.echo(f"{tenant.name}: {limit} submissions per minute")

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from moderation.cli import main
-from moderation.db import current_revision
+from moderation.db import current_revision, make_engine, make_session_factory, session_scope
+from moderation.models import Tenant
 from tests.api.conftest import png_bytes
 
 
@@ -49,6 +51,60 @@ def test_migrate_then_tenant_create_json(tmp_path: Path) -> None:
 def test_tenant_create__fail_before_migrate(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["tenant", "create", "acme"], env=_env(tmp_path))
     assert result.exit_code != 0 and "dfmod migrate" in result.output
+
+
+def _rate_limit(url: str, name: str) -> int | None:
+    engine = make_engine(url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            return session.scalars(
+                select(Tenant.rate_limit_per_minute).where(Tenant.name == name)
+            ).one()
+    finally:
+        engine.dispose()
+
+
+def test_tenant_set_rate_limit_sets_clears_and_refuses(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = _env(tmp_path)
+    url = env["DFMOD_DATABASE_URL"]
+    assert runner.invoke(main, ["migrate"], env=env).exit_code == 0
+    assert runner.invoke(main, ["tenant", "create", "acme"], env=env).exit_code == 0
+    assert _rate_limit(url, "acme") is None
+
+    result = runner.invoke(main, ["tenant", "set-rate-limit", "acme", "--per-minute", "3"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "3 submissions per minute" in result.output and _rate_limit(url, "acme") == 3
+    result = runner.invoke(main, ["tenant", "set-rate-limit", "acme", "--per-minute", "0"], env=env)
+    assert result.exit_code == 0 and "unlimited" in result.output
+    assert _rate_limit(url, "acme") == 0
+    cleared = runner.invoke(
+        main,
+        ["tenant", "set-rate-limit", "acme", "--default"],
+        env={**env, "DFMOD_RATE_LIMIT_PER_MINUTE": "42"},
+    )
+    assert cleared.exit_code == 0, cleared.output
+    assert "global default" in cleared.output and "42 per minute" in cleared.output
+    assert _rate_limit(url, "acme") is None
+
+    runner.invoke(main, ["tenant", "set-rate-limit", "acme", "--per-minute", "7"], env=env)
+    refusals = {
+        "negative": ["acme", "--per-minute", "-1"],
+        "unknown": ["nobody", "--per-minute", "5"],
+        "neither": ["acme"],
+        "both": ["acme", "--per-minute", "5", "--default"],
+        "not a number": ["acme", "--per-minute", "many"],
+    }
+    outputs = {}
+    for case, args in refusals.items():
+        refused = runner.invoke(main, ["tenant", "set-rate-limit", *args], env=env)
+        assert refused.exit_code != 0, case
+        outputs[case] = refused.output
+    assert "-1 is negative; expected 0 (unlimited) or more" in outputs["negative"]
+    assert "no tenant named 'nobody'" in outputs["unknown"]
+    assert "expected exactly one of --per-minute N or --default" in outputs["neither"]
+    assert "expected exactly one of --per-minute N or --default" in outputs["both"]
+    assert _rate_limit(url, "acme") == 7  # no refusal changed the stored limit
 
 
 def _free_port() -> int:
