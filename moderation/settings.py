@@ -52,7 +52,9 @@ class Settings:
     )
     max_upload_bytes: int = _setting(20 * 1024 * 1024, "Largest accepted media file in bytes")
     rate_limit_per_minute: int = _setting(
-        0, "Submissions one tenant may make per minute (sliding window, all API processes); 0: off"
+        600,
+        "Submissions one tenant may make per minute (sliding window, all API processes) unless "
+        "'dfmod tenant set-rate-limit' gives it its own; 0: off",
     )
     max_image_pixels: int = _setting(40_000_000, "Largest accepted image (width x height)")
     allowed_image_formats: str = _setting("JPEG,PNG,WEBP,GIF,BMP", "Accepted image formats")

@@ -2,18 +2,29 @@
 
 The rate limit counts the tenant's submission rows in the database, so two separate app instances
 (standing in for two gunicorn workers) share one budget, and one tenant's burst does not limit
-another. Oversized uploads and JSON bodies end in 413 problem documents.
+another. The global default (600 per minute) applies unless ``dfmod tenant set-rate-limit`` gives
+a tenant its own number (0: unlimited). Oversized uploads and JSON bodies end in 413 problem
+documents.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
+from click.testing import CliRunner
 from flask import Flask
 
+from moderation.db import migrate
+from moderation.settings import load_settings
+from tests.fixtures.services import fresh_postgres_database
 from tests.reliability.input_corpus import valid_bases
 from tests.reliability.sqlite_app import bearer, make_app
+from webhook_api import create_app
+from webhook_api.cli import tenant_group
 
 PNG = valid_bases()["png_rgb"]
 LIMIT = 5
@@ -53,11 +64,76 @@ def test_rate_limit_is_per_tenant_and_shared_by_processes(tmp_path: Path) -> Non
             app.extensions["dfmod"].engine.dispose()
 
 
-def test_rate_limit_off_by_default(tmp_path: Path) -> None:
-    app, url = make_app(tmp_path)
+def test_rate_limit_default_is_600_and_0_turns_it_off(tmp_path: Path) -> None:
+    assert load_settings(environ={}).rate_limit_per_minute == 600
+    app, url = make_app(tmp_path, rate_limit_per_minute=0)
     try:
         _, headers = bearer(url)
         assert {_post(app, headers).status_code for _ in range(LIMIT + 3)} == {202}
+    finally:
+        app.extensions["dfmod"].engine.dispose()
+
+
+def _set_rate_limit(url: str, name: str, *args: str) -> None:
+    result = CliRunner().invoke(
+        tenant_group, ["set-rate-limit", name, *args], env={"DFMOD_DATABASE_URL": url}
+    )
+    assert result.exit_code == 0, result.output
+
+
+def _app_on(root: Path, url: str, **overrides: Any) -> Flask:
+    migrate(url)
+    values: dict[str, Any] = {
+        "data_dir": root / "var",
+        "database_url": url,
+        "broker_url": f"sqla+sqlite:///{root / 'broker.db'}",
+        "max_upload_bytes": 64 * 1024,
+        "triton_grpc_port": 1,
+        "outbound_allowlist": "",
+        **overrides,
+    }
+    return create_app(load_settings(environ={}, **values), {"TESTING": True})
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Yields an empty database URL: an SQLite file or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'dfmod.db'}"
+        return
+    with fresh_postgres_database() as url:
+        yield url
+
+
+def test_tenant_override_beats_the_default(tmp_path: Path, database_url: str) -> None:
+    app = _app_on(tmp_path, database_url)  # the shipped default: 600 per minute
+    try:
+        (_, strict), (_, normal) = bearer(database_url, "strict"), bearer(database_url, "normal")
+        _set_rate_limit(database_url, "strict", "--per-minute", "3")
+        assert [_post(app, strict).status_code for _ in range(3)] == [202] * 3
+        refused = _post(app, strict)
+        assert refused.status_code == 429
+        assert "at most 3 per minute" in refused.get_json()["detail"]
+        assert [_post(app, normal).status_code for _ in range(LIMIT + 1)] == [202] * (LIMIT + 1)
+        # Back on the default (600), the same tenant is accepted again at once.
+        _set_rate_limit(database_url, "strict", "--default")
+        assert _post(app, strict).status_code == 202
+    finally:
+        app.extensions["dfmod"].engine.dispose()
+
+
+def test_tenant_limit_0_is_unlimited_under_a_global_limit(
+    tmp_path: Path, database_url: str
+) -> None:
+    app = _app_on(tmp_path, database_url, rate_limit_per_minute=2)
+    try:
+        (_, free), (_, capped) = bearer(database_url, "free"), bearer(database_url, "capped")
+        _set_rate_limit(database_url, "free", "--per-minute", "0")
+        assert [_post(app, free).status_code for _ in range(LIMIT)] == [202] * LIMIT
+        assert [_post(app, capped).status_code for _ in range(3)] == [202, 202, 429]
+        # A tenant's own limit above the global one also wins.
+        _set_rate_limit(database_url, "capped", "--per-minute", "4")
+        assert [_post(app, capped).status_code for _ in range(3)] == [202, 202, 429]
     finally:
         app.extensions["dfmod"].engine.dispose()
 
