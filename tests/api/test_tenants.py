@@ -1,4 +1,5 @@
-"""Tenants: keys are stored hashed, authenticate only the exact key, thresholds validated."""
+"""Tenants: keys are stored hashed, authenticate only the exact key, thresholds validated, rate
+limit overrides set and cleared."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from moderation.tenants import (
     create_tenant,
     get_webhook_secret,
     hash_key,
+    set_rate_limit,
     set_thresholds,
 )
+from webhook_api.limits import tenant_rate_limit
 
 
 @pytest.fixture()
@@ -76,3 +79,26 @@ def test_set_thresholds_validates_and_clears(factory) -> None:
             session=session, tenant_id=created.tenant_id, pass_below=None, flag_at=None
         )
         assert info.pass_below is None and info.flag_at is None
+
+
+def test_set_rate_limit_sets_clears_and_authenticate_carries_it(factory) -> None:
+    with session_scope(factory) as session:
+        created = create_tenant(session=session, name="acme")
+    with session_scope(factory) as session:
+        info = authenticate(session=session, api_key=created.api_key)
+        assert info is not None and info.rate_limit_per_minute is None
+        assert tenant_rate_limit(info, 600) == 600
+    for per_minute in (3, 0, None):
+        with session_scope(factory) as session:
+            assert (
+                set_rate_limit(session=session, name="acme", per_minute=per_minute)
+            ).rate_limit_per_minute == per_minute
+        with session_scope(factory) as session:
+            info = authenticate(session=session, api_key=created.api_key)
+            assert info is not None and info.rate_limit_per_minute == per_minute
+            assert tenant_rate_limit(info, 600) == {3: 3, 0: 0, None: 600}[per_minute]
+    with session_scope(factory) as session:
+        with pytest.raises(ValueError, match="expected 0"):
+            set_rate_limit(session=session, name="acme", per_minute=-1)
+        with pytest.raises(LookupError, match="no tenant named 'nobody'"):
+            set_rate_limit(session=session, name="nobody", per_minute=5)
