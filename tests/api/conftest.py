@@ -11,43 +11,16 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
-from sqlalchemy import text
 
-from moderation.db import make_engine, migrate
-from moderation.models import Base
 from moderation.settings import Settings, load_settings
-from tests.fixtures.services import create_test_tenant, fresh_postgres_database
-from webhook_api import create_app
+from tests.fixtures.flask_app import running_app
+from tests.fixtures.services import DATABASE_KINDS, create_test_tenant, empty_database_url
 
 
-def _truncate(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        names = ", ".join(t.name for t in Base.metadata.sorted_tables)
-        with engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {names} CASCADE"))
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+@pytest.fixture(params=DATABASE_KINDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Returns a migrated, empty database URL: an SQLite file or the session's PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'dfmod.db'}"
-        migrate(url)
-        return url
-    url = request.getfixturevalue("api_postgres_url")
-    _truncate(url)
-    return url
-
-
-@pytest.fixture(scope="session")
-def api_postgres_url() -> Iterator[str]:
-    """Returns a migrated PostgreSQL database of the API tests' own (they truncate it per test)."""
-    with fresh_postgres_database() as url:
-        migrate(url)
-        yield url
+    return empty_database_url(request, tmp_path)
 
 
 @pytest.fixture()
@@ -66,9 +39,8 @@ def api_settings(database_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture()
 def app(api_settings: Settings) -> Iterator[Flask]:
-    application = create_app(api_settings, {"TESTING": True})
-    yield application
-    application.extensions["dfmod"].engine.dispose()
+    with running_app(api_settings) as application:
+        yield application
 
 
 @pytest.fixture()

@@ -9,47 +9,22 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
 
 from moderation.blobs import BlobStore
-from moderation.db import make_engine, make_session_factory, migrate, session_scope
-from moderation.models import Base, MediaKind, Status, Submission, Verdict
+from moderation.db import make_engine, make_session_factory, session_scope
+from moderation.models import MediaKind, Status, Submission, Verdict
 from moderation.reviewers import create_reviewer
 from moderation.settings import Settings, load_settings
-from tests.fixtures.services import create_test_tenant, fresh_postgres_database
-from webhook_api import create_app
+from tests.fixtures.flask_app import running_app
+from tests.fixtures.services import DATABASE_KINDS, create_test_tenant, empty_database_url
 
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture(scope="session")
-def dashboard_postgres_url() -> Iterator[str]:
-    """A migrated PostgreSQL database of the dashboard tests' own (truncated per test)."""
-    with fresh_postgres_database() as url:
-        migrate(url)
-        yield url
-
-
-def _truncate(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        names = ", ".join(t.name for t in Base.metadata.sorted_tables)
-        with engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {names} CASCADE"))
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+@pytest.fixture(params=DATABASE_KINDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated, empty database: an SQLite file, or the dashboard tests' PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'dfmod.db'}"
-        migrate(url)
-        return url
-    url = request.getfixturevalue("dashboard_postgres_url")
-    _truncate(url)
-    return url
+    """A migrated, empty database: an SQLite file, or the session's PostgreSQL."""
+    return empty_database_url(request, tmp_path)
 
 
 @pytest.fixture()
@@ -67,11 +42,10 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 @pytest.fixture()
 def app(settings: Settings) -> Iterator[Flask]:
-    application = create_app(settings, {"TESTING": True})
-    with session_scope(application.extensions["dfmod"].session_factory) as session:
-        create_reviewer(session=session, name="alice", password=PASSWORD)
-    yield application
-    application.extensions["dfmod"].engine.dispose()
+    with running_app(settings) as application:
+        with session_scope(application.extensions["dfmod"].session_factory) as session:
+            create_reviewer(session=session, name="alice", password=PASSWORD)
+        yield application
 
 
 @pytest.fixture()

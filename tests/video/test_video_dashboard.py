@@ -17,7 +17,6 @@ from tests.dashboard.conftest import (  # noqa: F401 (fixtures)
     add_item,
     app,
     client,
-    dashboard_postgres_url,
     database_url,
     login,
     settings,
