@@ -18,8 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from moderation import contract
 from moderation.db import session_scope
 from moderation.models import ModelVersion
-from moderation.settings import PROJECT_ROOT
-from tests.fixtures.triton import copy_repository, start_server
+from tests.fixtures.triton import private_server
 from tests.serving.onnx_edit import shift_logits
 from training.deploy import (
     DeployError,
@@ -39,13 +38,8 @@ SHIFT = 2.0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    root = tmp_path_factory.mktemp("triton-deploy")
-    repository = copy_repository(PROJECT_ROOT / "model_repository", root / "model_repository")
-    started = start_server(repository, root)
-    try:
+    with private_server(tmp_path_factory.mktemp("triton-deploy")) as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture()

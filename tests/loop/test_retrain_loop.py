@@ -25,7 +25,7 @@ from moderation.models import ModelVersion
 from moderation.reviews import add_review
 from moderation.settings import PROJECT_ROOT
 from tests.fixtures.stack import Stack, embedded_stack, triton_env
-from tests.fixtures.triton import copy_repository, start_server
+from tests.fixtures.triton import private_server
 from training.deploy import repository_versions
 from worker.triton_server import TritonServer
 
@@ -34,17 +34,16 @@ pytestmark = pytest.mark.integration
 LIVE = PROJECT_ROOT / "model_repository" / contract.MODEL_NAME / "1"
 
 
+def _with_live_checkpoint(repository: Path) -> None:
+    if (LIVE / "checkpoint.pt").is_file():  # so the retrain can start from the live weights
+        shutil.copy2(LIVE / "checkpoint.pt", repository / contract.MODEL_NAME / "1")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     root = tmp_path_factory.mktemp("triton-loop")
-    repository = copy_repository(PROJECT_ROOT / "model_repository", root / "model_repository")
-    if (LIVE / "checkpoint.pt").is_file():  # so the retrain can start from the live weights
-        shutil.copy2(LIVE / "checkpoint.pt", repository / contract.MODEL_NAME / "1")
-    started = start_server(repository, root)
-    try:
+    with private_server(root, prepare=_with_live_checkpoint) as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture(scope="module")

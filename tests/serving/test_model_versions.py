@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from moderation import contract
-from moderation.settings import PROJECT_ROOT
-from tests.fixtures.triton import copy_repository, start_server
+from tests.fixtures.triton import private_server
 from tests.serving.onnx_edit import add_shifted_version
 from worker.triton_client import InferenceResult, InferenceUnavailable, TritonClient
 from worker.triton_server import TritonServer
@@ -28,13 +27,8 @@ SHIFT = 3.0
 
 @pytest.fixture(scope="module")
 def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    root = tmp_path_factory.mktemp("triton-versions")
-    repository = copy_repository(PROJECT_ROOT / "model_repository", root / "model_repository")
-    server = start_server(repository, root)
-    try:
+    with private_server(tmp_path_factory.mktemp("triton-versions")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 class _Load:

@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +14,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from moderation import contract
-from moderation.settings import PROJECT_ROOT
-from tests.fixtures.triton import copy_repository, start_server
+from tests.fixtures.triton import private_server
 from worker.triton_client import TritonClient, is_retryable
 from worker.triton_server import TritonServer
 
@@ -23,20 +23,18 @@ pytestmark = pytest.mark.integration
 QUEUE = 2
 
 
-@pytest.fixture(scope="module")
-def small_queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    """The committed config with only max_queue_size lowered, so overload is easy to cause."""
-    root = tmp_path_factory.mktemp("triton-overload")
-    repository = copy_repository(PROJECT_ROOT / "model_repository", root / "model_repository")
+def _lower_queue(repository: Path) -> None:
     config = repository / contract.MODEL_NAME / "config.pbtxt"
     text, count = re.subn(r"max_queue_size: \d+", f"max_queue_size: {QUEUE}", config.read_text())
     assert count == 1, "config.pbtxt is expected to bound its queue with max_queue_size"
     config.write_text(text)
-    server = start_server(repository, root)
-    try:
+
+
+@pytest.fixture(scope="module")
+def small_queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """The committed config with only max_queue_size lowered, so overload is easy to cause."""
+    with private_server(tmp_path_factory.mktemp("triton-overload"), prepare=_lower_queue) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_overload_is_refused_immediately_and_is_retryable(small_queue_server) -> None:
