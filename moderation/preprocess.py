@@ -208,12 +208,18 @@ def load_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
 
     Raises :class:`MediaRejected` for anything that is not an accepted, intact, bounded image.
     """
+    image, fmt = decode_image(data, limits)
+    return image_to_input(image, size=limits.size, what=f"{fmt} image")
+
+
+def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[Image.Image, str]:
+    """Returns the decoded, upright first frame of image bytes and its format (first half of
+    :func:`load_image`; :func:`image_to_input` is the second). Raises :class:`MediaRejected`."""
     fmt = _check_bytes(data, limits)
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        image = _decode_first_frame(_draft(_open(data, fmt, limits), fmt, limits), fmt)
-        return image_to_input(image, size=limits.size, what=f"{fmt} image")
+        return _decode_first_frame(_draft(_open(data, fmt, limits), fmt, limits), fmt), fmt
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 

@@ -37,6 +37,10 @@ class Settings:
     api_threads: int = _setting(8, "Threads per API worker process (gunicorn gthread)")
     database_url: str = _setting("", "SQLAlchemy URL; default sqlite:///<data_dir>/dfmod.db")
     broker_url: str = _setting("", "Celery broker URL; default sqla+sqlite:///<data_dir>/broker.db")
+    worker_metrics_host: str = _setting("127.0.0.1", "Address of the worker's Prometheus metrics")
+    worker_metrics_port: int = _setting(
+        0, "Port of the worker's Prometheus metrics (time per stage of a scoring); 0: off"
+    )
     triton_host: str = _setting("127.0.0.1", "Host of the Triton server")
     triton_grpc_port: int = _setting(8001, "Triton gRPC port")
     triton_http_port: int = _setting(8000, "Triton HTTP port")

@@ -32,6 +32,7 @@ from moderation.settings import Settings
 from moderation.submissions import SubmissionView, get_submission
 from moderation.tenants import signing_secrets
 from worker import outbound
+from worker.metrics import stage
 
 logger = logging.getLogger(__name__)
 
@@ -201,11 +202,14 @@ def deliver(
 ) -> DeliveryResult:
     """Makes one attempt at a due pending delivery; a no-op for rows not due or already done."""
     lease_s = settings.callback_timeout_s + LEASE_MARGIN_S
-    attempt = _claim(session_factory, delivery_id, lease_s)
+    with stage("database"):
+        attempt = _claim(session_factory, delivery_id, lease_s)
     if attempt is None:
         return DeliveryResult("skipped", attempted=False)
-    code, error = _send(attempt, settings)
-    result = _record(session_factory, attempt, code, error, settings)
+    with stage("callback"):
+        code, error = _send(attempt, settings)
+    with stage("database"):
+        result = _record(session_factory, attempt, code, error, settings)
     logger.info(
         "callback %s attempt %d -> %s (%s)",
         delivery_id,

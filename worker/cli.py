@@ -8,8 +8,13 @@ periodic sweeper (what ``dfmod up`` does); production runs ``dfmod beat`` once p
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +24,7 @@ from moderation.settings import Settings, load_settings
 logger = logging.getLogger(__name__)
 
 POOLS = ("prefork", "threads", "solo")
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 THREADS_DEFAULT_CONCURRENCY = 4
 
 
@@ -70,18 +76,39 @@ def declare_queues(app: Any, *, attempts: int = 5) -> None:
             time.sleep(0.2 * attempt)
 
 
+def prepare_metrics(settings: Settings) -> Path | None:
+    """Gives this worker a fresh multiprocess metrics folder when exposition is on; returns it.
+
+    Runs before prometheus_client is imported in this process: it picks its value store at
+    import, and the multiprocess store is what lets prefork children report to one ``/metrics``.
+    """
+    if settings.worker_metrics_port <= 0:
+        return None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="worker-metrics-", dir=settings.data_dir))
+    os.environ[METRICS_DIR_ENV] = str(folder)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 @click.command("worker")
 @click.option("-c", "--concurrency", type=int, default=None, help="Worker processes/threads.")
 @click.option("--pool", type=click.Choice(POOLS), default=None, help="Default: threads on SQLite.")
 @click.option("--beat/--no-beat", default=False, help="Embed the periodic sweeper (one per site).")
 def worker_command(concurrency: int | None, pool: str | None, beat: bool) -> None:
     """Run a Celery worker: scoring, media fetches, callbacks (and the sweeper with --beat)."""
+    settings = load_settings()
+    metrics_dir = prepare_metrics(settings)
+
     from worker.celery_app import create_celery
     from worker.tasks import register_tasks
 
-    settings = load_settings()
     app = register_tasks(create_celery(settings))
     declare_queues(app)
+    if metrics_dir is not None:
+        from worker.metrics import serve
+
+        serve(settings)
     argv = worker_argv(
         settings, pool=pool, concurrency=concurrency, beat=beat, loglevel=settings.log_level
     )

@@ -26,10 +26,11 @@ from moderation.contract import ModelMetadata
 from moderation.db import session_scope
 from moderation.models import Status, Submission, Tenant, Verdict, utcnow
 from moderation.policy import calibrate, decide, resolve_thresholds
-from moderation.preprocess import ImageLimits, MediaRejected, load_image
+from moderation.preprocess import ImageLimits, MediaRejected, decode_image, image_to_input
 from moderation.settings import Settings
 from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
 from worker.callbacks import EVENT_FAILED, EVENT_SCORED, add_outbox
+from worker.metrics import stage
 
 if TYPE_CHECKING:
     from worker.triton_client import InferenceResult, TritonClient
@@ -205,25 +206,35 @@ def score_submission(
     settings: Settings,
 ) -> ScoreResult:
     """Scores one submission (see the module docstring); raises InferenceUnavailable to retry."""
-    sha256, status = _claim(session_factory, submission_id)
+    with stage("database"):
+        sha256, status = _claim(session_factory, submission_id)
     if sha256 is None:
         outcome = Outcome.NEEDS_FETCH if status == Status.FETCHING else Outcome.NOOP
         return ScoreResult(outcome, status)
-    data, frames = blobs.get(sha256), None
-    video_limits = VideoLimits.from_settings(settings)
+    with stage("blob"):
+        data = blobs.get(sha256)
+    frames, video_limits = None, VideoLimits.from_settings(settings)
     try:
         if is_video(data, video_limits):
-            frames = load_video(data, video_limits)
+            with stage("decode"):
+                frames = load_video(data, video_limits)
             images = _video_batch(frames)
         else:
-            images = load_image(data, ImageLimits.from_settings(settings))[np.newaxis]
+            limits = ImageLimits.from_settings(settings)
+            with stage("decode"):
+                image, fmt = decode_image(data, limits)
+            with stage("resize"):
+                images = image_to_input(image, size=limits.size, what=f"{fmt} image")[np.newaxis]
     except MediaRejected as exc:
-        return fail_submission(
-            submission_id=submission_id,
-            session_factory=session_factory,
-            reason=exc.reason,
-            detail=exc.detail,
-        )
+        with stage("database"):
+            return fail_submission(
+                submission_id=submission_id,
+                session_factory=session_factory,
+                reason=exc.reason,
+                detail=exc.detail,
+            )
     # One call for all of a video's frames: they fill Triton's dynamic batcher together.
-    result = client.infer(images)
-    return _record_verdict(session_factory, submission_id, result, settings, frames)
+    with stage("inference"):
+        result = client.infer(images)
+    with stage("database"):
+        return _record_verdict(session_factory, submission_id, result, settings, frames)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from tests.fixtures.stack import Stack, embedded_stack, pg_redis_stack, triton_env
+from tests.fixtures.stack import Stack, embedded_stack, free_port, pg_redis_stack, triton_env
 
 # Small limits so the too_large cases need little data.
 E2E_ENV = {
@@ -27,7 +27,7 @@ def stack(
 ) -> Iterator[Stack]:
     """The API and a worker (with sweeper) on the real Triton, for each flavour."""
     root = tmp_path_factory.mktemp(f"stack-{request.param}")
-    env = {**triton_env(triton_server), **E2E_ENV}
+    env = {**triton_env(triton_server), **E2E_ENV, "DFMOD_WORKER_METRICS_PORT": str(free_port())}
     if request.param == "embedded":
         started = embedded_stack(root, env)
     else:

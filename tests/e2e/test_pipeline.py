@@ -218,3 +218,45 @@ def test_sweeper__recovers_lost_messages(stack: Stack, callback_receiver: Callba
     assert final["status"] in SCORED
     (callback,) = callback_receiver.wait_for(1, path="/lost", timeout_s=30)
     assert callback.signature_ok and callback.json()["data"]["id"] == lost_id
+
+
+def test_worker_metrics_time_every_stage(stack: Stack, callback_receiver: CallbackReceiver) -> None:
+    """The worker's /metrics (every process of the pool together) times each stage it ran."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{stack.env['DFMOD_WORKER_METRICS_PORT']}/metrics"
+
+    def stage_counts() -> dict[str, float]:
+        text = stack.http.get(url, timeout=10).text
+        counts: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name == "dfmod_worker_stage_seconds":
+                for sample in family.samples:
+                    if sample.name.endswith("_count"):
+                        counts[sample.labels["stage"]] = sample.value
+        return counts
+
+    before = stage_counts()
+    tenant = stack.tenant()
+    callback_receiver.secret = tenant.secret
+    sent = 3
+    ids = [
+        stack.submit_file(
+            tenant.api_key, image_bytes(seed=40 + i), callback_url=callback_receiver.url("/m")
+        ).json()["id"]
+        for i in range(sent)
+    ]
+    for submission_id in ids:
+        assert stack.wait_final(tenant.api_key, submission_id)["status"] in SCORED
+    callback_receiver.wait_for(sent, timeout_s=30)
+    # claim + verdict per scoring, claim + record per callback attempt
+    wanted = {"blob": sent, "decode": sent, "resize": sent, "inference": sent, "callback": sent}
+    wanted["database"] = 4 * sent
+    deadline = time.monotonic() + 10  # a worker records a stage just after the receiver answered
+    while True:
+        after = stage_counts()
+        grew = {name: after.get(name, 0) - before.get(name, 0) for name in wanted}
+        if all(grew[name] >= count for name, count in wanted.items()):
+            break
+        assert time.monotonic() < deadline, (grew, wanted)
+        time.sleep(0.2)

@@ -1,0 +1,71 @@
+"""Prometheus metrics of the worker: where a scoring's time goes, stage by stage.
+
+``dfmod_worker_stage_seconds{stage}`` is a histogram of each stage of the work a worker does for
+one submission: ``blob`` (read the stored bytes), ``decode`` (parse and decode the image),
+``resize`` (RGB conversion and resize to the model input), ``inference`` (the Triton call as the
+client sees it: wire + Triton queue + compute; Triton's own statistics split the last two off),
+``database`` (the claim and verdict transactions) and ``callback`` (one signed delivery attempt).
+
+Exposition is off unless ``DFMOD_WORKER_METRICS_PORT`` is set. Then ``dfmod worker`` points
+prometheus_client at a fresh multiprocess folder before any task module (or this one) is
+imported, so prefork children and thread pools report into one registry, and :func:`serve` starts
+``/metrics`` in the worker's main process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Histogram
+
+from moderation.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("blob", "decode", "resize", "inference", "database", "callback")
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+STAGE_SECONDS = Histogram(
+    "dfmod_worker_stage_seconds",
+    "Time spent per stage of the worker's work on one submission",
+    ["stage"],
+    buckets=BUCKETS,
+)
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Times the block into ``dfmod_worker_stage_seconds{stage=name}`` (errors included)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        STAGE_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+
+def serve(settings: Settings) -> None:
+    """Starts ``/metrics`` on the configured host and port (all processes of this worker)."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    try:
+        start_http_server(
+            settings.worker_metrics_port, addr=settings.worker_metrics_host, registry=registry
+        )
+    except OSError as exc:  # metrics must never stop the worker from working
+        logger.warning(
+            "worker metrics not served on %s:%d: %s",
+            settings.worker_metrics_host,
+            settings.worker_metrics_port,
+            exc,
+        )
+        return
+    logger.info(
+        "worker metrics on http://%s:%d/metrics",
+        settings.worker_metrics_host,
+        settings.worker_metrics_port,
+    )
