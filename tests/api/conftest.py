@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from moderation.settings import Settings, load_settings
-from tests.fixtures.flask_app import running_app
+from moderation.settings import Settings
+from tests.fixtures.flask_app import app_settings, running_app
 from tests.fixtures.services import DATABASE_KINDS, create_test_tenant, empty_database_url
 
 
@@ -26,14 +26,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture()
 def api_settings(database_url: str, tmp_path: Path) -> Settings:
     """Returns settings for an API on ``database_url`` with an SQLite broker in tmp."""
-    return load_settings(
-        environ={},
-        data_dir=tmp_path / "var",
-        database_url=database_url,
-        broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}",
-        outbound_allowlist="127.0.0.0/8,::1/128",
-        max_upload_bytes=64 * 1024,
-        triton_grpc_port=1,  # nothing listens there: Triton is reported unavailable
+    return app_settings(
+        tmp_path, database_url, outbound_allowlist="127.0.0.0/8,::1/128", max_upload_bytes=64 * 1024
     )
 
 

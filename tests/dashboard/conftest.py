@@ -14,8 +14,8 @@ from moderation.blobs import BlobStore
 from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.models import MediaKind, Status, Submission, Verdict
 from moderation.reviewers import create_reviewer
-from moderation.settings import Settings, load_settings
-from tests.fixtures.flask_app import running_app
+from moderation.settings import Settings
+from tests.fixtures.flask_app import app_settings, running_app
 from tests.fixtures.services import DATABASE_KINDS, create_test_tenant, empty_database_url
 
 PASSWORD = "correct horse battery"
@@ -29,15 +29,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture()
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    url = database_url
-    return load_settings(
-        environ={},
-        data_dir=tmp_path / "var",
-        database_url=url,
-        broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}",
-        outbound_allowlist="127.0.0.0/8",
-        triton_grpc_port=1,
-    )
+    return app_settings(tmp_path, database_url)
 
 
 @pytest.fixture()
