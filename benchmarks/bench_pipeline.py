@@ -405,7 +405,17 @@ def print_report(
     )
 
 
-STAGE_ORDER = ("api", "database", "blob", "decode", "resize", "inference", "callback")
+STAGE_ORDER = (
+    "api",
+    "queue",
+    "database",
+    "blob",
+    "decode",
+    "resize",
+    "inference",
+    "callback_queue",
+    "callback",
+)
 
 
 def print_stages(limit: dict[str, float], stack: list[Load]) -> None:
@@ -421,9 +431,9 @@ def print_stages(limit: dict[str, float], stack: list[Load]) -> None:
         queue, compute = load.extra["queue_ms"], load.extra["compute_ms"]
         parts["wire"] = max(inference - queue - compute, 0.0)
         parts["triton queue"], parts["triton compute"] = queue, compute
-        callback = parts.pop("callback")
-        parts["callback"] = callback
-        parts["waiting (broker, worker slots)"] = max(latency - sum(parts.values()), 0.0)
+        for name in ("callback_queue", "callback"):  # after Triton, in the order they happen
+            parts[name] = parts.pop(name)
+        parts["other (hand-offs, HTTP, scheduling)"] = max(latency - sum(parts.values()), 0.0)
         shares = ", ".join(f"{k} {v:.1f} ({v / latency:.0%})" for k, v in parts.items())
         print(
             f"  conc {load.concurrency:3d}: upload->callback {latency:.0f} ms = {shares}; "

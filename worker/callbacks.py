@@ -32,7 +32,7 @@ from moderation.settings import Settings
 from moderation.submissions import SubmissionView, get_submission
 from moderation.tenants import signing_secrets
 from worker import outbound
-from worker.metrics import stage
+from worker.metrics import observe_since, stage
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,8 @@ def _claim(factory: sessionmaker[Session], delivery_id: str, lease_s: float) -> 
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             return None
+        if row.attempts == 0:
+            observe_since("callback_queue", due)
         tenant = session.get(Tenant, row.tenant_id)
         body = json.dumps(row.payload, separators=(",", ":"), sort_keys=True).encode()
         secrets = signing_secrets(tenant) if tenant is not None else ("",)

@@ -5,6 +5,9 @@ one submission: ``blob`` (read the stored bytes), ``decode`` (parse and decode t
 ``resize`` (RGB conversion and resize to the model input), ``inference`` (the Triton call as the
 client sees it: wire + Triton queue + compute; Triton's own statistics split the last two off),
 ``database`` (the claim and verdict transactions) and ``callback`` (one signed delivery attempt).
+Two more are waits, observed on first attempts only: ``queue`` (from the API handing the
+submission to the broker until a worker claims it) and ``callback_queue`` (from a callback being
+due until its attempt starts).
 
 Exposition is off unless ``DFMOD_WORKER_METRICS_PORT`` is set. Then ``dfmod worker`` points
 prometheus_client at a fresh multiprocess folder before any task module (or this one) is
@@ -14,6 +17,7 @@ imported, so prefork children and thread pools report into one registry, and :fu
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Iterator
@@ -25,7 +29,16 @@ from moderation.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("blob", "decode", "resize", "inference", "database", "callback")
+STAGES = (
+    "queue",
+    "blob",
+    "decode",
+    "resize",
+    "inference",
+    "database",
+    "callback",
+    "callback_queue",
+)
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 STAGE_SECONDS = Histogram(
@@ -44,6 +57,16 @@ def stage(name: str) -> Iterator[None]:
         yield
     finally:
         STAGE_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+
+def observe_since(name: str, then: dt.datetime | None) -> None:
+    """Records the time from ``then`` (naive = UTC, as SQLite returns it) until now as a stage."""
+    if then is None:
+        return
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=dt.timezone.utc)
+    waited = (dt.datetime.now(dt.timezone.utc) - then).total_seconds()
+    STAGE_SECONDS.labels(name).observe(max(waited, 0.0))
 
 
 def serve(settings: Settings) -> None:

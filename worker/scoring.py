@@ -30,7 +30,7 @@ from moderation.preprocess import ImageLimits, MediaRejected, decode_image, imag
 from moderation.settings import Settings
 from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
 from worker.callbacks import EVENT_FAILED, EVENT_SCORED, add_outbox
-from worker.metrics import stage
+from worker.metrics import observe_since, stage
 
 if TYPE_CHECKING:
     from worker.triton_client import InferenceResult, TritonClient
@@ -76,6 +76,8 @@ def _claim(factory: sessionmaker[Session], submission_id: str) -> tuple[str | No
             return None, sub.status
         if sub.blob_sha256 is None:
             return None, Status.FETCHING
+        if sub.attempts == 0:
+            observe_since("queue", sub.queued_at or sub.created_at)
         sub.status, sub.attempts = Status.SCORING, sub.attempts + 1
         return sub.blob_sha256, sub.status
 

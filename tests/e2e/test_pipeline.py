@@ -11,6 +11,7 @@ import datetime as dt
 import time
 
 import pytest
+import requests
 from sqlalchemy import func, select
 
 from moderation.blobs import BlobStore
@@ -236,7 +237,14 @@ def test_worker_metrics_time_every_stage(stack: Stack, callback_receiver: Callba
                         counts[sample.labels["stage"]] = sample.value
         return counts
 
-    before = stage_counts()
+    deadline = time.monotonic() + 60  # the worker may still be starting (the API answers first)
+    while True:
+        try:
+            before = stage_counts()
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, f"no worker /metrics\n{stack.log_tail()}"
+            time.sleep(0.5)
     tenant = stack.tenant()
     callback_receiver.secret = tenant.secret
     sent = 3
@@ -251,6 +259,7 @@ def test_worker_metrics_time_every_stage(stack: Stack, callback_receiver: Callba
     callback_receiver.wait_for(sent, timeout_s=30)
     # claim + verdict per scoring, claim + record per callback attempt
     wanted = {"blob": sent, "decode": sent, "resize": sent, "inference": sent, "callback": sent}
+    wanted |= {"queue": sent, "callback_queue": sent}
     wanted["database"] = 4 * sent
     deadline = time.monotonic() + 10  # a worker records a stage just after the receiver answered
     while True:
