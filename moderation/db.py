@@ -28,9 +28,15 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY_OPTION = "dfmod_read_only"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
     # Let SQLAlchemy emit BEGIN itself (pysqlite's implicit BEGIN is deferred; see _sqlite_begin).
     dbapi_connection.isolation_level = None
+    sqlite_pragmas(dbapi_connection, record)
+
+
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Sets WAL, the busy timeout, foreign keys and ``synchronous=NORMAL`` on a new connection
+    (a ``connect`` listener; the embedded broker's file gets it too)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -56,7 +62,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
         engine = create_engine(url, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)

@@ -2,8 +2,9 @@
 
 The worker runs the one app from :func:`worker.celery_app.create_celery`. On the embedded stack
 (SQLite database and ``sqla+sqlite`` broker) it defaults to the threads pool: one process, so
-SQLite sees one writer process and memory stays small; elsewhere to prefork. ``--beat`` embeds the
-periodic sweeper (what ``dfmod up`` does); production runs ``dfmod beat`` once per deployment.
+SQLite sees one writer process and memory stays small; elsewhere to prefork (which the SQLite
+broker refuses). ``--beat`` embeds the periodic sweeper's scheduler as a thread (what ``dfmod up``
+does); production runs ``dfmod beat`` once per deployment.
 """
 
 from __future__ import annotations
@@ -37,10 +38,16 @@ def default_pool(settings: Settings) -> str:
 
 
 def worker_argv(
-    settings: Settings, *, pool: str | None, concurrency: int | None, beat: bool, loglevel: str
+    settings: Settings, *, pool: str | None, concurrency: int | None, loglevel: str
 ) -> list[str]:
-    """Returns the ``celery worker`` arguments dfmod runs with."""
+    """Returns the ``celery worker`` arguments dfmod runs with (beat is not one: see
+    :func:`embed_beat`)."""
     pool = pool or default_pool(settings)
+    if pool == "prefork" and settings.resolved_broker_url.startswith("sqla+sqlite"):
+        raise click.UsageError(
+            "the embedded SQLite broker cannot serve the prefork pool (its connections must not "
+            "cross a fork); expected --pool threads or solo, or a Redis DFMOD_BROKER_URL"
+        )
     if concurrency is None and pool == "threads":
         concurrency = THREADS_DEFAULT_CONCURRENCY
     # Gossip, mingle and remote control need broadcast exchanges the SQLAlchemy transport lacks;
@@ -49,10 +56,33 @@ def worker_argv(
     argv += ["--without-mingle", "--without-heartbeat"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
-    if beat:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        argv += ["--beat", f"--schedule={settings.data_dir.resolve() / 'celerybeat-schedule'}"]
     return argv
+
+
+def embed_beat(app: Any, settings: Settings) -> None:
+    """Runs the periodic scheduler (the sweeper's clock) in a thread of this worker (``--beat``).
+
+    Celery's own ``--beat`` forks a process from a worker that already has the broker open, and
+    SQLite connections (the embedded broker's) must not cross a fork. A thread needs no fork and
+    no second process; it starts when the worker is ready and stops with it.
+    """
+    from celery import signals
+    from celery.beat import EmbeddedService
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.data_dir.resolve() / "celerybeat-schedule"
+    service = EmbeddedService(app, thread=True, schedule_filename=str(schedule))
+
+    def start(**_: Any) -> None:
+        logger.info("beat: embedded scheduler thread starting (%s)", schedule)
+        service.start()
+
+    def stop(**_: Any) -> None:
+        if service.is_alive():  # Service.stop waits for a loop that must have started
+            service.stop()
+
+    signals.worker_ready.connect(start, weak=False)
+    signals.worker_shutdown.connect(stop, weak=False)
 
 
 def declare_queues(app: Any, *, attempts: int = 5) -> None:
@@ -103,15 +133,15 @@ def worker_command(concurrency: int | None, pool: str | None, beat: bool) -> Non
     from worker.celery_app import create_celery
     from worker.tasks import register_tasks
 
+    argv = worker_argv(settings, pool=pool, concurrency=concurrency, loglevel=settings.log_level)
     app = register_tasks(create_celery(settings))
     declare_queues(app)
     if metrics_dir is not None:
         from worker.metrics import serve
 
         serve(settings)
-    argv = worker_argv(
-        settings, pool=pool, concurrency=concurrency, beat=beat, loglevel=settings.log_level
-    )
+    if beat:
+        embed_beat(app, settings)
     logger.info("celery %s (broker %s)", " ".join(argv), _safe(settings.resolved_broker_url))
     app.worker_main(argv)
 
