@@ -1,0 +1,75 @@
+"""The embedded broker's cost per message: kombu's SQLite defaults against dfmod's WAL channel.
+
+Publishes then fetches and acknowledges N messages through the ``sqla+sqlite`` transport in one
+process, once with kombu's own channel (rollback journal, full sync) and once with dfmod's
+(``dfmodsqla+``: WAL, ``synchronous=NORMAL``), alternating for a few rounds, and prints CPU and
+wall milliseconds per operation and the ratios.
+
+    python benchmarks/bench_broker.py              # about 10 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kombu import Connection
+from kombu.transport import sqlalchemy as kombu_sqla
+
+import worker.celery_app  # noqa: F401 - registers the dfmodsqla+ transport
+
+VARIANTS = (("kombu default", "sqla+"), ("dfmod WAL", "dfmodsqla+"))
+
+
+def run(url: str, count: int) -> dict[str, float]:
+    """Returns ms per publish and per fetch+ack (CPU and wall) for ``count`` messages."""
+    with Connection(url) as connection:
+        queue = connection.SimpleQueue("bench")
+        cpu, wall = time.process_time(), time.perf_counter()
+        for i in range(count):
+            queue.put({"i": i})
+        put_cpu, put_wall = time.process_time() - cpu, time.perf_counter() - wall
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(count):
+            queue.get(timeout=5).ack()
+        get_cpu, get_wall = time.process_time() - cpu, time.perf_counter() - wall
+        queue.close()
+    scale = 1000 / count
+    return {
+        "publish cpu": put_cpu * scale,
+        "publish wall": put_wall * scale,
+        "get+ack cpu": get_cpu * scale,
+        "get+ack wall": get_wall * scale,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in VARIANTS}
+    for _ in range(args.rounds):
+        for name, prefix in VARIANTS:
+            with tempfile.TemporaryDirectory() as folder:
+                kombu_sqla.Channel._engines.clear()  # a fresh engine (and file) per variant
+                results[name].append(run(f"{prefix}sqlite:///{folder}/broker.db", args.messages))
+    keys = list(results[VARIANTS[0][0]][0])
+    print(f"{'ms per operation (median)':26}" + "".join(f"{k:>14}" for k in keys))
+    medians = {
+        name: {k: sorted(r[k] for r in runs)[len(runs) // 2] for k in keys}
+        for name, runs in results.items()
+    }
+    for name, values in medians.items():
+        print(f"{name:26}" + "".join(f"{values[k]:14.2f}" for k in keys))
+    base, ours = (medians[name] for name, _ in VARIANTS)
+    print(f"{'ratio default / WAL':26}" + "".join(f"{base[k] / ours[k]:13.2f}x" for k in keys))
+
+
+if __name__ == "__main__":
+    main()
