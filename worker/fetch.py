@@ -10,6 +10,7 @@ without downloading all of it. Failures end the submission ``failed`` with ``fet
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import threading
@@ -59,9 +60,17 @@ class FetchResult:
     delivery_id: str | None = None
 
 
+def _abort(response: requests.Response) -> None:
+    """Ends a read blocked on the socket: closing alone does not wake it, shutting it down does."""
+    # urllib3 >= 2.3 (older: AttributeError, and only the close below, which a trickle outlasts)
+    with contextlib.suppress(AttributeError, ValueError, RuntimeError, OSError):
+        response.raw.shutdown()  # the blocked read then sees the end of the stream
+    response.close()
+
+
 def _read_body(response: requests.Response, *, url: str, max_bytes: int, deadline: float) -> bytes:
-    """Returns the body; a timer closes the connection at the deadline so a trickle cannot stall."""
-    watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), response.close)
+    """Returns the body; a timer shuts the connection at the deadline so a trickle cannot stall."""
+    watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _abort, [response])
     watchdog.daemon = True
     watchdog.start()
     body = bytearray()
