@@ -8,12 +8,15 @@ Idempotent scoring and claimed callback attempts keep it exactly-once in the dat
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import time
 from collections.abc import Iterator
 
 import pytest
+import requests
 
+from tests.e2e.conftest import image_bytes
 from tests.fixtures.receiver import CallbackReceiver
 from tests.fixtures.stack import FINAL, Stack, embedded_stack, triton_env
 from tests.reliability.conftest import (
@@ -21,15 +24,31 @@ from tests.reliability.conftest import (
     assert_exactly_once,
     kill_tree,
     statuses,
-    submit_many,
     wait_all_final,
-    wait_some_final,
     webhook_ids_by_submission,
 )
 
 pytestmark = pytest.mark.integration
 
 SUBMISSIONS = 200
+
+
+def _submit_stream(stack: Stack, api_key: str, count: int, callback_url: str) -> list[str]:
+    """Submits ``count`` distinct images over its own connection, whether or not the worker is
+    alive (``Stack.submit_file`` refuses once a process died); every answer must be 202."""
+    ids = []
+    with requests.Session() as http:
+        for seed in range(count):
+            response = http.post(
+                f"{stack.api_url}/v1/submissions",
+                files={"file": ("m.png", image_bytes((48, 48), seed=1000 + seed))},
+                data={"callback_url": callback_url},
+                headers={"Authorization": f"Bearer {api_key}"},
+                timeout=30,
+            )
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["id"])
+    return ids
 
 
 @pytest.fixture()
@@ -47,12 +66,18 @@ def test_worker_sigkill_mid_batch__each_submission_scored_once(
 ) -> None:
     tenant = stack.tenant()
     callback_receiver.secret = tenant.secret
-    ids = submit_many(stack, tenant.api_key, SUBMISSIONS, callback_url=callback_receiver.url())
-    wait_some_final(stack, tenant.api_key, ids, 5, timeout_s=60)
-    worker = stack.procs["worker"]
-    kill_tree(worker.pid)
-    worker.wait(timeout=10)
-    killed_at = time.monotonic()
+    # Submissions keep arriving while the worker is killed: the kill lands mid-stream, however
+    # fast the worker keeps up with a single client.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        submitted = pool.submit(
+            _submit_stream, stack, tenant.api_key, SUBMISSIONS, callback_receiver.url()
+        )
+        callback_receiver.wait_for(5, timeout_s=60)
+        worker = stack.procs["worker"]
+        kill_tree(worker.pid)
+        worker.wait(timeout=10)
+        killed_at = time.monotonic()
+        ids = submitted.result(timeout=120)
     unfinished = [i for i, s in statuses(stack, tenant.api_key, ids).items() if s not in FINAL]
     assert unfinished, "the batch finished before the kill; the test proves nothing"
     stack._spawn("worker", "worker", *stack.worker_args)
