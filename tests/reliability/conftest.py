@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import requests
 from sqlalchemy import func, select
 
 from moderation.db import make_engine, make_session_factory, session_scope
@@ -40,6 +41,27 @@ def submit_many(stack: Stack, api_key: str, count: int, *, callback_url: str | N
         response = stack.submit_file(api_key, data, headers=None, **fields)
         assert response.status_code == 202, response.text
         ids.append(response.json()["id"])
+    return ids
+
+
+def submit_stream(
+    stack: Stack, api_key: str, count: int, callback_url: str, *, first_seed: int = 1000
+) -> list[str]:
+    """Submits ``count`` distinct images over its own HTTP session (safe from a background
+    thread, and whether or not the worker is alive: ``Stack.submit_file`` refuses once a process
+    died); every answer must be 202. Returns the ids."""
+    ids: list[str] = []
+    with requests.Session() as http:
+        for seed in range(first_seed, first_seed + count):
+            response = http.post(
+                f"{stack.api_url}/v1/submissions",
+                files={"file": ("m.png", image_bytes((48, 48), seed=seed))},
+                data={"callback_url": callback_url},
+                headers={"Authorization": f"Bearer {api_key}"},
+                timeout=30,
+            )
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["id"])
     return ids
 
 

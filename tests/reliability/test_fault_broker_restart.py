@@ -17,13 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.e2e.conftest import image_bytes
 from tests.fixtures.receiver import CallbackReceiver
 from tests.fixtures.services import missing_service
 from tests.fixtures.stack import Stack, free_port, pg_redis_stack, triton_env
-from tests.reliability.conftest import FAULT_ENV, assert_exactly_once, wait_all_final
+from tests.reliability.conftest import (
+    FAULT_ENV,
+    assert_exactly_once,
+    submit_stream,
+    wait_all_final,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -93,23 +96,6 @@ def stack(
         started.stop()
 
 
-def _submit_in_background(stack: Stack, key: str, count: int, callback_url: str) -> list[str]:
-    """Submits ``count`` images from this thread with its own HTTP session; returns the ids."""
-    ids: list[str] = []
-    with requests.Session() as http:
-        for seed in range(count):
-            response = http.post(
-                f"{stack.api_url}/v1/submissions",
-                files={"file": ("x.png", image_bytes((48, 48), seed=2000 + seed))},
-                data={"callback_url": callback_url},
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=30,
-            )
-            assert response.status_code == 202, response.text
-            ids.append(response.json()["id"])
-    return ids
-
-
 def test_redis_restarted_mid_load__none_lost_none_twice(
     stack: Stack, private_redis: PrivateRedis, callback_receiver: CallbackReceiver
 ) -> None:
@@ -117,7 +103,12 @@ def test_redis_restarted_mid_load__none_lost_none_twice(
     callback_receiver.secret = tenant.secret
     with ThreadPoolExecutor(max_workers=1) as pool:
         load = pool.submit(
-            _submit_in_background, stack, tenant.api_key, SUBMISSIONS, callback_receiver.url()
+            submit_stream,
+            stack,
+            tenant.api_key,
+            SUBMISSIONS,
+            callback_receiver.url(),
+            first_seed=2000,
         )
         time.sleep(LOAD_BEFORE_STOP_S)
         private_redis.stop()

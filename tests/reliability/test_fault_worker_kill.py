@@ -14,9 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import requests
 
-from tests.e2e.conftest import image_bytes
 from tests.fixtures.receiver import CallbackReceiver
 from tests.fixtures.stack import FINAL, Stack, embedded_stack, triton_env
 from tests.reliability.conftest import (
@@ -24,6 +22,7 @@ from tests.reliability.conftest import (
     assert_exactly_once,
     kill_tree,
     statuses,
+    submit_stream,
     wait_all_final,
     webhook_ids_by_submission,
 )
@@ -31,24 +30,6 @@ from tests.reliability.conftest import (
 pytestmark = pytest.mark.integration
 
 SUBMISSIONS = 200
-
-
-def _submit_stream(stack: Stack, api_key: str, count: int, callback_url: str) -> list[str]:
-    """Submits ``count`` distinct images over its own connection, whether or not the worker is
-    alive (``Stack.submit_file`` refuses once a process died); every answer must be 202."""
-    ids = []
-    with requests.Session() as http:
-        for seed in range(count):
-            response = http.post(
-                f"{stack.api_url}/v1/submissions",
-                files={"file": ("m.png", image_bytes((48, 48), seed=1000 + seed))},
-                data={"callback_url": callback_url},
-                headers={"Authorization": f"Bearer {api_key}"},
-                timeout=30,
-            )
-            assert response.status_code == 202, response.text
-            ids.append(response.json()["id"])
-    return ids
 
 
 @pytest.fixture()
@@ -70,7 +51,7 @@ def test_worker_sigkill_mid_batch__each_submission_scored_once(
     # fast the worker keeps up with a single client.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         submitted = pool.submit(
-            _submit_stream, stack, tenant.api_key, SUBMISSIONS, callback_receiver.url()
+            submit_stream, stack, tenant.api_key, SUBMISSIONS, callback_receiver.url()
         )
         callback_receiver.wait_for(5, timeout_s=60)
         worker = stack.procs["worker"]
