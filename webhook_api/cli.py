@@ -12,13 +12,18 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from moderation.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def gunicorn_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -117,29 +122,39 @@ def tenant_group() -> None:
     """Manage tenants."""
 
 
+def _in_transaction(database_url: str, change: Callable[[Session], T]) -> T:
+    """Returns ``change(session)`` run in one transaction; lookup and value errors (a service's
+    refusals) and database errors become a ClickException saying what was expected."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from moderation.db import make_engine, make_session_factory, session_scope
+
+    engine = make_engine(database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            return change(session)
+    except (LookupError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        raise click.ClickException(
+            f"the database refused the change ({type(exc).__name__}); expected a migrated "
+            "database: run 'dfmod migrate' first"
+        ) from exc
+    finally:
+        engine.dispose()
+
+
 @tenant_group.command("create")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (api_key, webhook_secret, ...).")
 def tenant_create(name: str, as_json: bool) -> None:
     """Create a tenant and print its API key and webhook secret (shown only this once)."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from moderation.tenants import create_tenant
 
-    from moderation.db import make_engine, make_session_factory, session_scope
-    from moderation.tenants import TenantExists, create_tenant
-
-    engine = make_engine(load_settings().resolved_database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            created = create_tenant(session=session, name=name)
-    except (TenantExists, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except SQLAlchemyError as exc:
-        raise click.ClickException(
-            f"could not create the tenant ({type(exc).__name__}); expected a migrated "
-            "database: run 'dfmod migrate' first"
-        ) from exc
-    finally:
-        engine.dispose()
+    created = _in_transaction(
+        load_settings().resolved_database_url,
+        lambda session: create_tenant(session=session, name=name),
+    )
     if as_json:
         click.echo(
             json.dumps(
@@ -168,17 +183,12 @@ def tenant_create(name: str, as_json: bool) -> None:
 )
 def tenant_rotate_secret(name: str, overlap_hours: float) -> None:
     """Give a tenant a new webhook secret (printed once); the old one keeps signing meanwhile."""
-    from moderation.db import make_engine, make_session_factory, session_scope
     from moderation.tenants import rotate_secret
 
-    engine = make_engine(load_settings().resolved_database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            secret = rotate_secret(session=session, name=name, overlap_hours=overlap_hours)
-    except (LookupError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        engine.dispose()
+    secret = _in_transaction(
+        load_settings().resolved_database_url,
+        lambda session: rotate_secret(session=session, name=name, overlap_hours=overlap_hours),
+    )
     click.echo(f"webhook_secret: {secret}")
     click.echo(
         f"Store it now: it is not shown again. Callbacks are signed with both the new and the "
@@ -203,7 +213,6 @@ def tenant_rotate_secret(name: str, overlap_hours: float) -> None:
 )
 def tenant_set_rate_limit(name: str, per_minute: int | None, use_default: bool) -> None:
     """Set a tenant's submissions per minute (0: unlimited), or --default for the global one."""
-    from moderation.db import make_engine, make_session_factory, session_scope
     from moderation.tenants import set_rate_limit
 
     if (per_minute is not None) == use_default:
@@ -214,14 +223,10 @@ def tenant_set_rate_limit(name: str, per_minute: int | None, use_default: bool) 
             param_hint="'--per-minute'",
         )
     settings = load_settings()
-    engine = make_engine(settings.resolved_database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            tenant = set_rate_limit(session=session, name=name, per_minute=per_minute)
-    except (LookupError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        engine.dispose()
+    tenant = _in_transaction(
+        settings.resolved_database_url,
+        lambda session: set_rate_limit(session=session, name=name, per_minute=per_minute),
+    )
     limit = tenant.rate_limit_per_minute
     if limit is None:
         default = settings.rate_limit_per_minute
