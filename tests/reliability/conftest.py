@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 from collections import defaultdict
@@ -155,3 +156,20 @@ def kill_tree(pid: int) -> None:
     for target in [pid, *descendants(pid)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(target, signal.SIGKILL)
+
+
+def wait_worker_ready(stack: Stack, *, timeout_s: float = 60.0) -> None:
+    """Returns once the worker logged Celery's ``ready.`` (its queues are declared by then).
+
+    ``Stack.start`` returns when the API answers, which can be before the worker declared its
+    queues; on the SQLite broker the API's first publish then races that declaration, can fail
+    with a unique-constraint error, and leaves the submission to the sweeper.
+    """
+    path = stack.root / "worker.log"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stack._check_alive()
+        if path.exists() and re.search(r"celery@\S+ ready\.", path.read_text(errors="replace")):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the worker did not log ready within {timeout_s}s\n{stack.log_tail()}")

@@ -21,7 +21,13 @@ import pytest
 
 from tests.e2e.conftest import image_bytes
 from tests.fixtures.stack import FINAL, Stack, embedded_stack, triton_env
-from tests.reliability.conftest import FAULT_ENV, statuses, submit_many, wait_all_final
+from tests.reliability.conftest import (
+    FAULT_ENV,
+    statuses,
+    submit_many,
+    wait_all_final,
+    wait_worker_ready,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -103,6 +109,7 @@ def stack(triton_server: object, tmp_path: Path) -> Iterator[Stack]:
     }
     started = embedded_stack(tmp_path / "stack", env).start()
     try:
+        wait_worker_ready(started)
         yield started
     finally:
         started.stop()

@@ -27,6 +27,7 @@ from tests.reliability.conftest import (
     submit_many,
     wait_all_final,
     wait_some_final,
+    wait_worker_ready,
 )
 from worker.triton_server import TritonServer
 
@@ -62,6 +63,7 @@ def stack(private_triton: TritonServer, tmp_path: Path) -> Iterator[Stack]:
     env = {**triton_env(private_triton), **ENV}
     started = embedded_stack(tmp_path / "stack", env).start()
     try:
+        wait_worker_ready(started)
         yield started
     finally:
         started.stop()

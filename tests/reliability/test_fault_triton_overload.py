@@ -26,7 +26,12 @@ from moderation import contract
 from moderation.settings import PROJECT_ROOT
 from tests.fixtures.stack import Stack, embedded_stack, triton_env
 from tests.fixtures.triton import copy_repository, start_server
-from tests.reliability.conftest import FAULT_ENV, assert_exactly_once, wait_all_final
+from tests.reliability.conftest import (
+    FAULT_ENV,
+    assert_exactly_once,
+    wait_all_final,
+    wait_worker_ready,
+)
 from tests.video.media import animated
 from worker.triton_server import TritonServer
 
@@ -75,6 +80,7 @@ def stack(small_triton: TritonServer, tmp_path: Path) -> Iterator[Stack]:
     unstarted.worker_args = ("--beat", "--concurrency", str(WORKER_THREADS))
     started = unstarted.start()
     try:
+        wait_worker_ready(started)
         yield started
     finally:
         started.stop()
