@@ -105,7 +105,7 @@ def rows_per_submission(database_url: str, model: Any, ids: list[str]) -> dict[s
     """Returns how many rows of ``model`` (Verdict, CallbackDelivery) each submission has."""
     engine = make_engine(database_url)
     try:
-        with session_scope(make_session_factory(engine)) as session:
+        with session_scope(make_session_factory(engine), read_only=True) as session:
             query = (
                 select(model.submission_id, func.count())
                 .where(model.submission_id.in_(ids))
