@@ -65,6 +65,21 @@ class SqlaChannel(kombu_sqla.Channel):
     runs its embedded beat as a thread and refuses the prefork pool on this broker.
     """
 
+    def _get_or_create(self, queue: str) -> Any:
+        """Returns the queue's row; a row another process inserted first is simply read.
+
+        kombu's version is SELECT-then-INSERT and only forgives ``OperationalError``, so the loser
+        of a race (an API publishing while the worker declares the queue) raised an
+        ``IntegrityError`` and its submission waited for the sweeper.
+        """
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            return super()._get_or_create(queue)
+        except IntegrityError:
+            self.session.rollback()
+            return super()._get_or_create(queue)
+
     def _engine_from_config(self) -> Any:
         engine = super()._engine_from_config()
         if engine.dialect.name == "sqlite":
