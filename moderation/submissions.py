@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from moderation.models import IdempotencyRecord, Status, Submission, Verdict, utcnow
+from moderation.models import IdempotencyRecord, Review, Status, Submission, Verdict, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +138,18 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 def _view(row: Submission) -> SubmissionView:
-    verdict = None
-    if row.verdict is not None:
-        v: Verdict = row.verdict
-        verdict = VerdictView(
+    return submission_view(row, verdict=row.verdict, reviews=row.reviews)
+
+
+def submission_view(
+    row: Submission, *, verdict: Verdict | None, reviews: list[Review] | tuple[()]
+) -> SubmissionView:
+    """Returns the view of a flushed row given its verdict and reviews, without loading them
+    (the scorer passes the verdict it just added and no reviews: one cannot exist yet)."""
+    verdict_view = None
+    if verdict is not None:
+        v = verdict
+        verdict_view = VerdictView(
             v.p_fake,
             v.logit,
             v.decision,
@@ -168,10 +176,8 @@ def _view(row: Submission) -> SubmissionView:
         created_at=row.created_at,
         updated_at=row.updated_at,
         completed_at=row.completed_at,
-        verdict=verdict,
-        review=ReviewView(row.reviews[-1].label, row.reviews[-1].created_at)
-        if row.reviews
-        else None,
+        verdict=verdict_view,
+        review=ReviewView(reviews[-1].label, reviews[-1].created_at) if reviews else None,
     )
 
 

@@ -56,16 +56,22 @@ def event_payload(event_type: str, view: SubmissionView) -> dict[str, Any]:
 
 
 def add_outbox(
-    session: Session, *, submission: Submission, event_type: str
+    session: Session,
+    *,
+    submission: Submission,
+    event_type: str,
+    view: SubmissionView | None = None,
 ) -> CallbackDelivery | None:
     """Adds the outbox row of an event when the submission has a callback URL; returns it.
 
     Call it after the submission's new state (and verdict) are flushed, in the same transaction.
+    ``view`` is the payload's submission; by default it is read back from the session.
     """
     if not submission.callback_url:
         return None
     session.flush()
-    view = get_submission(session=session, submission_id=submission.id, tenant_id=None)
+    if view is None:
+        view = get_submission(session=session, submission_id=submission.id, tenant_id=None)
     if view is None:
         raise LookupError(f"submission {submission.id} vanished while writing its callback")
     delivery = CallbackDelivery(

@@ -28,6 +28,7 @@ from moderation.models import Status, Submission, Tenant, Verdict, utcnow
 from moderation.policy import calibrate, decide, resolve_thresholds
 from moderation.preprocess import ImageLimits, MediaRejected, decode_image, image_to_input
 from moderation.settings import Settings
+from moderation.submissions import submission_view
 from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
 from worker.callbacks import EVENT_FAILED, EVENT_SCORED, add_outbox
 from worker.metrics import observe_since, stage
@@ -93,7 +94,10 @@ def fail_submission(
                 return ScoreResult(Outcome.NOOP, sub.status if sub else None)
             sub.status, sub.failure_reason = Status.FAILED, reason
             sub.failure_detail, sub.completed_at = detail[:MAX_DETAIL_CHARS], utcnow()
-            delivery = add_outbox(session, submission=sub, event_type=EVENT_FAILED)
+            session.flush()
+            # Unfinished and never reviewed (reviews need needs_review): nothing to load.
+            view = submission_view(sub, verdict=None, reviews=())
+            delivery = add_outbox(session, submission=sub, event_type=EVENT_FAILED, view=view)
             delivery_id = delivery.id if delivery else None
     except IntegrityError:
         return ScoreResult(Outcome.NOOP)
@@ -190,7 +194,9 @@ def _record_verdict(
             session.add(verdict)
             sub.status, sub.completed_at = decision, utcnow()
             session.flush()
-            delivery = add_outbox(session, submission=sub, event_type=EVENT_SCORED)
+            # The verdict just added, and no reviews: a scorable submission was never reviewed.
+            view = submission_view(sub, verdict=verdict, reviews=())
+            delivery = add_outbox(session, submission=sub, event_type=EVENT_SCORED, view=view)
             delivery_id = delivery.id if delivery else None
     except IntegrityError:  # another worker stored the verdict first
         logger.info("score: verdict for %s already stored by another run", submission_id)

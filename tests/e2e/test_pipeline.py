@@ -74,6 +74,8 @@ def test_upload__scored_by_triton__signed_callback(
     assert (event["data"]["id"], event["data"]["external_id"]) == (accepted["id"], "post-1")
     assert event["data"]["status"] == final["status"]
     assert event["data"]["verdict"]["p_fake"] == pytest.approx(verdict["p_fake"])
+    # The payload is the API's representation at the moment of the verdict, field for field.
+    assert event["data"] == stack.get(tenant.api_key, accepted["id"]).json()
 
 
 def test_callback__retried_with_same_webhook_id(
@@ -189,6 +191,7 @@ def test_failure_reason__through_api(
     (callback,) = callback_receiver.wait_for(1, path="/failed", timeout_s=30)
     assert callback.signature_ok and callback.json()["type"] == "submission.failed"
     assert callback.json()["data"]["failure"]["reason"] == reason
+    assert callback.json()["data"] == stack.get(tenant.api_key, final["id"]).json()
 
 
 def test_sweeper__recovers_lost_messages(stack: Stack, callback_receiver: CallbackReceiver) -> None:
