@@ -194,13 +194,17 @@ def create_submission(
     callback_url: str | None = None,
     external_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    queued: bool = False,
 ) -> SubmissionView:
-    """Returns a new ``received`` submission (flushed; the caller's transaction commits it)."""
+    """Returns a new submission (flushed; the caller's transaction commits it): ``received``, or
+    ``queued`` when the caller will publish its task right after the commit (and calls
+    :func:`mark_received` if that fails)."""
     if (blob_sha256 is None) == (media_url is None):
         raise ValueError("expected exactly one of blob_sha256 (upload) or media_url")
     row = Submission(
         tenant_id=tenant_id,
-        status=Status.RECEIVED,
+        status=Status.QUEUED if queued else Status.RECEIVED,
+        queued_at=utcnow() if queued else None,
         media_kind=media_kind,
         blob_sha256=blob_sha256,
         media_url=media_url,
@@ -287,13 +291,14 @@ def list_submissions(
     return Page([_view(r) for r in rows], next_cursor)
 
 
-def mark_queued(*, session: Session, submission_id: str) -> dt.datetime | None:
-    """Moves a ``received`` submission to ``queued``; returns when, or None if it had moved on."""
+def mark_received(*, session: Session, submission_id: str) -> dt.datetime | None:
+    """Moves a ``queued`` submission back to ``received`` (its task could not be published);
+    returns when, or None if it had moved on."""
     now = utcnow()
     result = session.execute(
         update(Submission)
-        .where(Submission.id == submission_id, Submission.status == Status.RECEIVED)
-        .values(status=Status.QUEUED, queued_at=now, updated_at=now)
+        .where(Submission.id == submission_id, Submission.status == Status.QUEUED)
+        .values(status=Status.RECEIVED, queued_at=None, updated_at=now)
     )
     return now if getattr(result, "rowcount", 0) else None
 

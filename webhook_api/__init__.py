@@ -8,10 +8,11 @@ at import time.
 from __future__ import annotations
 
 import importlib
+import io
 import logging
-from typing import Any
+from typing import IO, Any
 
-from flask import Flask
+from flask import Flask, Request
 
 from moderation.settings import Settings, load_settings
 
@@ -19,6 +20,29 @@ logger = logging.getLogger(__name__)
 
 # Room for multipart boundaries and form fields on top of the largest accepted file.
 REQUEST_OVERHEAD_BYTES = 256 * 1024
+# Multipart bodies up to this size are parsed in memory; larger ones spool to a temporary file.
+IN_MEMORY_BODY_BYTES = 8 * 1024 * 1024
+
+
+class UploadRequest(Request):
+    """Werkzeug spools every file part of a body over 500 KB to a temporary file on disk, which
+    the submission then reads straight back; typical photos (a few MB) stay in memory here.
+    Bodies are bounded by ``MAX_CONTENT_LENGTH``, so memory per request stays bounded too."""
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        if total_content_length is not None and total_content_length <= IN_MEMORY_BODY_BYTES:
+            return io.BytesIO()
+        return super()._get_file_stream(
+            total_content_length, content_type, filename, content_length
+        )
+
+
 BLUEPRINTS = ("webhook_api.submissions:bp", "webhook_api.ops:bp")
 # Blueprints owned by other parts of the project, registered when their module exists.
 OPTIONAL_BLUEPRINTS = ("webhook_api.review:bp",)
@@ -45,6 +69,7 @@ def create_app(
 
     settings = settings or load_settings()
     app = Flask(__name__)
+    app.request_class = UploadRequest
     app.config.from_mapping(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + REQUEST_OVERHEAD_BYTES,
         JSON_SORT_KEYS=False,

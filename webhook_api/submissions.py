@@ -1,9 +1,10 @@
 """The ``/v1/submissions`` blueprint: validate, store, commit, enqueue by name, answer 202.
 
-Nothing is decoded or scored here. The submission row (and the Idempotency-Key record) commit in
-one transaction; only then is the task sent to the broker by name, and the row marked ``queued``.
-If the broker is down the submission stays ``received``, is still accepted, and the sweeper
-enqueues it later.
+Nothing is decoded or scored here. The submission row, written ``queued``, and the
+Idempotency-Key record commit in one transaction; only then is the task sent to the broker by
+name. If the broker is down the row goes back to ``received`` (what the sweeper and operators
+see), the submission is still accepted, and the sweeper enqueues it later; a crash between the
+commit and the send leaves it ``queued`` without a message, which the sweeper also picks up.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from moderation.submissions import (
     find_stored_response,
     get_submission,
     list_submissions,
-    mark_queued,
+    mark_received,
     update_stored_response,
 )
 from webhook_api.auth import current_tenant, require_tenant
@@ -108,6 +109,7 @@ def _create(intake: Intake, tenant_id: str, key: str | None, fingerprint: str) -
             callback_url=intake.callback_url,
             external_id=intake.external_id,
             metadata=intake.metadata,
+            queued=True,
         )
         if key is not None:
             claim_key(
@@ -139,13 +141,13 @@ def _enqueue(view: SubmissionView) -> bool:
     return True
 
 
-def _after_enqueue(view: SubmissionView, key: str | None) -> dict[str, Any]:
-    """Marks the submission queued (one UPDATE) and returns the 202 body."""
+def _back_to_received(view: SubmissionView, key: str | None) -> dict[str, Any]:
+    """Marks a submission whose task could not be published ``received``; returns the 202 body."""
     with session_scope(state().session_factory) as session:
-        queued_at = mark_queued(session=session, submission_id=view.id)
-        if queued_at is not None:
-            body = dataclasses.replace(view, status=Status.QUEUED, updated_at=queued_at).to_json()
-        else:  # a worker moved it on already: answer with what it is now
+        moved_at = mark_received(session=session, submission_id=view.id)
+        if moved_at is not None:
+            body = dataclasses.replace(view, status=Status.RECEIVED, updated_at=moved_at).to_json()
+        else:  # the sweeper moved it on already: answer with what it is now
             fresh = get_submission(session=session, submission_id=view.id, tenant_id=None)
             body = (fresh or view).to_json()
         if key is not None:
@@ -177,12 +179,12 @@ def create() -> Response:
             return replayed
         raise
     body = view.to_json()
-    if _enqueue(view):
+    if not _enqueue(view):
         try:
-            body = _after_enqueue(view, key)
+            body = _back_to_received(view, key)
         except Exception:
-            # Committed and enqueued already: answer 202; the worker moves the row on anyway.
-            logger.exception("could not mark %s queued; answering with it as received", view.id)
+            # Committed already: answer 202; the sweeper re-enqueues a queued row that stays put.
+            logger.exception("could not mark %s received; it stays queued for the sweeper", view.id)
     SUBMISSIONS_ACCEPTED.labels(kind=view.media_kind).inc()
     return _accepted(body, 202)
 

@@ -207,15 +207,38 @@ def test_get_shows_the_verdict_and_latest_review(
     assert [item["id"] for item in listed] == [created["id"]]
 
 
-def test_a_failure_after_enqueue_still_answers_202(
+def test_a_failure_after_the_commit_still_answers_202(
     client: FlaskClient, auth: dict[str, str], monkeypatch
 ) -> None:
     import webhook_api.submissions as views
 
-    def broken(**_: object) -> bool:
+    def broken(**_: object) -> None:
         raise RuntimeError("database went away after the commit")
 
-    monkeypatch.setattr(views, "mark_queued", broken)
+    # The broker refuses the message and the database then refuses to mark the row received:
+    # the submission is committed (queued, for the sweeper), so the answer is still 202.
+    monkeypatch.setattr(views, "_enqueue", lambda view: False)
+    monkeypatch.setattr(views, "mark_received", broken)
     response = client.post("/v1/submissions", data=upload(png_bytes()), headers=auth)
     assert response.status_code == 202
-    assert response.get_json()["status"] == "received"
+    assert response.get_json()["status"] == "queued"
+    fetched = client.get(response.headers["Location"], headers=auth).get_json()
+    assert fetched["status"] == "queued"
+
+
+def test_upload_bodies_are_parsed_in_memory_up_to_the_threshold() -> None:
+    import io
+
+    from werkzeug.test import EnvironBuilder
+
+    from webhook_api import IN_MEMORY_BODY_BYTES, UploadRequest
+
+    def file_stream(size: int) -> object:
+        data = {"file": (io.BytesIO(b"x" * size), "big.jpg")}
+        request = UploadRequest(EnvironBuilder(method="POST", data=data).get_environ())
+        upload = request.files["file"]
+        assert len(upload.read()) == size
+        return upload.stream
+
+    assert isinstance(file_stream(2 * 1024 * 1024), io.BytesIO)  # werkzeug alone: spooled to disk
+    assert not isinstance(file_stream(IN_MEMORY_BODY_BYTES + 1), io.BytesIO)
