@@ -63,22 +63,30 @@ def make_images(count: int, *, seed: int = 7) -> list[tuple[str, bytes]]:
     return images
 
 
-def in_process_limit(images: list[bytes], *, batch: int = 8, threads: int = 2) -> dict[str, float]:
-    """Returns decode ms/image, score ms/image and images/s for decode + onnxruntime in-process."""
+def in_process_limit(
+    images: list[bytes], *, batch: int = 8, threads: int = 2, passes: int = 3
+) -> dict[str, float]:
+    """Returns decode ms/image, score ms/image and images/s for decode + onnxruntime in-process
+    (the median pass of ``passes``: one short pass on a shared machine is noisy)."""
     from training.export import onnx_logits, onnx_session
 
     session = onnx_session(VERSION_DIR / "model.onnx", threads=threads)
     onnx_logits(session, np.stack([load_image(images[0])] * batch), batch=batch)  # warm-up
-    started = time.perf_counter()
-    arrays = np.stack([load_image(data, DEFAULT_LIMITS) for data in images])
-    decoded = time.perf_counter()
-    onnx_logits(session, arrays, batch=batch)
-    done = time.perf_counter()
-    return {
-        "decode_ms": (decoded - started) / len(images) * 1000,
-        "score_ms": (done - decoded) / len(images) * 1000,
-        "images_per_s": len(images) / (done - started),
-    }
+    runs = []
+    for _ in range(passes):
+        started = time.perf_counter()
+        arrays = np.stack([load_image(data, DEFAULT_LIMITS) for data in images])
+        decoded = time.perf_counter()
+        onnx_logits(session, arrays, batch=batch)
+        done = time.perf_counter()
+        runs.append(
+            {
+                "decode_ms": (decoded - started) / len(images) * 1000,
+                "score_ms": (done - decoded) / len(images) * 1000,
+                "images_per_s": len(images) / (done - started),
+            }
+        )
+    return sorted(runs, key=lambda run: run["images_per_s"])[len(runs) // 2]
 
 
 class CallbackWatcher:
@@ -433,12 +441,15 @@ def print_stages(limit: dict[str, float], stack: list[Load]) -> None:
         parts["triton queue"], parts["triton compute"] = queue, compute
         for name in ("callback_queue", "callback"):  # after Triton, in the order they happen
             parts[name] = parts.pop(name)
-        parts["other (hand-offs, HTTP, scheduling)"] = max(latency - sum(parts.values()), 0.0)
         shares = ", ".join(f"{k} {v:.1f} ({v / latency:.0%})" for k, v in parts.items())
         print(
-            f"  conc {load.concurrency:3d}: upload->callback {latency:.0f} ms = {shares}; "
-            f"avg triton batch {load.extra['avg_batch']:.2f}"
+            f"  conc {load.concurrency:3d}: upload->callback {latency:.0f} ms; {shares}; "
+            f"sum {sum(parts.values()):.0f} ms; avg triton batch {load.extra['avg_batch']:.2f}"
         )
+    print(
+        "  (the stages overlap a little: the API answers after the row is queued, and a delivery's"
+        " last database write follows the callback the client already has)"
+    )
     print(
         f"  in-process: decode {limit['decode_ms']:.1f} ms/img, onnxruntime batch 8 "
         f"{limit['score_ms']:.1f} ms/img"
