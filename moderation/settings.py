@@ -90,6 +90,12 @@ class Settings:
         "2,5,10,20,30,60,60,60,60",
         "Seconds between scoring retries while Triton is unavailable; then failed",
     )
+    task_soft_time_limit_s: float = _setting(
+        120.0, "Time after which a running task is interrupted and its submission fails (prefork)"
+    )
+    task_time_limit_s: float = _setting(
+        180.0, "Time after which a task's process is killed; the sweeper retries it (prefork)"
+    )
     stuck_after_s: float = _setting(300.0, "Age after which the sweeper re-enqueues a stuck job")
     sweep_interval_s: float = _setting(30.0, "How often the sweeper runs")
     log_level: str = _setting("INFO", "Logging level")

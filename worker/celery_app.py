@@ -31,10 +31,6 @@ TASK_DELIVER = "dfmod.deliver_callback"
 TASK_SWEEP = "dfmod.sweep"
 TASK_NAMES = (TASK_SCORE, TASK_FETCH, TASK_DELIVER, TASK_SWEEP)
 
-# Hard/soft limits of one task run (enforced by the prefork pool; the threads pool relies on the
-# per-call timeouts of Triton, HTTP and the database instead).
-TASK_SOFT_TIME_LIMIT_S = 120
-TASK_TIME_LIMIT_S = 180
 # Redis redelivers a reserved-but-unacknowledged message after this long. Countdowns given to
 # apply_async stay well below it; longer waits are left to the sweeper (see worker.callbacks).
 REDIS_VISIBILITY_TIMEOUT_S = 3600
@@ -158,8 +154,11 @@ def create_celery(settings: Settings) -> DfmodCelery:
         result_serializer="json",
         task_ignore_result=True,
         result_backend=None,
-        task_soft_time_limit=TASK_SOFT_TIME_LIMIT_S,
-        task_time_limit=TASK_TIME_LIMIT_S,
+        # Enforced by the prefork pool (the soft limit raises SoftTimeLimitExceeded in the task,
+        # which fails the submission; the hard one kills the process, and the sweeper retries);
+        # the threads pool relies on the per-call timeouts of Triton, HTTP and the database.
+        task_soft_time_limit=settings.task_soft_time_limit_s,
+        task_time_limit=settings.task_time_limit_s,
         task_default_queue="dfmod",
         broker_transport_options=_transport_options(broker_url),
         broker_connection_retry_on_startup=True,

@@ -4,7 +4,8 @@
 worker CLI calls it; the API only sends tasks by name). Retry policy lives here: Triton outages
 retry on ``settings.score_retry_delays`` (minutes, so a restart of Triton does not fail work),
 unexpected errors retry on :data:`INTERNAL_RETRY_DELAYS`; when either is spent the submission ends
-``failed`` with ``inference_unavailable`` or ``internal_error``. Nothing accepted is left hanging.
+``failed`` with ``inference_unavailable`` or ``internal_error``. A task that runs past the soft time
+limit (prefork) ends its submission ``failed`` at once. Nothing accepted is left hanging.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from moderation.models import FailureReason
 from worker import callbacks, fetch, scoring, sweeper
@@ -58,6 +60,24 @@ def _retry_or_fail(task: Task, submission_id: str, exc: Exception, *, inference:
     return failed.outcome.value
 
 
+def _out_of_time(task: Task, submission_id: str, reason: str, what: str) -> str:
+    """Ends a submission whose task ran past the soft time limit ``failed`` (never retried: the
+    same media would run out of time again); returns the outcome."""
+    deps = _deps(task)
+    limit = deps.settings.task_soft_time_limit_s
+    detail = f"{what} ran past the task time limit of {limit:g}s (DFMOD_TASK_SOFT_TIME_LIMIT_S)"
+    logger.warning("%s: %s", submission_id, detail)
+    failed = scoring.fail_submission(
+        submission_id=submission_id,
+        session_factory=deps.session_factory,
+        reason=reason,
+        detail=detail,
+    )
+    if failed.delivery_id:
+        enqueue(task.app, TASK_DELIVER, failed.delivery_id)
+    return failed.outcome.value
+
+
 def score_submission(task: Task, submission_id: str) -> str:
     """Scores a submission; enqueues its callback or, for unfetched media, the fetch."""
     from worker.triton_client import InferenceUnavailable
@@ -73,6 +93,8 @@ def score_submission(task: Task, submission_id: str) -> str:
         )
     except InferenceUnavailable as exc:
         return _retry_or_fail(task, submission_id, exc, inference=True)
+    except SoftTimeLimitExceeded:
+        return _out_of_time(task, submission_id, FailureReason.INTERNAL_ERROR, "scoring")
     except Exception as exc:
         logger.exception("scoring %s failed unexpectedly", submission_id)
         return _retry_or_fail(task, submission_id, exc, inference=False)
@@ -93,6 +115,8 @@ def fetch_media(task: Task, submission_id: str) -> str:
             blobs=deps.blobs,
             settings=deps.settings,
         )
+    except SoftTimeLimitExceeded:
+        return _out_of_time(task, submission_id, FailureReason.FETCH_FAILED, "fetching media_url")
     except Exception as exc:
         logger.exception("fetching %s failed unexpectedly", submission_id)
         return _retry_or_fail(task, submission_id, exc, inference=False)
