@@ -82,6 +82,9 @@ class Settings:
     )
     fetch_timeout_s: float = _setting(10.0, "Total time limit for fetching a media_url")
     callback_timeout_s: float = _setting(10.0, "Time a callback receiver has to answer 2xx")
+    callback_dispatch_threads: int = _setting(
+        1, "Threads per worker process making first callback attempts; 0: all via the broker"
+    )
     callback_schedule: str = _setting(
         "0,5,300,1800,7200,18000,36000,36000",
         "Seconds before each callback attempt (Standard Webhooks schedule); then dead",

@@ -5,7 +5,9 @@ worker CLI calls it; the API only sends tasks by name). Retry policy lives here:
 retry on ``settings.score_retry_delays`` (minutes, so a restart of Triton does not fail work),
 unexpected errors retry on :data:`INTERNAL_RETRY_DELAYS`; when either is spent the submission ends
 ``failed`` with ``inference_unavailable`` or ``internal_error``. A task that runs past the soft time
-limit (prefork) ends its submission ``failed`` at once. Nothing accepted is left hanging.
+limit (prefork) ends its submission ``failed`` at once. Nothing accepted is left hanging. A new
+outbox row's first attempt goes to this process's dispatch threads (:mod:`worker.dispatch`);
+retries, sweeps and a full dispatch backlog go through the broker.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from moderation.models import FailureReason
-from worker import callbacks, fetch, scoring, sweeper
+from worker import callbacks, dispatch, fetch, scoring, sweeper
 from worker.celery_app import TASK_DELIVER, TASK_FETCH, TASK_SCORE, TASK_SWEEP, DfmodCelery
 from worker.deps import WorkerDeps, deps_for
 
@@ -38,6 +40,26 @@ def enqueue(app: Any, name: str, item_id: str, *, countdown: float | None = None
         logger.exception("could not enqueue %s(%s); the sweeper will retry", name, item_id)
 
 
+def hand_over_delivery(app: Any, delivery_id: str) -> None:
+    """Makes a new outbox row's first attempt from this process's dispatch threads, or enqueues
+    it when they are off or their backlog is full (see :mod:`worker.dispatch`)."""
+    pool = dispatch.dispatcher(app.settings.callback_dispatch_threads)
+    if pool is None or not pool.offer(lambda: deliver_and_schedule(app, delivery_id)):
+        enqueue(app, TASK_DELIVER, delivery_id)
+
+
+def deliver_and_schedule(app: Any, delivery_id: str) -> str:
+    """Makes one delivery attempt; short waits are scheduled here, long ones by the sweeper."""
+    deps = deps_for(app.settings)
+    result = callbacks.deliver(
+        delivery_id=delivery_id, session_factory=deps.session_factory, settings=deps.settings
+    )
+    wait = result.retry_in_s
+    if wait is not None and wait <= callbacks.MAX_COUNTDOWN_S:
+        enqueue(app, TASK_DELIVER, delivery_id, countdown=wait)
+    return result.status
+
+
 def _retry_or_fail(task: Task, submission_id: str, exc: Exception, *, inference: bool) -> str:
     deps = _deps(task)
     delays = deps.settings.score_retry_delays if inference else INTERNAL_RETRY_DELAYS
@@ -56,7 +78,7 @@ def _retry_or_fail(task: Task, submission_id: str, exc: Exception, *, inference:
         detail=detail,
     )
     if failed.delivery_id:
-        enqueue(task.app, TASK_DELIVER, failed.delivery_id)
+        hand_over_delivery(task.app, failed.delivery_id)
     return failed.outcome.value
 
 
@@ -74,7 +96,7 @@ def _out_of_time(task: Task, submission_id: str, reason: str, what: str) -> str:
         detail=detail,
     )
     if failed.delivery_id:
-        enqueue(task.app, TASK_DELIVER, failed.delivery_id)
+        hand_over_delivery(task.app, failed.delivery_id)
     return failed.outcome.value
 
 
@@ -101,7 +123,7 @@ def score_submission(task: Task, submission_id: str) -> str:
     if result.outcome is scoring.Outcome.NEEDS_FETCH:
         enqueue(task.app, TASK_FETCH, submission_id)
     if result.delivery_id:
-        enqueue(task.app, TASK_DELIVER, result.delivery_id)
+        hand_over_delivery(task.app, result.delivery_id)
     return result.outcome.value
 
 
@@ -123,20 +145,13 @@ def fetch_media(task: Task, submission_id: str) -> str:
     if result.outcome is fetch.FetchOutcome.STORED:
         enqueue(task.app, TASK_SCORE, submission_id)
     if result.delivery_id:
-        enqueue(task.app, TASK_DELIVER, result.delivery_id)
+        hand_over_delivery(task.app, result.delivery_id)
     return result.outcome.value
 
 
 def deliver_callback(task: Task, delivery_id: str) -> str:
-    """Makes one delivery attempt; short waits are scheduled here, long ones by the sweeper."""
-    deps = _deps(task)
-    result = callbacks.deliver(
-        delivery_id=delivery_id, session_factory=deps.session_factory, settings=deps.settings
-    )
-    wait = result.retry_in_s
-    if wait is not None and wait <= callbacks.MAX_COUNTDOWN_S:
-        enqueue(task.app, TASK_DELIVER, delivery_id, countdown=wait)
-    return result.status
+    """Makes one delivery attempt (retries, sweeps and full dispatch backlogs come here)."""
+    return deliver_and_schedule(task.app, delivery_id)
 
 
 def enqueue_sweep_result(app: Any, result: sweeper.SweepResult) -> None:

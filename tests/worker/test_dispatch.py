@@ -1,0 +1,66 @@
+"""The worker's callback dispatch threads: run jobs, refuse when full, survive a failing job."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from worker.dispatch import Dispatcher, dispatcher
+
+
+def test_jobs_run_on_the_pool_threads_and_a_failing_job_does_not_stop_them() -> None:
+    pool = Dispatcher(threads=2)
+    ran: list[str] = []
+    done = threading.Semaphore(0)
+
+    def offer(job: object) -> None:  # waits (bounded) for an idle thread, as jobs finish
+        deadline = time.monotonic() + 10
+        while not pool.offer(job):  # type: ignore[arg-type]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    def boom() -> None:
+        try:
+            raise RuntimeError("receiver exploded")
+        finally:
+            done.release()
+
+    def job() -> None:
+        ran.append(threading.current_thread().name)
+        done.release()
+
+    offer(boom)
+    for _ in range(4):
+        offer(job)
+    for _ in range(5):
+        assert done.acquire(timeout=10)
+    assert len(ran) == 4 and all(name.startswith("dfmod-dispatch-") for name in ran)
+
+
+def test_no_idle_thread_refuses_so_the_caller_uses_the_broker() -> None:
+    pool = Dispatcher(threads=1)
+    release, started, ran = threading.Event(), threading.Event(), threading.Event()
+
+    def blocker() -> None:
+        started.set()
+        release.wait(10)
+
+    assert pool.offer(blocker)
+    assert started.wait(10)  # the only thread is busy now: nothing may wait behind it
+    assert not pool.offer(ran.set)
+    release.set()
+    deadline = time.monotonic() + 10
+    while not pool.offer(ran.set):  # idle again once the blocker returned
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert ran.wait(10)
+
+
+def test_one_dispatcher_per_process_and_none_when_off() -> None:
+    assert dispatcher(0) is None
+    assert dispatcher(3) is dispatcher(3)
+    assert dispatcher(3).threads == 3
+    from worker import dispatch
+
+    assert (os.getpid(), 3) in dispatch._dispatchers

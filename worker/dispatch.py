@@ -1,0 +1,84 @@
+"""First callback attempts from a small pool of threads in the worker process.
+
+The outbox row, written in the verdict's own transaction, is the durable record of a callback;
+the broker is needed only to schedule retries. Handing the first attempt to a local pool right
+after the verdict saves, per submission, a publish, a fetch, a Celery task and the wait behind
+every scoring queued meanwhile. The pool is bounded and keeps no backlog: when none of its
+threads is idle (slow receivers), :meth:`Dispatcher.offer` refuses and the caller enqueues the
+delivery task as before, so a slow receiver never holds a scoring slot or another callback. An
+attempt lost with the process (a kill, a shutdown) leaves a pending, due outbox row, which the
+sweeper enqueues; a duplicate attempt is a no-op because attempts are claimed
+(``worker.callbacks``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    """A fixed set of daemon threads; a job is accepted only when one of them is idle.
+
+    There is no backlog: a callback never waits behind another receiver's slow answer here. With
+    every thread busy, :meth:`offer` refuses at once and the caller uses the broker.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._jobs: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)  # one permit per thread waiting for a job
+        self._started = False
+        self._lock = threading.Lock()
+
+    def offer(self, job: Callable[[], object]) -> bool:
+        """Hands ``job`` to an idle thread; returns False (nothing queued) when none is idle."""
+        self._start()
+        if not self._idle.acquire(blocking=False):
+            return False
+        self._jobs.put(job)
+        return True
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            for number in range(self.threads):
+                thread = threading.Thread(
+                    target=self._run, name=f"dfmod-dispatch-{number}", daemon=True
+                )
+                thread.start()
+            self._started = True
+
+    def _run(self) -> None:
+        while True:
+            self._idle.release()
+            job = self._jobs.get()
+            try:
+                job()
+            except Exception:  # the row stays pending; its lease expiry hands it to the sweeper
+                logger.exception("callback dispatch job failed")
+
+
+_dispatchers: dict[tuple[int, int], Dispatcher] = {}
+_dispatchers_lock = threading.Lock()
+
+
+def dispatcher(threads: int) -> Dispatcher | None:
+    """Returns this process's dispatcher with ``threads`` threads (None when 0: dispatch off).
+
+    Keyed by pid so a forked pool child never uses threads that stayed in its parent.
+    """
+    if threads <= 0:
+        return None
+    key = (os.getpid(), threads)
+    with _dispatchers_lock:
+        found = _dispatchers.get(key)
+        if found is None:
+            found = _dispatchers[key] = Dispatcher(threads)
+        return found
