@@ -71,27 +71,23 @@ def _retry_or_fail(task: Task, submission_id: str, exc: Exception, *, inference:
         raise task.retry(countdown=delays[retries], exc=exc)
     reason = FailureReason.INFERENCE_UNAVAILABLE if inference else FailureReason.INTERNAL_ERROR
     detail = f"{type(exc).__name__}: {exc}; gave up after {retries + 1} attempts"
-    failed = scoring.fail_submission(
-        submission_id=submission_id,
-        session_factory=deps.session_factory,
-        reason=reason,
-        detail=detail,
-    )
-    if failed.delivery_id:
-        hand_over_delivery(task.app, failed.delivery_id)
-    return failed.outcome.value
+    return _fail(task, submission_id, reason, detail)
 
 
 def _out_of_time(task: Task, submission_id: str, reason: str, what: str) -> str:
     """Ends a submission whose task ran past the soft time limit ``failed`` (never retried: the
     same media would run out of time again); returns the outcome."""
-    deps = _deps(task)
-    limit = deps.settings.task_soft_time_limit_s
+    limit = _deps(task).settings.task_soft_time_limit_s
     detail = f"{what} ran past the task time limit of {limit:g}s (DFMOD_TASK_SOFT_TIME_LIMIT_S)"
     logger.warning("%s: %s", submission_id, detail)
+    return _fail(task, submission_id, reason, detail)
+
+
+def _fail(task: Task, submission_id: str, reason: str, detail: str) -> str:
+    """Ends the submission ``failed`` with its reason and sends the failure callback."""
     failed = scoring.fail_submission(
         submission_id=submission_id,
-        session_factory=deps.session_factory,
+        session_factory=_deps(task).session_factory,
         reason=reason,
         detail=detail,
     )

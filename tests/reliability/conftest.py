@@ -10,11 +10,15 @@ import contextlib
 import os
 import re
 import signal
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from sqlalchemy import func, select
 
@@ -173,3 +177,69 @@ def wait_worker_ready(stack: Stack, *, timeout_s: float = 60.0) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"the worker did not log ready within {timeout_s}s\n{stack.log_tail()}")
+
+
+# A media_url that never finishes (tests of the fetch limit and of task time limits).
+BYTE_EVERY_S = 0.5
+TRICKLE_FOR_S = 120.0  # the server's own bound: far beyond any limit under test
+
+
+class TrickleServer:
+    """Answers every GET with a PNG header and then one byte per BYTE_EVERY_S, never ending."""
+
+    def __init__(self) -> None:
+        self.requests: list[float] = []  # monotonic time each request arrived
+        self.hung_up: list[float] = []  # monotonic time the client was seen gone
+        self.sent: list[int] = []  # body bytes sent per request
+        self._stop = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append(time.monotonic())
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", "1000000")
+                self.end_headers()
+                sent, until = 0, time.monotonic() + TRICKLE_FOR_S
+                try:
+                    while time.monotonic() < until and not server._stop.is_set():
+                        self.wfile.write(b"\x89")
+                        self.wfile.flush()
+                        sent += 1
+                        time.sleep(BYTE_EVERY_S)
+                except OSError:  # the client closed the connection
+                    server.hung_up.append(time.monotonic())
+                finally:
+                    server.sent.append(sent)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/slow.png"
+
+    def wait_hung_up(self, timeout_s: float) -> float:
+        deadline = time.monotonic() + timeout_s
+        while not self.hung_up and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert self.hung_up, f"the worker still reads the trickle after {timeout_s}s"
+        return self.hung_up[0]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture()
+def trickle() -> Iterator[TrickleServer]:
+    server = TrickleServer()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,21 +1,19 @@
 """A media_url that trickles its body forever: the fetch ends at its time limit, the worker goes on.
 
-A loopback server answers 200 with an image content type and then sends one byte every
-:data:`BYTE_EVERY_S`, never finishing. Each byte resets the socket's read timeout, so only the
-fetch's total limit (``DFMOD_FETCH_TIMEOUT_S``, enforced by ``worker/fetch.py``'s watchdog that
-closes the connection at the deadline) can end it. The submission must end ``failed`` /
-``fetch_failed`` saying it took too long, the worker must hang up at about that limit, and other
-submissions sent meanwhile and afterwards must be scored.
+A loopback server (``TrickleServer`` in ``tests/reliability/conftest.py``) answers 200 with an
+image content type and then sends one byte every ``BYTE_EVERY_S``, never finishing. Each byte
+resets the socket's read timeout, so only the fetch's total limit (``DFMOD_FETCH_TIMEOUT_S``,
+enforced by ``worker/fetch.py``'s watchdog that shuts the connection down at the deadline) can
+end it. The submission must end ``failed`` / ``fetch_failed`` saying it took too long, the worker
+must hang up at about that limit, and other submissions sent meanwhile and afterwards must be
+scored.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,6 +21,7 @@ from tests.e2e.conftest import image_bytes
 from tests.fixtures.stack import FINAL, Stack, embedded_stack, triton_env
 from tests.reliability.conftest import (
     FAULT_ENV,
+    TrickleServer,
     statuses,
     submit_many,
     wait_all_final,
@@ -32,70 +31,7 @@ from tests.reliability.conftest import (
 pytestmark = pytest.mark.integration
 
 FETCH_TIMEOUT_S = 3.0
-BYTE_EVERY_S = 0.5
-TRICKLE_FOR_S = 120.0  # the server's own bound: far beyond the fetch limit
 OTHERS = 6
-
-
-class TrickleServer:
-    """Answers every GET with a PNG header and then one byte per BYTE_EVERY_S, never ending."""
-
-    def __init__(self) -> None:
-        self.requests: list[float] = []  # monotonic time each request arrived
-        self.hung_up: list[float] = []  # monotonic time the client was seen gone
-        self.sent: list[int] = []  # body bytes sent per request
-        self._stop = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests.append(time.monotonic())
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", "1000000")
-                self.end_headers()
-                sent, until = 0, time.monotonic() + TRICKLE_FOR_S
-                try:
-                    while time.monotonic() < until and not server._stop.is_set():
-                        self.wfile.write(b"\x89")
-                        self.wfile.flush()
-                        sent += 1
-                        time.sleep(BYTE_EVERY_S)
-                except OSError:  # the client closed the connection
-                    server.hung_up.append(time.monotonic())
-                finally:
-                    server.sent.append(sent)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/slow.png"
-
-    def wait_hung_up(self, timeout_s: float) -> float:
-        deadline = time.monotonic() + timeout_s
-        while not self.hung_up and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert self.hung_up, f"the worker still reads the trickle after {timeout_s}s"
-        return self.hung_up[0]
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@pytest.fixture()
-def trickle() -> Iterator[TrickleServer]:
-    server = TrickleServer()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture()

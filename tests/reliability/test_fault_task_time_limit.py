@@ -18,21 +18,11 @@ import pytest
 from tests.e2e.conftest import image_bytes
 from tests.fixtures.services import fresh_postgres_database
 from tests.fixtures.stack import Stack, pg_redis_stack, triton_env
-from tests.reliability.conftest import FAULT_ENV, wait_worker_ready
-from tests.reliability.test_fault_fetch_trickle import TrickleServer
+from tests.reliability.conftest import FAULT_ENV, TrickleServer, wait_worker_ready
 
 pytestmark = pytest.mark.integration
 
 SOFT_LIMIT_S = 2.0
-
-
-@pytest.fixture()
-def trickle() -> Iterator[TrickleServer]:
-    server = TrickleServer()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture()
