@@ -41,8 +41,7 @@ from loadgen import REQUEST_DEADLINE_S, Load, RssSampler, closed_loop
 from moderation.preprocess import DEFAULT_LIMITS, load_image
 from moderation.settings import PROJECT_ROOT
 from tests.fixtures.stack import Stack, free_port, triton_env
-from tests.fixtures.triton import copy_repository
-from worker.triton_env import free_ports
+from tests.fixtures.triton import private_server
 from worker.triton_server import TritonServer
 
 VERSION_DIR = PROJECT_ROOT / "model_repository" / "deepfake_detector" / "1"
@@ -230,25 +229,6 @@ def triton_times(server: TritonServer) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def started_triton(root: Path) -> Iterator[TritonServer]:
-    repository = copy_repository(PROJECT_ROOT / "model_repository", root / "model_repository")
-    grpc, http, metrics = free_ports(3)
-    server = TritonServer(
-        repository=repository,
-        grpc_port=grpc,
-        http_port=http,
-        metrics_port=metrics,
-        log_path=root / "tritonserver.log",
-        work_dir=root / "triton-work",
-    )
-    server.start(timeout_s=180)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@contextlib.contextmanager
 def started_stack(args: argparse.Namespace, root: Path, server: TritonServer) -> Iterator[Stack]:
     worker_args: tuple[str, ...] = ("--concurrency", str(args.worker_concurrency))
     if args.pool:
@@ -288,7 +268,7 @@ def run_stack(args: argparse.Namespace, images: list[bytes], root: Path) -> tupl
     loads: list[Load] = []
     with (
         contextlib.ExitStack() as cleanup,
-        started_triton(root) as server,
+        private_server(root) as server,
         started_stack(args, root, server) as stack,
     ):
         watcher = cleanup.enter_context(CallbackWatcher())
