@@ -17,9 +17,10 @@ from tests.fixtures.services import create_test_tenant
 from webhook_api import create_app
 
 
-def make_app(root: Path, **overrides: Any) -> tuple[Flask, str]:
-    """Returns (app, database URL); settings default to small limits and an empty allow-list."""
-    url = f"sqlite:///{root / 'dfmod.db'}"
+def make_app(root: Path, *, database_url: str | None = None, **overrides: Any) -> tuple[Flask, str]:
+    """Returns (app, database URL: SQLite under ``root`` unless given, migrated); settings default
+    to small limits and an empty allow-list."""
+    url = database_url or f"sqlite:///{root / 'dfmod.db'}"
     migrate(url)
     values: dict[str, Any] = {
         "data_dir": root / "var",

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from moderation.settings import PROJECT_ROOT, Settings
+from moderation.settings import Settings
 from tests.fixtures.receiver import CallbackReceiver
 from tests.fixtures.stack import FINAL, Stack, embedded_stack, triton_env
-from tests.fixtures.triton import copy_repository, start_server
+from tests.fixtures.triton import private_server
 from tests.reliability.conftest import (
     FAULT_ENV,
     assert_exactly_once,
@@ -50,12 +50,8 @@ ENV = {
 
 @pytest.fixture()
 def private_triton(tmp_path: Path) -> Iterator[TritonServer]:
-    repository = copy_repository(PROJECT_ROOT / "model_repository", tmp_path / "repository")
-    server = start_server(repository, tmp_path)
-    try:
+    with private_server(tmp_path / "triton") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture()

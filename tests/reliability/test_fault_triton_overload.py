@@ -23,9 +23,8 @@ import numpy as np
 import pytest
 
 from moderation import contract
-from moderation.settings import PROJECT_ROOT
 from tests.fixtures.stack import Stack, embedded_stack, triton_env
-from tests.fixtures.triton import copy_repository, start_server
+from tests.fixtures.triton import private_server
 from tests.reliability.conftest import (
     FAULT_ENV,
     assert_exactly_once,
@@ -63,14 +62,12 @@ def overloadable(config: str) -> str:
 
 @pytest.fixture()
 def small_triton(tmp_path: Path) -> Iterator[TritonServer]:
-    repository = copy_repository(PROJECT_ROOT / "model_repository", tmp_path / "repository")
-    config = repository / contract.MODEL_NAME / "config.pbtxt"
-    config.write_text(overloadable(config.read_text()))
-    server = start_server(repository, tmp_path)
-    try:
+    def prepare(repository: Path) -> None:
+        config = repository / contract.MODEL_NAME / "config.pbtxt"
+        config.write_text(overloadable(config.read_text()))
+
+    with private_server(tmp_path / "triton", prepare=prepare) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture()

@@ -18,12 +18,10 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 
-from moderation.db import migrate
 from moderation.settings import load_settings
 from tests.fixtures.services import fresh_postgres_database
 from tests.reliability.input_corpus import valid_bases
 from tests.reliability.sqlite_app import bearer, make_app
-from webhook_api import create_app
 from webhook_api.cli import tenant_group
 
 PNG = valid_bases()["png_rgb"]
@@ -82,17 +80,7 @@ def _set_rate_limit(url: str, name: str, *args: str) -> None:
 
 
 def _app_on(root: Path, url: str, **overrides: Any) -> Flask:
-    migrate(url)
-    values: dict[str, Any] = {
-        "data_dir": root / "var",
-        "database_url": url,
-        "broker_url": f"sqla+sqlite:///{root / 'broker.db'}",
-        "max_upload_bytes": 64 * 1024,
-        "triton_grpc_port": 1,
-        "outbound_allowlist": "",
-        **overrides,
-    }
-    return create_app(load_settings(environ={}, **values), {"TESTING": True})
+    return make_app(root, database_url=url, **overrides)[0]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
