@@ -35,14 +35,23 @@ class BlobStore:
             raise ValueError(f"expected 64 lower-case hex digits, got {sha256!r}")
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
-    def put(self, data: bytes) -> str:
-        """Stores the bytes (once) and returns their SHA-256 hex digest."""
-        sha256 = hashlib.sha256(data).hexdigest()
+    def put(self, data: bytes, *, sha256: str | None = None) -> str:
+        """Stores the bytes (once) and returns their SHA-256 hex digest.
+
+        ``sha256`` spares hashing the bytes again when the caller already has their digest (the
+        API hashes an upload once for both the Idempotency-Key and the store); it is trusted, so
+        pass only ``hashlib.sha256(data).hexdigest()`` of these very bytes.
+        """
+        if sha256 is None:
+            sha256 = hashlib.sha256(data).hexdigest()
         target = self.path(sha256)
         if target.exists():
             return sha256
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        except FileNotFoundError:  # first blob under this prefix: create the folders once
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

@@ -36,3 +36,15 @@ def test_get__fail_when_absent(tmp_path: Path) -> None:
 def test_path__fail_on_anything_but_a_sha256(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ValueError, match="64 lower-case hex"):
         BlobStore(tmp_path).path(bad)
+
+
+def test_put_with_a_known_digest_stores_under_it(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    data = b"uploaded bytes"
+    digest = hashlib.sha256(data).hexdigest()
+    assert store.put(data, sha256=digest) == digest
+    assert store.get(digest) == data
+    # A second blob under an existing prefix folder, and one recreating a removed folder.
+    store.path(digest).unlink()
+    store.path(digest).parent.rmdir()
+    assert store.put(data, sha256=digest) == digest and store.get(digest) == data
