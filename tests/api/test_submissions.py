@@ -242,3 +242,29 @@ def test_upload_bodies_are_parsed_in_memory_up_to_the_threshold() -> None:
 
     assert isinstance(file_stream(2 * 1024 * 1024), io.BytesIO)  # werkzeug alone: spooled to disk
     assert not isinstance(file_stream(IN_MEMORY_BODY_BYTES + 1), io.BytesIO)
+
+
+def test_create_submission_returns_what_get_submission_reads_back(app: Flask, tenant) -> None:
+    from moderation.db import session_scope
+    from moderation.models import MediaKind
+    from moderation.submissions import create_submission, get_submission
+
+    factory = app.extensions["dfmod"].session_factory
+    with session_scope(factory) as session:
+        created = create_submission(
+            session=session,
+            tenant_id=tenant["id"],
+            media_kind=MediaKind.UPLOAD,
+            blob_sha256="ab" * 32,
+            size_bytes=3,
+            filename="a.jpg",
+            content_type="image/jpeg",
+            callback_url="http://127.0.0.1:9/cb",
+            external_id="e-1",
+            metadata={"k": [1, "ü"]},
+            queued=True,
+        )
+    with session_scope(factory, read_only=True) as session:
+        fetched = get_submission(session=session, submission_id=created.id, tenant_id=tenant["id"])
+    assert fetched == created
+    assert created.status == "queued" and created.id.startswith("sub_")
