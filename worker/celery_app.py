@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from queue import Empty
 from typing import Any
 
 from celery import Celery
@@ -51,7 +52,8 @@ class DfmodCelery(Celery):
 
 
 class SqlaChannel(kombu_sqla.Channel):
-    """kombu's SQLAlchemy channel, on SQLite with the settings dfmod's own database uses.
+    """kombu's SQLAlchemy channel, on SQLite with the settings dfmod's own database uses, and one
+    SQL statement per publish and per fetch.
 
     kombu opens the broker file with SQLite's defaults: a rollback journal written, synced and
     deleted on every commit, i.e. on every publish, fetch and ack (about 3 ms of CPU and 5 ms of
@@ -59,7 +61,21 @@ class SqlaChannel(kombu_sqla.Channel):
     durable across process crashes; a power cut may lose the last messages, which the sweeper
     re-enqueues from the database. WAL state must not cross a fork, which is why ``dfmod worker``
     runs its embedded beat as a thread and refuses the prefork pool on this broker.
+
+    kombu's channel also goes through the ORM for every message: it reads the queue's row, adds
+    the message through a unit of work, and fetches with SELECT then UPDATE ``visible = 0``, so a
+    delivered message is never deleted and the table grows with every message ever sent. On
+    SQLite (3.35+) and PostgreSQL this channel caches the queue's id, publishes with one INSERT
+    and fetches with one ``DELETE … RETURNING`` of the oldest message: the table holds only what
+    is waiting, and a fetched message is gone as it was with kombu (kombu's acknowledgement is in
+    memory: an unacknowledged message comes back by being published again when the channel
+    closes, or, if the process dies, through the sweeper). Rows kombu left invisible are deleted
+    when an engine is first opened.
     """
+
+    single_statements = True  # False: kombu's ORM path (benchmarks/bench_broker.py compares)
+    _queue_ids: dict[str, int]
+    _core: Any = None  # this channel's own SQLAlchemy Connection, opened on first use
 
     def _get_or_create(self, queue: str) -> Any:
         """Returns the queue's row; a row another process inserted first is simply read.
@@ -84,7 +100,108 @@ class SqlaChannel(kombu_sqla.Channel):
             from moderation.db import sqlite_pragmas
 
             event.listen(engine, "connect", sqlite_pragmas)
+        if _fast_path(engine):
+            _drop_delivered(engine, self.message_cls.__table__)
         return engine
+
+    def _connection(self) -> Any:
+        """Returns this channel's Core connection (fast path) or None (kombu's ORM path)."""
+        if self._core is None:
+            engine, _ = self._open()
+            if not (self.single_statements and _fast_path(engine)):
+                return None
+            self._core = engine.connect()
+            self._queue_ids = {}
+        return self._core
+
+    def _queue_id(self, queue: str) -> int:
+        known = self._queue_ids.get(queue)
+        if known is None:
+            known = self._queue_ids[queue] = int(self._get_or_create(queue).id)
+            self.session.commit()  # end the ORM's read transaction: it would pin a snapshot
+        return known
+
+    # kombu's two base classes disagree on this signature; this one matches the nearer.
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        connection = self._connection()
+        if connection is None:
+            return super()._put(queue, payload, **kwargs)
+        from kombu.utils.json import dumps
+        from sqlalchemy import insert
+
+        statement = insert(self.message_cls.__table__).values(
+            queue_id=self._queue_id(queue), payload=dumps(payload), visible=True, version=1
+        )
+        _run(connection, statement)
+        return None
+
+    def _get(self, queue: Any, timeout: Any = None) -> Any:
+        connection = self._connection()
+        if connection is None:
+            return super()._get(queue)
+        from kombu.utils.json import loads
+        from sqlalchemy import delete, select
+
+        table = self.message_cls.__table__
+        oldest = (
+            select(table.c.id)
+            .where(table.c.queue_id == self._queue_id(queue), table.c.visible.is_(True))
+            .order_by(table.c.id)
+            .limit(1)
+        )
+        if connection.dialect.name == "postgresql":
+            oldest = oldest.with_for_update(skip_locked=True)
+        statement = (
+            delete(table).where(table.c.id == oldest.scalar_subquery()).returning(table.c.payload)
+        )
+        payload = _run(connection, statement, fetch=True)
+        if payload is None:
+            raise Empty()
+        return loads(payload if isinstance(payload, str) else payload.decode())
+
+    def close(self) -> None:
+        super().close()
+        if self._core is not None:
+            core, self._core = self._core, None
+            core.close()
+
+
+def _fast_path(engine: Any) -> bool:
+    """Whether the broker's database runs :class:`SqlaChannel`'s single statements."""
+    name = engine.dialect.name
+    return name == "postgresql" or (name == "sqlite" and _sqlite_has_returning())
+
+
+def _sqlite_has_returning() -> bool:
+    import sqlite3
+
+    return sqlite3.sqlite_version_info >= (3, 35)
+
+
+def _run(connection: Any, statement: Any, *, fetch: bool = False) -> Any:
+    """Executes one statement in its own transaction; returns the first column of its row."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        result = connection.execute(statement)
+        value = result.scalar() if fetch else None
+        connection.commit()
+    except DBAPIError:
+        connection.rollback()
+        raise
+    return value
+
+
+def _drop_delivered(engine: Any, table: Any) -> None:
+    """Deletes the messages kombu's own channel kept after delivering them (``visible = 0``)."""
+    from sqlalchemy import delete, inspect
+
+    if not inspect(engine).has_table(table.name):
+        return
+    with engine.begin() as connection:
+        dropped = connection.execute(delete(table).where(table.c.visible.is_(False))).rowcount
+    if dropped:
+        logger.info("broker: deleted %d messages delivered before this version", dropped)
 
 
 class SqlaTransport(kombu_sqla.Transport):

@@ -1,15 +1,20 @@
-"""The embedded SQLite broker: WAL pragmas, and the queue-declaration race one process loses."""
+"""The embedded SQL broker: WAL pragmas, the queue-declaration race one process loses, and the
+channel's single statements (FIFO, a fetched message leaves the table, no message twice)."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kombu import Connection
 from kombu.transport import sqlalchemy as kombu_sqla
+from sqlalchemy import create_engine, text
 
+from tests.fixtures.services import fresh_postgres_database
 from worker.celery_app import SqlaChannel, broker_url_for
 
 
@@ -61,3 +66,125 @@ def test_a_queue_row_inserted_by_another_process_first_is_read_not_raised(
         monkeypatch.setattr(channel.session, "query", lambda *a: StaleRead(real_query(*a)))
         row = channel._get_or_create("raced")  # kombu's INSERT now hits the unique name
         assert row.name == "raced" and stale["left"] == 0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def any_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Yields (broker URL, database URL) of an empty SQLite file or PostgreSQL database."""
+    kombu_sqla.Channel._engines.clear()
+    if request.param == "sqlite":
+        database = f"sqlite:///{tmp_path / 'broker.db'}"
+        yield broker_url_for(f"sqla+{database}"), database
+    else:
+        with fresh_postgres_database() as database:
+            yield broker_url_for(f"sqla+{database}"), database
+            for engine, _session in kombu_sqla.Channel._engines.values():
+                engine.dispose()  # let the database be dropped
+    kombu_sqla.Channel._engines.clear()
+
+
+def _rows(database: str) -> list[tuple[Any, ...]]:
+    engine = create_engine(database)
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(text("SELECT visible, payload FROM kombu_message")))
+    finally:
+        engine.dispose()
+
+
+def test_messages_come_out_in_order_and_leave_the_table(any_broker: tuple[str, str]) -> None:
+    broker, database = any_broker
+    with Connection(broker) as connection:
+        queue = connection.SimpleQueue("fifo")
+        for n in range(5):
+            queue.put({"n": n})
+        assert len(_rows(database)) == 5
+        got = []
+        for _ in range(5):
+            message = queue.get(timeout=5)
+            got.append(message.payload["n"])
+            message.ack()
+        with pytest.raises(queue.Empty):
+            queue.get(block=False)
+        queue.close()
+    assert got == [0, 1, 2, 3, 4]
+    assert _rows(database) == []  # kombu's own channel kept all five, invisible, forever
+
+
+def test_an_unacknowledged_message_is_published_again_when_its_channel_closes(
+    any_broker: tuple[str, str],
+) -> None:
+    broker, _ = any_broker
+    with Connection(broker) as first:
+        queue = first.SimpleQueue("requeue")
+        queue.put({"n": 1})
+        assert queue.get(timeout=5).payload == {"n": 1}  # never acknowledged
+        queue.close()
+    with Connection(broker) as second:
+        queue = second.SimpleQueue("requeue")
+        again = queue.get(timeout=5)
+        assert again.payload == {"n": 1}
+        again.ack()
+        queue.close()
+
+
+def test_two_consumers_never_get_the_same_message(any_broker: tuple[str, str]) -> None:
+    broker, database = any_broker
+    count = 120
+    with Connection(broker) as producer:
+        queue = producer.SimpleQueue("shared")
+        for n in range(count):
+            queue.put({"n": n})
+        queue.close()
+    received: list[list[int]] = [[], []]
+    errors: list[BaseException] = []
+
+    def consume(into: list[int]) -> None:
+        try:
+            with Connection(broker) as connection:
+                queue = connection.SimpleQueue("shared")
+                while True:
+                    try:
+                        message = queue.get(block=False)
+                    except queue.Empty:
+                        break
+                    into.append(message.payload["n"])
+                    message.ack()
+                queue.close()
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=consume, args=(into,)) for into in received]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors and not any(t.is_alive() for t in threads)
+    every = received[0] + received[1]
+    assert sorted(every) == list(range(count))  # each message once, none lost
+    assert _rows(database) == []
+
+
+def test_messages_kombu_left_delivered_are_deleted_when_the_broker_opens(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'broker.db'}"
+    kombu_sqla.Channel._engines.clear()
+    with Connection(f"sqla+{database}") as old:  # kombu's own channel, as an older dfmod ran
+        queue = old.SimpleQueue("upgrade")
+        for n in range(3):
+            queue.put({"n": n})
+        queue.get(timeout=5).ack()  # kombu keeps it with visible = 0
+        queue.close()
+    assert sorted(visible for visible, _ in _rows(database)) == [0, 1, 1]
+    kombu_sqla.Channel._engines.clear()
+    with Connection(broker_url_for(f"sqla+{database}")) as new:
+        queue = new.SimpleQueue("upgrade")
+        assert _rows(database) == [(1, row) for _, row in _rows(database)]  # only waiting ones
+        got = []
+        for _ in range(2):
+            message = queue.get(timeout=5)
+            got.append(message.payload["n"])
+            message.ack()
+        assert got == [1, 2]
+        queue.close()
+    kombu_sqla.Channel._engines.clear()
+    assert _rows(database) == []
