@@ -1,10 +1,13 @@
 """Parsing and validating ``POST /v1/submissions`` bodies without decoding any media.
 
-Two shapes are accepted: ``multipart/form-data`` with a ``file`` part, or ``application/json``
-with a ``media_url``. Both may carry ``callback_url``, ``external_id`` and ``metadata``; anything
-else is refused (422) so a typo never goes unnoticed. URLs are checked against the SSRF guard at
-submission time. Uploads are accepted whatever their bytes: the worker's preprocessing is the one
-place deciding what is an image, so a non-image ends ``failed`` with ``unsupported_media``.
+Three shapes are accepted: ``multipart/form-data`` with a ``file`` part, ``application/json``
+with a ``media_url``, or the media itself as the body (``image/*``, the video containers the
+worker decodes, or ``application/octet-stream``) with the optional fields as query parameters.
+All may carry ``callback_url``, ``external_id`` and ``metadata`` (a JSON object; as text in a form
+field or query parameter); anything else is refused (422) so a typo never goes unnoticed. URLs are
+checked against the SSRF guard at submission time. Uploads are accepted whatever their bytes: the
+worker's preprocessing is the one place deciding what is an image, so a non-image ends ``failed``
+with ``unsupported_media`` (a raw body's Content-Type is only recorded, never trusted).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Request
+from werkzeug.datastructures import MultiDict
 
 from moderation.ssrf import Network, OutboundBlocked, check_url
 from webhook_api.problems import ApiProblem, validation_problem
@@ -24,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 OPTIONAL_FIELDS = ("callback_url", "external_id", "metadata")
 JSON_FIELDS = ("media_url", *OPTIONAL_FIELDS)
+# Raw bodies: any image/* type, the containers moderation.video decodes, or untyped bytes.
+RAW_VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm", "video/x-matroska")
+RAW_TYPES = ("image/*", *RAW_VIDEO_TYPES, "application/octet-stream")
 MAX_URL_LENGTH = 2048
 MAX_EXTERNAL_ID_LENGTH = 200
 MAX_METADATA_BYTES = 16 * 1024
@@ -34,6 +41,7 @@ class Intake:
     """A validated submission request: exactly one of ``data`` (upload) or ``media_url``."""
 
     data: bytes | None = None
+    sha256: str | None = None  # of ``data``, hashed once for the fingerprint and the blob store
     filename: str | None = None
     content_type: str | None = None
     media_url: str | None = None
@@ -42,9 +50,10 @@ class Intake:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        """Returns a hash of what was asked for (multipart boundaries and key order ignored)."""
+        """Returns a hash of what was asked for: the media's SHA-256 or URL and the optional
+        fields, whatever the body's shape (multipart boundaries and key order ignored)."""
         canonical = {
-            "sha256": hashlib.sha256(self.data).hexdigest() if self.data is not None else None,
+            "sha256": self.sha256,
             "media_url": self.media_url,
             "callback_url": self.callback_url,
             "external_id": self.external_id,
@@ -91,6 +100,16 @@ def _check_optional(values: dict[str, Any], allowlist: tuple[Network, ...], erro
             )
 
 
+def _too_large(what: str, max_bytes: int) -> ApiProblem:
+    return ApiProblem(
+        413,
+        "payload-too-large",
+        "Payload too large",
+        f"{what} exceeds {max_bytes} bytes; expected at most {max_bytes}",
+        max_bytes=max_bytes,
+    )
+
+
 def _unknown(names: list[str], allowed: tuple[str, ...]) -> list[dict[str, str]]:
     return [
         {"field": name, "message": f"unknown field; expected only {', '.join(allowed)}"}
@@ -128,10 +147,11 @@ def parse_json(request: Request, allowlist: tuple[Network, ...]) -> Intake:
     )
 
 
-def _form_values(request: Request, errors: list) -> dict[str, Any]:
+def _text_values(source: MultiDict[str, str], errors: list) -> dict[str, Any]:
+    """Returns the optional fields given as text (form fields, query parameters)."""
     values: dict[str, Any] = {}
     for name in OPTIONAL_FIELDS:
-        raw = request.form.get(name)
+        raw = source.get(name)
         if raw is None or raw == "":
             continue
         if name == "metadata":
@@ -156,26 +176,81 @@ def parse_multipart(request: Request, allowlist: tuple[Network, ...], max_bytes:
         errors.append(
             {"field": "file", "message": f"expected exactly one 'file' part, got {len(uploads)}"}
         )
-    values = _form_values(request, errors)
+    values = _text_values(request.form, errors)
     _check_optional(values, allowlist, errors)
     data = uploads[0].read(max_bytes + 1) if len(uploads) == 1 else b""
     if len(uploads) == 1 and not data:
         errors.append({"field": "file", "message": "the file is empty; expected image bytes"})
     if len(data) > max_bytes:
-        raise ApiProblem(
-            413,
-            "payload-too-large",
-            "Payload too large",
-            f"the file exceeds {max_bytes} bytes; expected at most {max_bytes}",
-            max_bytes=max_bytes,
-        )
+        raise _too_large("the file", max_bytes)
     if errors:
         raise validation_problem(errors)
     upload = uploads[0]
     return Intake(
         data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
         filename=(upload.filename or None) and upload.filename[:255],
         content_type=(upload.mimetype or None) and upload.mimetype[:100],
+        callback_url=values.get("callback_url"),
+        external_id=values.get("external_id"),
+        metadata=values.get("metadata") or {},
+    )
+
+
+def is_raw_media_type(mimetype: str) -> bool:
+    """Returns whether a Content-Type (without parameters) is one of :data:`RAW_TYPES`."""
+    if mimetype.startswith("image/"):
+        return len(mimetype) > len("image/")
+    return mimetype in RAW_VIDEO_TYPES or mimetype == "application/octet-stream"
+
+
+def _read_body(request: Request, max_bytes: int) -> bytes:
+    """Returns the whole body, refusing (413) one over ``max_bytes`` before reading it if its
+    Content-Length says so, else as soon as it grows past the limit (chunked bodies)."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise _too_large("the body", max_bytes)
+    stream, chunks, total = request.stream, [], 0
+    want = length if length is not None else max_bytes + 1
+    while total < want:
+        chunk = stream.read(min(want - total, 1 << 20) if length is None else want - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > max_bytes:
+        raise _too_large("the body", max_bytes)
+    return b"".join(chunks)
+
+
+def parse_raw(request: Request, allowlist: tuple[Network, ...], max_bytes: int) -> Intake:
+    """Returns the intake of a raw media body with its fields in the query; raises 413 or 422."""
+    args = request.args
+    errors = [
+        {
+            "field": name,
+            "message": f"unknown query parameter; expected only {', '.join(OPTIONAL_FIELDS)}",
+        }
+        for name in sorted(k for k in args if k not in OPTIONAL_FIELDS)
+    ]
+    errors += [
+        {"field": name, "message": f"given {len(args.getlist(name))} times; expected it once"}
+        for name in OPTIONAL_FIELDS
+        if len(args.getlist(name)) > 1
+    ]
+    values = _text_values(args, errors)
+    _check_optional(values, allowlist, errors)
+    data = _read_body(request, max_bytes)
+    if not data:
+        errors.append(
+            {"field": "(body)", "message": "the body is empty; expected the media's bytes"}
+        )
+    if errors:
+        raise validation_problem(errors)
+    return Intake(
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        content_type=request.mimetype[:100],
         callback_url=values.get("callback_url"),
         external_id=values.get("external_id"),
         metadata=values.get("metadata") or {},
@@ -189,10 +264,13 @@ def parse_submission(request: Request, allowlist: tuple[Network, ...], max_bytes
         return parse_multipart(request, allowlist, max_bytes)
     if mimetype == "application/json" or mimetype.endswith("+json"):
         return parse_json(request, allowlist)
+    if is_raw_media_type(mimetype):
+        return parse_raw(request, allowlist, max_bytes)
     raise ApiProblem(
         415,
         "unsupported-media-type",
         "Unsupported media type",
         f"Content-Type {mimetype or '(none)'!r} is not accepted; expected multipart/form-data "
-        "with a 'file' part, or application/json with a 'media_url'",
+        "with a 'file' part, application/json with a 'media_url', or the media itself as the "
+        f"body ({', '.join(RAW_TYPES)}) with the optional fields as query parameters",
     )

@@ -21,6 +21,7 @@ from moderation.models import MediaKind, Status
 from moderation.submissions import (
     MAX_PAGE_SIZE,
     InvalidCursor,
+    StoredResponse,
     SubmissionView,
     claim_key,
     create_submission,
@@ -30,6 +31,7 @@ from moderation.submissions import (
     mark_received,
     update_stored_response,
 )
+from moderation.tenants import TenantInfo
 from webhook_api.auth import current_tenant, require_tenant
 from webhook_api.intake import Intake, parse_submission
 from webhook_api.limits import check_rate, tenant_rate_limit
@@ -68,11 +70,29 @@ def _idempotency_key() -> str | None:
     return key
 
 
-def _replay(tenant_id: str, key: str, fingerprint: str) -> Response | None:
+def _stored(tenant: TenantInfo, key: str | None, fingerprint: str) -> Response | None:
+    """Returns the replay of a stored response to this key, after checking the rate limit
+    (both read in one read-only transaction); None when the submission is new."""
+    st = state()
+    per_minute = tenant_rate_limit(tenant, st.settings.rate_limit_per_minute)
+    if key is None and per_minute <= 0:
+        return None
+    with session_scope(st.session_factory, read_only=True) as session:
+        stored = None
+        if key is not None:
+            stored = find_stored_response(session=session, tenant_id=tenant.id, key=key)
+        if stored is None:
+            check_rate(session=session, tenant_id=tenant.id, per_minute=per_minute)
+    return None if stored is None else _replay(stored, fingerprint)
+
+
+def _replay_key(tenant_id: str, key: str, fingerprint: str) -> Response | None:
     with session_scope(state().session_factory, read_only=True) as session:
         stored = find_stored_response(session=session, tenant_id=tenant_id, key=key)
-    if stored is None:
-        return None
+    return None if stored is None else _replay(stored, fingerprint)
+
+
+def _replay(stored: StoredResponse, fingerprint: str) -> Response:
     if stored.fingerprint != fingerprint:
         raise ApiProblem(
             409,
@@ -95,7 +115,9 @@ def _accepted(body: dict[str, Any], status: int, *, replayed: bool = False) -> R
 
 def _create(intake: Intake, tenant_id: str, key: str | None, fingerprint: str) -> SubmissionView:
     st = state()
-    sha256 = st.blobs.put(intake.data) if intake.data is not None else None
+    sha256 = None
+    if intake.data is not None:
+        sha256 = st.blobs.put(intake.data, sha256=intake.sha256)
     with session_scope(st.session_factory) as session:
         view = create_submission(
             session=session,
@@ -160,22 +182,20 @@ def _back_to_received(view: SubmissionView, key: str | None) -> dict[str, Any]:
 @bp.post("")
 @require_tenant
 def create() -> Response:
-    """Accepts a submission (multipart ``file`` or JSON ``media_url``) and answers 202."""
+    """Accepts a submission (multipart ``file``, JSON ``media_url`` or a raw media body) and
+    answers 202."""
     st = state()
     tenant = current_tenant()
     key = _idempotency_key()
     intake = parse_submission(request, st.allowlist, st.settings.max_upload_bytes)
-    fingerprint = intake.fingerprint()
-    if key is not None and (replayed := _replay(tenant.id, key, fingerprint)) is not None:
+    fingerprint = intake.fingerprint() if key is not None else ""
+    if (replayed := _stored(tenant, key, fingerprint)) is not None:
         return replayed
-    if (per_minute := tenant_rate_limit(tenant, st.settings.rate_limit_per_minute)) > 0:
-        with session_scope(st.session_factory, read_only=True) as session:
-            check_rate(session=session, tenant_id=tenant.id, per_minute=per_minute)
     try:
         view = _create(intake, tenant.id, key, fingerprint)
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key committed first.
-        if key is not None and (replayed := _replay(tenant.id, key, fingerprint)) is not None:
+        if key is not None and (replayed := _replay_key(tenant.id, key, fingerprint)) is not None:
             return replayed
         raise
     body = view.to_json()

@@ -73,7 +73,8 @@ def test_json_that_is_not_an_object_is_422(client: FlaskClient, auth: dict[str, 
 
 
 @pytest.mark.parametrize(
-    "content_type", ["text/plain", "image/png", "application/x-www-form-urlencoded"]
+    "content_type",
+    ["text/plain", "application/pdf", "video/x-msvideo", "application/x-www-form-urlencoded"],
 )
 def test_wrong_content_type_is_415(
     client: FlaskClient, auth: dict[str, str], content_type: str
@@ -83,6 +84,7 @@ def test_wrong_content_type_is_415(
     )
     body = _problem(response, 415, "unsupported-media-type")
     assert "multipart/form-data" in body["detail"] and "application/json" in body["detail"]
+    assert "image/*" in body["detail"] and "video/mp4" in body["detail"]
 
 
 def test_missing_file_is_422(client: FlaskClient, auth: dict[str, str]) -> None:
