@@ -6,10 +6,12 @@ every retry, ``webhook-timestamp`` is the attempt's time and ``webhook-signature
 success; redirects are not followed. Failed attempts are retried on ``settings.callback_delays``
 (the Standard Webhooks/Svix schedule), then the row is ``dead``.
 
-An attempt first *claims* its row with a conditional update (attempt count unchanged, row due),
-pushing ``next_attempt_at`` past the request's timeout as a lease. A duplicate task or the sweeper
-therefore never sends the same attempt twice, and a worker that dies mid-request leaves a row the
-sweeper picks up once the lease expires.
+An attempt first *claims* its row with one conditional update (row pending and due) that counts
+the attempt and pushes ``next_attempt_at`` past the request's timeout as a lease. A duplicate task
+or the sweeper therefore never sends the same attempt twice, and a worker that dies mid-request
+leaves a row the sweeper picks up once the lease expires. The attempt's result is recorded by one
+update conditional on the attempt number it claimed, so a late result never overwrites a newer
+attempt's state.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation import signing
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 EVENT_SCORED = "submission.scored"
 EVENT_FAILED = "submission.failed"
 # A claimed attempt holds its row this long beyond the request timeout before the sweeper may retry.
+# It must exceed DUE_SLACK_S, or a second claim would find a just-claimed row still due.
 LEASE_MARGIN_S = 30.0
 # A task may run this early (clock skew between the scheduler and the worker).
 DUE_SLACK_S = 1.0
@@ -48,6 +51,42 @@ MAX_COUNTDOWN_S = 600.0
 JITTER_FRACTION = 0.1
 JITTER_FROM_S = 60.0
 MAX_ERROR_CHARS = 500
+
+_DUE_SLACK = dt.timedelta(seconds=DUE_SLACK_S)
+
+# The statements of an attempt, built once (Core, no ORM objects): the claim, the tenant's
+# secrets, and the record of each outcome, each conditional on the attempt number it claimed.
+_DELIVERIES: Table = CallbackDelivery.__table__  # type: ignore[assignment]
+_TENANTS: Table = Tenant.__table__  # type: ignore[assignment]
+_d = _DELIVERIES.c
+_CLAIM = (
+    update(_DELIVERIES)
+    .where(
+        _d.id == bindparam("delivery_id"),
+        _d.status == DeliveryStatus.PENDING,
+        or_(_d.next_attempt_at.is_(None), _d.next_attempt_at <= bindparam("due_by")),
+    )
+    .values(attempts=_d.attempts + 1, next_attempt_at=bindparam("lease_until"))
+    .returning(_d.url, _d.payload, _d.attempts, _d.tenant_id, _d.created_at)
+)
+_SECRETS = select(
+    _TENANTS.c.webhook_secret,
+    _TENANTS.c.previous_webhook_secret,
+    _TENANTS.c.previous_secret_expires_at,
+).where(_TENANTS.c.id == bindparam("tenant_id"))
+_CLAIMED = (
+    update(_DELIVERIES)
+    .where(_d.id == bindparam("delivery_id"), _d.attempts == bindparam("number"))
+    .values(last_status_code=bindparam("code"), last_error=bindparam("error"))
+)
+_RECORD = {
+    DeliveryStatus.DELIVERED: _CLAIMED.values(
+        status=DeliveryStatus.DELIVERED, delivered_at=bindparam("now"), next_attempt_at=None
+    ),
+    DeliveryStatus.PENDING: _CLAIMED.values(next_attempt_at=bindparam("retry_at")),
+    DeliveryStatus.DEAD: _CLAIMED.values(status=DeliveryStatus.DEAD, next_attempt_at=None),
+}
+_STATUS = select(_d.status).where(_d.id == bindparam("delivery_id"))
 
 
 def event_payload(event_type: str, view: SubmissionView) -> dict[str, Any]:
@@ -120,32 +159,45 @@ def retry_delay(*, attempts_done: int, delays: tuple[float, ...]) -> float | Non
 
 
 def _claim(factory: sessionmaker[Session], delivery_id: str, lease_s: float) -> Attempt | None:
+    """Returns the claimed attempt, or None when the row is absent, done, not due or leased.
+
+    One conditional UPDATE ... RETURNING is the claim: the row must be pending and due (within
+    ``DUE_SLACK_S``), and the claim pushes ``next_attempt_at`` past the lease, so of two claims of
+    the same due row (a duplicate task, the sweeper) only the first matches; the other waits for
+    the row lock and then sees a row that is no longer due. The tenant's secrets are read in the
+    same transaction.
+    """
     now = utcnow()
     with session_scope(factory) as session:
-        row = session.get(CallbackDelivery, delivery_id)
-        if row is None or row.status != DeliveryStatus.PENDING:
-            return None
-        due = row.next_attempt_at
-        if due is not None and due > now + dt.timedelta(seconds=DUE_SLACK_S):
-            return None
         claimed = session.execute(
-            update(CallbackDelivery)
-            .where(
-                CallbackDelivery.id == delivery_id,
-                CallbackDelivery.status == DeliveryStatus.PENDING,
-                CallbackDelivery.attempts == row.attempts,
-            )
-            .values(attempts=row.attempts + 1, next_attempt_at=now + dt.timedelta(seconds=lease_s))
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            _CLAIM,
+            {
+                "delivery_id": delivery_id,
+                "due_by": now + _DUE_SLACK,
+                "lease_until": now + dt.timedelta(seconds=lease_s),
+            },
+        ).first()
+        if claimed is None:
             return None
-        if row.attempts == 0:
-            observe_since("callback_queue", due)
-        tenant = session.get(Tenant, row.tenant_id)
-        body = json.dumps(row.payload, separators=(",", ":"), sort_keys=True).encode()
-        secrets = signing_secrets(tenant) if tenant is not None else ("",)
-        return Attempt(row.id, row.url, secrets, body, row.attempts + 1)
+        url, payload, number, tenant_id, created_at = claimed
+        if number == 1:
+            # A row is due from its creation (add_outbox) until its first attempt; only attempts
+            # and replays of attempted rows move next_attempt_at, so created_at is the due time.
+            observe_since("callback_queue", created_at)
+        tenant = session.execute(_SECRETS, {"tenant_id": tenant_id}).first()
+    secrets = _secrets(*tenant, now=now) if tenant is not None else ("",)
+    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    return Attempt(delivery_id, url, secrets, body, number)
+
+
+def _secrets(
+    current: str, previous: str | None, expires: dt.datetime | None, now: dt.datetime
+) -> tuple[str, ...]:
+    """Returns the secrets that sign now (the rotation rule stays in signing_secrets)."""
+    tenant = Tenant(
+        webhook_secret=current, previous_webhook_secret=previous, previous_secret_expires_at=expires
+    )
+    return signing_secrets(tenant, now=now)
 
 
 def _send(attempt: Attempt, settings: Settings) -> tuple[int | None, str | None]:
@@ -187,22 +239,47 @@ def _record(
     error: str | None,
     settings: Settings,
 ) -> DeliveryResult:
-    now = utcnow()
+    """Returns the row's outcome after one UPDATE that stores the attempt's result.
+
+    The UPDATE only matches while the row still counts this attempt, so the late record of an
+    attempt that a newer one has replaced (its lease expired) changes nothing.
+    """
+    params: dict[str, Any] = {
+        "delivery_id": attempt.delivery_id,
+        "number": attempt.number,
+        "code": code,
+        "error": error,
+        "now": utcnow(),
+    }
+    wait = None
+    if error is None:
+        status = DeliveryStatus.DELIVERED
+    else:
+        wait = retry_delay(attempts_done=attempt.number, delays=settings.callback_delays)
+        status = DeliveryStatus.DEAD if wait is None else DeliveryStatus.PENDING
+        if wait is not None:
+            params["retry_at"] = params["now"] + dt.timedelta(seconds=wait)
     with session_scope(factory) as session:
-        row = session.get(CallbackDelivery, attempt.delivery_id)
-        if row is None:
-            return DeliveryResult(DeliveryStatus.DEAD, attempted=True)
-        row.last_status_code, row.last_error = code, error
-        if error is None:
-            row.status, row.delivered_at, row.next_attempt_at = DeliveryStatus.DELIVERED, now, None
-            return DeliveryResult(row.status, attempted=True)
-        wait = retry_delay(attempts_done=row.attempts, delays=settings.callback_delays)
-        if wait is None:
-            row.status, row.next_attempt_at = DeliveryStatus.DEAD, None
-            logger.warning("callback %s dead after %d attempts: %s", row.id, row.attempts, error)
-            return DeliveryResult(row.status, attempted=True)
-        row.next_attempt_at = now + dt.timedelta(seconds=wait)
-        return DeliveryResult(row.status, attempted=True, retry_in_s=wait)
+        recorded = session.execute(_RECORD[status], params)
+        if recorded.rowcount != 1:  # type: ignore[attr-defined]
+            current = session.execute(_STATUS, {"delivery_id": attempt.delivery_id}).scalar()
+            return _not_recorded(attempt, current)
+    if status == DeliveryStatus.DEAD:
+        logger.warning(
+            "callback %s dead after %d attempts: %s", attempt.delivery_id, attempt.number, error
+        )
+    return DeliveryResult(status, attempted=True, retry_in_s=wait)
+
+
+def _not_recorded(attempt: Attempt, current: str | None) -> DeliveryResult:
+    if current is None:
+        return DeliveryResult(DeliveryStatus.DEAD, attempted=True)
+    logger.warning(
+        "callback %s attempt %d not recorded: a newer attempt has claimed the row",
+        attempt.delivery_id,
+        attempt.number,
+    )
+    return DeliveryResult(current, attempted=True)
 
 
 def deliver(
