@@ -257,12 +257,29 @@ def parse_raw(request: Request, allowlist: tuple[Network, ...], max_bytes: int) 
     )
 
 
+def _no_query(request: Request) -> None:
+    """Refuses query parameters beside a multipart or JSON body, whose fields are in the body."""
+    if request.args:
+        raise validation_problem(
+            [
+                {
+                    "field": name,
+                    "message": "query parameters are read only with a raw media body; "
+                    "expected the fields in the multipart or JSON body",
+                }
+                for name in sorted(request.args)
+            ]
+        )
+
+
 def parse_submission(request: Request, allowlist: tuple[Network, ...], max_bytes: int) -> Intake:
     """Returns the validated intake of a submission request, whatever its content type."""
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
+        _no_query(request)
         return parse_multipart(request, allowlist, max_bytes)
     if mimetype == "application/json" or mimetype.endswith("+json"):
+        _no_query(request)
         return parse_json(request, allowlist)
     if is_raw_media_type(mimetype):
         return parse_raw(request, allowlist, max_bytes)

@@ -13,6 +13,7 @@ from typing import Any
 
 from moderation.models import Status
 from moderation.submissions import MAX_PAGE_SIZE
+from webhook_api.intake import RAW_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,29 @@ _OPTIONAL_PROPS = {
     "external_id": {"type": "string", "maxLength": 200},
     "metadata": {"type": "object", "description": "Any JSON object up to 16 KiB, echoed back"},
 }
+
+_RAW_BODY = {"schema": {"type": "string", "format": "binary"}}
+_RAW_ONLY = "Raw media bodies only (multipart and JSON bodies carry it in the body; 422 here)"
+_RAW_QUERY = [
+    {
+        "name": "callback_url",
+        "in": "query",
+        "description": _RAW_ONLY,
+        "schema": _OPTIONAL_PROPS["callback_url"],
+    },
+    {
+        "name": "external_id",
+        "in": "query",
+        "description": _RAW_ONLY,
+        "schema": _OPTIONAL_PROPS["external_id"],
+    },
+    {
+        "name": "metadata",
+        "in": "query",
+        "description": f"{_RAW_ONLY}: a JSON object as text, up to 16 KiB",
+        "schema": {"type": "string"},
+    },
+]
 
 _SCHEMAS: dict[str, Any] = {
     "Submission": {
@@ -183,20 +207,30 @@ _SCHEMAS: dict[str, Any] = {
 _SUBMISSIONS = {
     "post": {
         "summary": "Submit media for moderation",
-        "description": "Stores the upload or URL and enqueues scoring; nothing is decoded here.",
+        "description": (
+            "Stores the upload or URL and enqueues scoring; nothing is decoded here. Three "
+            "shapes: multipart/form-data with a `file` part; application/json with a "
+            "`media_url`; or the media itself as the body (" + ", ".join(RAW_TYPES) + ") with "
+            "`callback_url`, `external_id` and `metadata` (JSON text) as query parameters. "
+            "Uploads over the upload limit are 413 in every shape. The Idempotency-Key "
+            "fingerprint covers the media's SHA-256 (or URL) and the fields, not the shape: the "
+            "same bytes and fields sent raw or as multipart are the same request."
+        ),
         "security": BEARER,
         "parameters": [
             {
                 "name": "Idempotency-Key",
                 "in": "header",
                 "schema": {"type": "string", "maxLength": 255},
-            }
+            },
+            *_RAW_QUERY,
         ],
         "requestBody": {
             "required": True,
             "content": {
                 "multipart/form-data": {"schema": {"$ref": "#/components/schemas/UploadRequest"}},
                 "application/json": {"schema": {"$ref": "#/components/schemas/MediaUrlRequest"}},
+                **{media_type: _RAW_BODY for media_type in RAW_TYPES},
             },
         },
         "responses": {

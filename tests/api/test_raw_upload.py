@@ -185,3 +185,18 @@ def test_the_same_request_as_multipart_or_raw_is_one_request(
     assert raw.status_code == form.status_code == 202
     assert form.headers["Idempotent-Replayed"] == "true"
     assert form.get_json() == raw.get_json()
+
+
+def test_query_parameters_beside_a_multipart_or_json_body_are_422(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    form = client.post("/v1/submissions?external_id=x", data=upload(png_bytes()), headers=auth)
+    body = _problem(form, 422, "validation-error")
+    assert body["errors"][0]["field"] == "external_id"
+    assert "expected the fields in the multipart or JSON body" in body["detail"]
+    as_json = client.post(
+        "/v1/submissions?callback_url=http://127.0.0.1:9/",
+        json={"media_url": "http://127.0.0.1:9/a.png"},
+        headers=auth,
+    )
+    assert _problem(as_json, 422, "validation-error")["errors"][0]["field"] == "callback_url"
