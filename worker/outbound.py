@@ -4,11 +4,16 @@ Every request goes through :func:`moderation.ssrf.safe_session`, which checks th
 against ``DFMOD_OUTBOUND_ALLOWLIST`` and connects to the address it checked. Redirects are never
 followed here: callers decide (callbacks treat them as failure, fetches re-check each hop). All
 failures become :class:`OutboundError` with a message saying what happened.
+
+Each thread keeps one guarded session per allow-list instead of building one per request. After
+every request its connection pools are closed and its cookies dropped, as if it were new: the
+next request is checked and pinned afresh, and nothing one server sent reaches another.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import requests
@@ -17,6 +22,9 @@ from moderation.settings import Settings
 from moderation.ssrf import OutboundBlocked, safe_session
 
 logger = logging.getLogger(__name__)
+
+
+_local = threading.local()
 
 
 class OutboundError(RuntimeError):
@@ -34,7 +42,7 @@ def request(
 
     ``timeout_s`` bounds connecting and each wait for data; callers bound the total time.
     """
-    session = safe_session(allowlist=settings.outbound_allowlist)
+    session = _session(settings.outbound_allowlist)
     try:
         return session.request(
             method,
@@ -51,4 +59,17 @@ def request(
     except requests.RequestException as exc:
         raise OutboundError(f"request to {url} failed: {type(exc).__name__}: {exc}") from exc
     finally:
+        # The open response keeps its connection; closing the pools only drops idle ones.
         session.close()
+        session.cookies.clear()
+
+
+def _session(allowlist: str) -> requests.Session:
+    """Returns this thread's guarded session for ``allowlist`` (built on first use)."""
+    sessions: dict[str, requests.Session] | None = getattr(_local, "sessions", None)
+    if sessions is None:
+        sessions = _local.sessions = {}
+    session = sessions.get(allowlist)
+    if session is None:
+        session = sessions[allowlist] = safe_session(allowlist=allowlist)
+    return session
