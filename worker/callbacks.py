@@ -54,8 +54,8 @@ MAX_ERROR_CHARS = 500
 
 _DUE_SLACK = dt.timedelta(seconds=DUE_SLACK_S)
 
-# The statements of an attempt, built once (Core, no ORM objects): the claim, the tenant's
-# secrets, and the record of each outcome, each conditional on the attempt number it claimed.
+# The statements of an attempt, built once (Core, no ORM objects): the claim, which also returns
+# the tenant's secrets, and the record of each outcome, conditional on the attempt it claimed.
 _DELIVERIES: Table = CallbackDelivery.__table__  # type: ignore[assignment]
 _TENANTS: Table = Tenant.__table__  # type: ignore[assignment]
 _d = _DELIVERIES.c
@@ -67,13 +67,22 @@ _CLAIM = (
         or_(_d.next_attempt_at.is_(None), _d.next_attempt_at <= bindparam("due_by")),
     )
     .values(attempts=_d.attempts + 1, next_attempt_at=bindparam("lease_until"))
-    .returning(_d.url, _d.payload, _d.attempts, _d.tenant_id, _d.created_at)
+    .returning(
+        _d.url,
+        _d.payload,
+        _d.attempts,
+        _d.created_at,
+        # The tenant's signing secrets, read by the same statement (NULL without a tenant).
+        *(
+            select(column).where(_TENANTS.c.id == _d.tenant_id).scalar_subquery()
+            for column in (
+                _TENANTS.c.webhook_secret,
+                _TENANTS.c.previous_webhook_secret,
+                _TENANTS.c.previous_secret_expires_at,
+            )
+        ),
+    )
 )
-_SECRETS = select(
-    _TENANTS.c.webhook_secret,
-    _TENANTS.c.previous_webhook_secret,
-    _TENANTS.c.previous_secret_expires_at,
-).where(_TENANTS.c.id == bindparam("tenant_id"))
 _CLAIMED = (
     update(_DELIVERIES)
     .where(_d.id == bindparam("delivery_id"), _d.attempts == bindparam("number"))
@@ -164,8 +173,8 @@ def _claim(factory: sessionmaker[Session], delivery_id: str, lease_s: float) -> 
     One conditional UPDATE ... RETURNING is the claim: the row must be pending and due (within
     ``DUE_SLACK_S``), and the claim pushes ``next_attempt_at`` past the lease, so of two claims of
     the same due row (a duplicate task, the sweeper) only the first matches; the other waits for
-    the row lock and then sees a row that is no longer due. The tenant's secrets are read in the
-    same transaction.
+    the row lock and then sees a row that is no longer due. The same statement returns the
+    tenant's signing secrets.
     """
     now = utcnow()
     with session_scope(factory) as session:
@@ -179,13 +188,12 @@ def _claim(factory: sessionmaker[Session], delivery_id: str, lease_s: float) -> 
         ).first()
         if claimed is None:
             return None
-        url, payload, number, tenant_id, created_at = claimed
+        url, payload, number, created_at, current, previous, expires = claimed
         if number == 1:
             # A row is due from its creation (add_outbox) until its first attempt; only attempts
             # and replays of attempted rows move next_attempt_at, so created_at is the due time.
             observe_since("callback_queue", created_at)
-        tenant = session.execute(_SECRETS, {"tenant_id": tenant_id}).first()
-    secrets = _secrets(*tenant, now=now) if tenant is not None else ("",)
+    secrets = _secrets(current, previous, expires, now=now) if current is not None else ("",)
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
     return Attempt(delivery_id, url, secrets, body, number)
 
