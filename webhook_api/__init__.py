@@ -15,19 +15,21 @@ from typing import IO, Any
 from flask import Flask, Request
 
 from moderation.settings import Settings, load_settings
+from webhook_api.multipart import IN_MEMORY_BODY_BYTES, InMemoryFormDataParser
 
 logger = logging.getLogger(__name__)
 
 # Room for multipart boundaries and form fields on top of the largest accepted file.
 REQUEST_OVERHEAD_BYTES = 256 * 1024
-# Multipart bodies up to this size are parsed in memory; larger ones spool to a temporary file.
-IN_MEMORY_BODY_BYTES = 8 * 1024 * 1024
 
 
 class UploadRequest(Request):
     """Werkzeug spools every file part of a body over 500 KB to a temporary file on disk, which
-    the submission then reads straight back; typical photos (a few MB) stay in memory here.
-    Bodies are bounded by ``MAX_CONTENT_LENGTH``, so memory per request stays bounded too."""
+    the submission then reads straight back; typical photos (a few MB) stay in memory here, split
+    in one pass by :class:`~webhook_api.multipart.InMemoryFormDataParser`. Bodies are bounded by
+    ``MAX_CONTENT_LENGTH``, so memory per request stays bounded too."""
+
+    form_data_parser_class = InMemoryFormDataParser
 
     def _get_file_stream(
         self,
