@@ -2,11 +2,12 @@
 
 Two workers racing for one due row send it once; the late record of an attempt whose lease a newer
 attempt took over changes nothing; a rotated tenant's callbacks carry both secrets' signatures
-until the overlap ends.
+until the overlap ends; the ``callback_queue`` wait is observed on first attempts only.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.db import make_engine, make_session_factory, session_scope
@@ -200,3 +202,31 @@ def _signed_by(secret: str, got: Received) -> bool:
         secret, headers["webhook-id"], headers["webhook-timestamp"], got.body
     )
     return expected in headers["webhook-signature"].split()
+
+
+def _queue_waits() -> tuple[float, float]:
+    labels = {"stage": "callback_queue"}
+    count = REGISTRY.get_sample_value("dfmod_worker_stage_seconds_count", labels)
+    total = REGISTRY.get_sample_value("dfmod_worker_stage_seconds_sum", labels)
+    return count or 0.0, total or 0.0
+
+
+def test_deliver__queue_wait_observed_on_first_attempt_only(
+    env: Env, receiver: CallbackReceiver
+) -> None:
+    receiver.program(500)
+    delivery_id = env.delivery(receiver.url())
+    with session_scope(env.session_factory) as session:  # due for a while already
+        row = session.get(CallbackDelivery, delivery_id)
+        assert row is not None
+        row.created_at = row.next_attempt_at = utcnow() - dt.timedelta(seconds=5)
+    deps: dict[str, Any] = {"session_factory": env.session_factory, "settings": env.settings}
+    count, total = _queue_waits()
+    assert callbacks.deliver(delivery_id=delivery_id, **deps).status == DeliveryStatus.PENDING
+    after_first = _queue_waits()
+    assert after_first[0] == count + 1 and after_first[1] - total >= 5.0, (
+        f"expected one callback_queue wait of at least 5 s, got {after_first} from {(count, total)}"
+    )
+    env.make_due(delivery_id)
+    assert callbacks.deliver(delivery_id=delivery_id, **deps).status == DeliveryStatus.DELIVERED
+    assert _queue_waits() == after_first, "expected no callback_queue wait for a retry"
