@@ -47,6 +47,11 @@ class Settings:
     triton_metrics_port: int = _setting(8002, "Triton Prometheus metrics port")
     triton_timeout_s: float = _setting(10.0, "Deadline of one Triton inference call")
     triton_retries: int = _setting(4, "Retries on unavailable/overloaded Triton before giving up")
+    triton_batch_images: int = _setting(
+        8,
+        "Most images a worker process joins into one Triton request: scorings that arrive while "
+        "its request is in flight wait and go together; 1: one request per scoring",
+    )
     model_repository: Path = _setting(  # noqa: RUF009
         _DEFAULT_REPOSITORY, "Triton model repository (read by Triton, written by deploy)"
     )

@@ -7,7 +7,8 @@ client sees it: wire + Triton queue + compute; Triton's own statistics split the
 ``database`` (the claim and verdict transactions) and ``callback`` (one signed delivery attempt).
 Two more are waits, observed on first attempts only: ``queue`` (from the API handing the
 submission to the broker until a worker claims it) and ``callback_queue`` (from a callback being
-due until its attempt starts).
+due until its attempt starts). ``dfmod_worker_triton_request_images`` counts the images of each
+Triton request that joined concurrent scorings (see ``worker.triton_client``).
 
 Exposition is off unless ``DFMOD_WORKER_METRICS_PORT`` is set. Then ``dfmod worker`` points
 prometheus_client at a fresh multiprocess folder before any task module (or this one) is
@@ -46,6 +47,12 @@ STAGE_SECONDS = Histogram(
     "Time spent per stage of the worker's work on one submission",
     ["stage"],
     buckets=BUCKETS,
+)
+
+JOINED_IMAGES = Histogram(
+    "dfmod_worker_triton_request_images",
+    "Images per Triton request of joined scorings (worker.triton_client, triton_batch_images)",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
 )
 
 

@@ -13,7 +13,9 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,7 @@ from tritonclient.utils import InferenceServerException
 
 from moderation import contract
 from moderation.settings import Settings
+from worker.metrics import JOINED_IMAGES
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +59,111 @@ class _ModelInfo:
     max_batch_size: int
 
 
+@dataclass
+class _Waiting:
+    """One caller's images waiting to be sent, and then its share of the answer."""
+
+    images: np.ndarray
+    wake: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False
+    result: InferenceResult | None = None
+    error: BaseException | None = None
+
+
+class _Joiner:
+    """Joins the requests of one process's threads into one Triton request while one is in flight.
+
+    Leader/follower, as a database's group commit: a caller finding no request in flight sends
+    its images at once (no added delay when the worker is quiet); callers arriving meanwhile
+    queue, and when the request returns the first of them sends everything queued (up to
+    ``max_images``, in arrival order) as one batch. Under load the batch grows with the time a
+    request takes, so Triton's batcher receives batches instead of single images; each caller
+    gets its own rows of the logits and the version that answered the whole batch. An error
+    (``InferenceUnavailable`` after the retries) is every caller's error.
+    """
+
+    def __init__(self, send: Callable[[np.ndarray], InferenceResult], max_images: int) -> None:
+        self._send = send
+        self.max_images = max_images
+        self._lock = threading.Lock()
+        self._queue: deque[_Waiting] = deque()
+        self._busy = False
+
+    def infer(self, images: np.ndarray) -> InferenceResult:
+        mine = _Waiting(images)
+        with self._lock:
+            self._queue.append(mine)
+        while True:
+            with self._lock:
+                if mine.finished:
+                    break
+                lead = not self._busy
+                if lead:
+                    self._busy = True
+                    batch = self._take()
+                else:
+                    mine.wake.clear()
+            if not lead:
+                mine.wake.wait()
+                continue
+            try:
+                self._run(batch)
+            finally:
+                with self._lock:
+                    self._busy = False
+                    if self._queue:
+                        self._queue[0].wake.set()  # the next leader
+        if mine.error is not None:
+            raise mine.error
+        assert mine.result is not None
+        return mine.result
+
+    def _take(self) -> list[_Waiting]:
+        batch = [self._queue.popleft()]
+        rows = len(batch[0].images)
+        while self._queue and rows + len(self._queue[0].images) <= self.max_images:
+            rows += len(self._queue[0].images)
+            batch.append(self._queue.popleft())
+        return batch
+
+    def _run(self, batch: list[_Waiting]) -> None:
+        try:
+            if len(batch) == 1:
+                results = [self._send(batch[0].images)]
+            else:
+                joined = self._send(np.concatenate([w.images for w in batch]))
+                results, start = [], 0
+                for waiting in batch:
+                    end = start + len(waiting.images)
+                    results.append(
+                        InferenceResult(
+                            joined.logits[start:end], joined.model_name, joined.model_version
+                        )
+                    )
+                    start = end
+            JOINED_IMAGES.observe(sum(len(w.images) for w in batch))
+            for waiting, result in zip(batch, results, strict=True):
+                waiting.result = result
+        except Exception as exc:
+            for waiting in batch:
+                waiting.error = exc
+        except BaseException as exc:  # the leader's own interruption; the others are told so
+            for waiting in batch:
+                waiting.error = InferenceUnavailable(f"the request was interrupted: {exc!r}")
+            raise
+        finally:
+            with self._lock:
+                for waiting in batch:
+                    waiting.finished = True
+                    waiting.wake.set()
+
+
 class TritonClient:
-    """A gRPC client for one model, safe to share between threads of one process."""
+    """A gRPC client for one model, safe to share between threads of one process.
+
+    With ``batch_images`` > 1, concurrent :meth:`infer` calls of up to that many images are joined
+    while a request is in flight (:class:`_Joiner`); larger calls (a video's frames) go alone.
+    """
 
     def __init__(
         self,
@@ -67,6 +173,7 @@ class TritonClient:
         timeout_s: float = 10.0,
         retries: int = 4,
         backoff_s: float = 0.2,
+        batch_images: int = 1,
     ) -> None:
         self.url = url
         self.model_name = model_name
@@ -76,6 +183,7 @@ class TritonClient:
         self._client = grpcclient.InferenceServerClient(url=url)
         self._info: _ModelInfo | None = None
         self._lock = threading.Lock()
+        self._joiner = _Joiner(self._infer, batch_images) if batch_images > 1 else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TritonClient:
@@ -85,6 +193,7 @@ class TritonClient:
             model_name=settings.model_name,
             timeout_s=settings.triton_timeout_s,
             retries=settings.triton_retries,
+            batch_images=settings.triton_batch_images,
         )
 
     def is_ready(self) -> bool:
@@ -114,6 +223,11 @@ class TritonClient:
         by the same version, otherwise the whole batch is asked again (a deploy happened midway).
         """
         images = _check_images(images)
+        if self._joiner is not None and len(images) <= self._joiner.max_images:
+            return self._joiner.infer(images)
+        return self._infer(images)
+
+    def _infer(self, images: np.ndarray) -> InferenceResult:
         info = self._model_info()
         for _ in range(3):
             logits, versions = [], set()

@@ -118,3 +118,33 @@ def test_wrong_input_is_refused_before_sending(client) -> None:
         client.infer(np.zeros((2, 100, 100, 3), np.uint8))
     with pytest.raises(ValueError, match="expected uint8"):
         client.infer(np.zeros((1, *contract.INPUT_SHAPE), np.float32))
+
+
+def test_joined_concurrent_scorings_get_the_scores_of_their_own_images(
+    triton_server: TritonServer,
+) -> None:
+    """Worker threads sharing one joining client: every image gets its own in-process score."""
+    images = _images(48, seed=5)
+    version_dir = triton_server.repository / contract.MODEL_NAME / "1"
+    expected = _in_process_logits(version_dir, images)
+    joined = TritonClient(triton_server.grpc_url, timeout_s=30.0, batch_images=8)
+    got = np.full(len(images), np.nan, dtype=np.float32)
+    errors: list[Exception] = []
+
+    def score(indices: range) -> None:
+        try:
+            for i in indices:
+                got[i] = joined.infer(images[i : i + 1]).logits[0]
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=score, args=(range(k, 48, 8),)) for k in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        joined.close()
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert np.max(np.abs(got - expected)) <= 1e-4
