@@ -20,9 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kombu import Connection
-from kombu.transport import sqlalchemy as kombu_sqla
-
 from kombu import transport as kombu_transport
+from kombu.transport import sqlalchemy as kombu_sqla
 
 from worker.celery_app import SqlaChannel, SqlaTransport
 
