@@ -13,6 +13,7 @@ import binascii
 import datetime as dt
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,43 +151,68 @@ def _view(row: Submission) -> SubmissionView:
     return submission_view(row, verdict=row.verdict, reviews=row.reviews)
 
 
+# Columns of the submissions table that a SubmissionView shows under the same name.
+_VIEW_COLUMNS = (
+    "id",
+    "tenant_id",
+    "status",
+    "media_kind",
+    "media_url",
+    "blob_sha256",
+    "size_bytes",
+    "callback_url",
+    "external_id",
+    "failure_reason",
+    "failure_detail",
+    "created_at",
+    "updated_at",
+    "completed_at",
+)
+
+
 def submission_view(
     row: Submission, *, verdict: Verdict | None, reviews: list[Review] | tuple[()]
 ) -> SubmissionView:
     """Returns the view of a flushed row given its verdict and reviews, without loading them
     (the scorer passes the verdict it just added and no reviews: one cannot exist yet)."""
-    verdict_view = None
-    if verdict is not None:
-        v = verdict
-        verdict_view = VerdictView(
-            v.p_fake,
-            v.logit,
-            v.decision,
-            v.model_name,
-            v.model_version,
-            v.pass_below,
-            v.flag_at,
-            v.created_at,
-            v.frames,
-        )
-    return SubmissionView(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        status=row.status,
-        media_kind=row.media_kind,
-        media_url=row.media_url,
-        blob_sha256=row.blob_sha256,
-        size_bytes=row.size_bytes,
-        callback_url=row.callback_url,
-        external_id=row.external_id,
-        metadata=dict(row.meta or {}),
-        failure_reason=row.failure_reason,
-        failure_detail=row.failure_detail,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        completed_at=row.completed_at,
-        verdict=verdict_view,
+    values = {name: getattr(row, name) for name in _VIEW_COLUMNS}
+    values["metadata"] = row.meta
+    return columns_view(
+        values,
+        verdict=None if verdict is None else verdict_view(verdict),
         review=ReviewView(reviews[-1].label, reviews[-1].created_at) if reviews else None,
+    )
+
+
+def verdict_view(verdict: Any) -> VerdictView:
+    """Returns the view of a verdict (a ``Verdict`` row or anything with its attributes)."""
+    v = verdict
+    return VerdictView(
+        v.p_fake,
+        v.logit,
+        v.decision,
+        v.model_name,
+        v.model_version,
+        v.pass_below,
+        v.flag_at,
+        v.created_at,
+        v.frames,
+    )
+
+
+def columns_view(
+    values: Mapping[Any, Any],
+    *,
+    verdict: VerdictView | None = None,
+    review: ReviewView | None = None,
+) -> SubmissionView:
+    """Returns the view of a submission from its table's column values (e.g. a Core row's
+    ``_mapping``: ``metadata`` is the column's name)."""
+    return SubmissionView(
+        **{name: values[name] for name in _VIEW_COLUMNS},
+        metadata=dict(values["metadata"] or {}),
+        verdict=verdict,
+        review=review,
     )
 
 

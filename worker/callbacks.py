@@ -24,12 +24,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation import signing
 from moderation.db import session_scope
-from moderation.models import CallbackDelivery, DeliveryStatus, Submission, Tenant, utcnow
+from moderation.models import CallbackDelivery, DeliveryStatus, Submission, Tenant, new_id, utcnow
 from moderation.settings import Settings
 from moderation.submissions import SubmissionView, get_submission
 from moderation.tenants import signing_secrets
@@ -122,19 +122,37 @@ def add_outbox(
         view = get_submission(session=session, submission_id=submission.id, tenant_id=None)
     if view is None:
         raise LookupError(f"submission {submission.id} vanished while writing its callback")
-    delivery = CallbackDelivery(
-        submission_id=submission.id,
-        tenant_id=submission.tenant_id,
-        event_type=event_type,
-        url=submission.callback_url,
-        payload=event_payload(event_type, view),
-        status=DeliveryStatus.PENDING,
-        attempts=0,
-        next_attempt_at=utcnow(),
-    )
+    delivery = CallbackDelivery(**_outbox_row(view, event_type))
     session.add(delivery)
     session.flush()
     return delivery
+
+
+def insert_outbox(session: Session, *, view: SubmissionView, event_type: str) -> str | None:
+    """Inserts the outbox row of an event (one Core INSERT, no unit of work) when the submission
+    has a callback URL; returns its id. For a caller that already has the submission's new
+    :class:`SubmissionView`, in the transaction that wrote that state."""
+    if not view.callback_url:
+        return None
+    values = _outbox_row(view, event_type)
+    values.update(id=new_id("msg"), last_status_code=None, last_error=None, delivered_at=None)
+    values.update(created_at=values["next_attempt_at"], updated_at=values["next_attempt_at"])
+    session.execute(insert(_DELIVERIES), values)
+    return str(values["id"])
+
+
+def _outbox_row(view: SubmissionView, event_type: str) -> dict[str, Any]:
+    """Returns the new outbox row's values: pending, due now, the payload built from ``view``."""
+    return {
+        "submission_id": view.id,
+        "tenant_id": view.tenant_id,
+        "event_type": event_type,
+        "url": view.callback_url,
+        "payload": event_payload(event_type, view),
+        "status": DeliveryStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": utcnow(),
+    }
 
 
 @dataclass(frozen=True)

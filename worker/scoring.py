@@ -15,22 +15,24 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.blobs import BlobStore
 from moderation.contract import ModelMetadata
 from moderation.db import session_scope
-from moderation.models import Status, Submission, Tenant, Verdict, utcnow
+from moderation.models import Status, Submission, Tenant, Verdict, new_id, utcnow
 from moderation.policy import calibrate, decide, resolve_thresholds
 from moderation.preprocess import ImageLimits, MediaRejected, decode_image, image_to_input
 from moderation.settings import Settings
-from moderation.submissions import submission_view
+from moderation.submissions import columns_view, submission_view, verdict_view
 from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
-from worker.callbacks import EVENT_FAILED, EVENT_SCORED, add_outbox
+from worker.callbacks import EVENT_FAILED, EVENT_SCORED, add_outbox, insert_outbox
 from worker.metrics import observe_since, stage
 
 if TYPE_CHECKING:
@@ -40,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 SCORABLE = (Status.RECEIVED, Status.QUEUED, Status.SCORING)
 MAX_DETAIL_CHARS = 1000
+_SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
+_TENANTS: Table = Tenant.__table__  # type: ignore[assignment]
+_VERDICTS: Table = Verdict.__table__  # type: ignore[assignment]
 
 
 class Outcome(str, enum.Enum):
@@ -66,21 +71,72 @@ def model_metadata(repository: Path, name: str, version: str) -> ModelMetadata:
     return ModelMetadata.read(Path(repository) / name / version)
 
 
-def _claim(factory: sessionmaker[Session], submission_id: str) -> tuple[str | None, str | None]:
-    """Moves a scorable submission to ``scoring``; returns (blob sha256 or None, status)."""
+@dataclass(frozen=True)
+class _Claimed:
+    """A claimed submission: its blob, and its tenant's thresholds at claim time."""
+
+    blob_sha256: str
+    tenant_pass_below: float | None
+    tenant_flag_at: float | None
+
+
+def _tenant_column(name: str) -> Any:
+    return (
+        select(_TENANTS.c[name])
+        .where(_TENANTS.c.id == _SUBMISSIONS.c.tenant_id)
+        .scalar_subquery()
+        .label(f"tenant_{name}")
+    )
+
+
+# One conditional UPDATE … RETURNING per claim (and per verdict): on SQLite the database's write
+# lock is held for one statement, not for an ORM load, flush and the Python in between.
+_CLAIM = (
+    update(_SUBMISSIONS)
+    .where(
+        _SUBMISSIONS.c.id == bindparam("submission_id"),
+        _SUBMISSIONS.c.status.in_(SCORABLE),
+        _SUBMISSIONS.c.blob_sha256.is_not(None),
+    )
+    .values(
+        status=Status.SCORING, attempts=_SUBMISSIONS.c.attempts + 1, updated_at=bindparam("now")
+    )
+    .returning(
+        _SUBMISSIONS.c.blob_sha256,
+        _SUBMISSIONS.c.attempts,
+        _SUBMISSIONS.c.queued_at,
+        _SUBMISSIONS.c.created_at,
+        _tenant_column("pass_below"),
+        _tenant_column("flag_at"),
+    )
+)
+_STATE = select(_SUBMISSIONS.c.status).where(_SUBMISSIONS.c.id == bindparam("submission_id"))
+_FINISH = (
+    update(_SUBMISSIONS)
+    .where(_SUBMISSIONS.c.id == bindparam("submission_id"), _SUBMISSIONS.c.status.in_(SCORABLE))
+    .values(
+        status=bindparam("decision"), completed_at=bindparam("now"), updated_at=bindparam("now")
+    )
+    .returning(*_SUBMISSIONS.c)
+)
+
+
+def _claim(
+    factory: sessionmaker[Session], submission_id: str
+) -> tuple[_Claimed | None, str | None]:
+    """Moves a scorable submission with stored bytes to ``scoring`` (``attempts`` + 1); returns
+    (what the scoring needs or None, status)."""
     with session_scope(factory) as session:
-        sub = session.get(Submission, submission_id)
-        if sub is None:
-            logger.warning("score: submission %s does not exist", submission_id)
-            return None, None
-        if sub.status not in SCORABLE:
-            return None, sub.status
-        if sub.blob_sha256 is None:
-            return None, Status.FETCHING
-        if sub.attempts == 0:
-            observe_since("queue", sub.queued_at or sub.created_at)
-        sub.status, sub.attempts = Status.SCORING, sub.attempts + 1
-        return sub.blob_sha256, sub.status
+        row = session.execute(_CLAIM, {"submission_id": submission_id, "now": utcnow()}).first()
+        if row is None:
+            status = session.execute(_STATE, {"submission_id": submission_id}).scalar()
+            if status is None:
+                logger.warning("score: submission %s does not exist", submission_id)
+            # Scorable but not claimed: its bytes are not stored yet (a media_url to fetch).
+            return None, Status.FETCHING if status in SCORABLE else status
+    if row.attempts == 1:
+        observe_since("queue", row.queued_at or row.created_at)
+    return _Claimed(row.blob_sha256, row.tenant_pass_below, row.tenant_flag_at), Status.SCORING
 
 
 def fail_submission(
@@ -156,6 +212,7 @@ def _record_verdict(
     submission_id: str,
     result: InferenceResult,
     settings: Settings,
+    claimed: _Claimed,
     frames: list[Frame] | None = None,
 ) -> ScoreResult:
     logits = np.asarray(result.logits, dtype=np.float64).reshape(-1)
@@ -166,38 +223,40 @@ def _record_verdict(
         p_fake = calibrate(logit, meta.temperature)
     else:
         p_fake, logit, record = _video_scores(frames, logits, meta.temperature)
+    thresholds = resolve_thresholds(
+        model_pass_below=meta.pass_below,
+        model_flag_at=meta.flag_at,
+        tenant_pass_below=claimed.tenant_pass_below,
+        tenant_flag_at=claimed.tenant_flag_at,
+    )
+    decision = decide(p_fake, pass_below=thresholds.pass_below, flag_at=thresholds.flag_at)
+    now = utcnow()
+    verdict = {
+        "id": new_id("ver"),
+        "submission_id": submission_id,
+        "logit": logit,
+        "p_fake": p_fake,
+        "decision": decision,
+        "model_name": result.model_name,
+        "model_version": str(result.model_version),
+        "temperature": meta.temperature,
+        "pass_below": thresholds.pass_below,
+        "flag_at": thresholds.flag_at,
+        "frames": record,
+        "created_at": now,
+    }
     try:
         with session_scope(factory) as session:
-            sub = session.get(Submission, submission_id)
-            if sub is None or sub.status not in SCORABLE:
-                return ScoreResult(Outcome.NOOP, sub.status if sub else None)
-            tenant = session.get(Tenant, sub.tenant_id)
-            thresholds = resolve_thresholds(
-                model_pass_below=meta.pass_below,
-                model_flag_at=meta.flag_at,
-                tenant_pass_below=tenant.pass_below if tenant else None,
-                tenant_flag_at=tenant.flag_at if tenant else None,
-            )
-            decision = decide(p_fake, pass_below=thresholds.pass_below, flag_at=thresholds.flag_at)
-            verdict = Verdict(
-                submission_id=sub.id,
-                logit=logit,
-                p_fake=p_fake,
-                decision=decision,
-                model_name=result.model_name,
-                model_version=str(result.model_version),
-                temperature=meta.temperature,
-                pass_below=thresholds.pass_below,
-                flag_at=thresholds.flag_at,
-                frames=record,
-            )
-            session.add(verdict)
-            sub.status, sub.completed_at = decision, utcnow()
-            session.flush()
-            # The verdict just added, and no reviews: a scorable submission was never reviewed.
-            view = submission_view(sub, verdict=verdict, reviews=())
-            delivery = add_outbox(session, submission=sub, event_type=EVENT_SCORED, view=view)
-            delivery_id = delivery.id if delivery else None
+            row = session.execute(
+                _FINISH, {"submission_id": submission_id, "decision": decision, "now": now}
+            ).first()
+            if row is None:  # finished meanwhile (a redelivery or another worker)
+                status = session.execute(_STATE, {"submission_id": submission_id}).scalar()
+                return ScoreResult(Outcome.NOOP, status)
+            session.execute(insert(_VERDICTS), verdict)
+            # The verdict just written, and no reviews: a scorable submission was never reviewed.
+            view = columns_view(row._mapping, verdict=verdict_view(SimpleNamespace(**verdict)))
+            delivery_id = insert_outbox(session, view=view, event_type=EVENT_SCORED)
     except IntegrityError:  # another worker stored the verdict first
         logger.info("score: verdict for %s already stored by another run", submission_id)
         return ScoreResult(Outcome.NOOP)
@@ -215,12 +274,12 @@ def score_submission(
 ) -> ScoreResult:
     """Scores one submission (see the module docstring); raises InferenceUnavailable to retry."""
     with stage("database"):
-        sha256, status = _claim(session_factory, submission_id)
-    if sha256 is None:
+        claimed, status = _claim(session_factory, submission_id)
+    if claimed is None:
         outcome = Outcome.NEEDS_FETCH if status == Status.FETCHING else Outcome.NOOP
         return ScoreResult(outcome, status)
     with stage("blob"):
-        data = blobs.get(sha256)
+        data = blobs.get(claimed.blob_sha256)
     frames, video_limits = None, VideoLimits.from_settings(settings)
     try:
         if is_video(data, video_limits):
@@ -245,4 +304,4 @@ def score_submission(
     with stage("inference"):
         result = client.infer(images)
     with stage("database"):
-        return _record_verdict(session_factory, submission_id, result, settings, frames)
+        return _record_verdict(session_factory, submission_id, result, settings, claimed, frames)

@@ -87,15 +87,17 @@ def test_score_submission__lost_race__no_second_verdict(scoring_env: WorkerEnv) 
     sha = scoring_env.blobs.put(image_bytes())
     sub_id = scoring_env.submission(blob_sha256=sha)
     result = StubClient(logit=-5.0).infer(np.zeros((1, 224, 224, 3), np.uint8))
+    claimed, _ = scoring._claim(scoring_env.session_factory, sub_id)
+    assert claimed is not None and claimed.blob_sha256 == sha
     first = scoring._record_verdict(
-        scoring_env.session_factory, sub_id, result, scoring_env.settings
+        scoring_env.session_factory, sub_id, result, scoring_env.settings, claimed
     )
     # A second worker that scored the same message concurrently: status moved on -> no-op.
     second = scoring._record_verdict(
-        scoring_env.session_factory, sub_id, result, scoring_env.settings
+        scoring_env.session_factory, sub_id, result, scoring_env.settings, claimed
     )
     assert (first.outcome, first.status) == (scoring.Outcome.SCORED, Status.AUTO_PASSED)
-    assert second.outcome is scoring.Outcome.NOOP
+    assert (second.outcome, second.status) == (scoring.Outcome.NOOP, Status.AUTO_PASSED)
     assert _count(scoring_env, Verdict, sub_id) == 1
 
 
