@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,63 @@ def test_messages_kombu_left_delivered_are_deleted_when_the_broker_opens(tmp_pat
         queue.close()
     kombu_sqla.Channel._engines.clear()
     assert _rows(database) == []
+
+
+def test_a_publish_wakes_a_consumer_long_before_its_next_poll(
+    broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The doorbell: a worker between polls gets a new message at once, not a poll later."""
+    from worker.celery_app import SqlaTransport
+    from worker.doorbell import Doorbell
+
+    monkeypatch.setattr(SqlaTransport, "polling_interval", 60.0)  # a poll would come far too late
+    rung: list[bool] = []
+    real_wait = Doorbell.wait
+    monkeypatch.setattr(Doorbell, "wait", lambda self, t: rung.append(real_wait(self, t)))
+    got: list[Any] = []
+    with Connection(broker_url) as consumer_connection, Connection(broker_url) as producer:
+        consumer_connection.SimpleQueue("bell").close()  # declared before anyone waits
+        channel = consumer_connection.default_channel
+
+        def on_message(body: Any, message: Any) -> None:
+            got.append(body)
+            message.ack()
+
+        consumer = consumer_connection.Consumer(
+            consumer_connection.SimpleQueue("bell").queue, callbacks=[on_message], channel=channel
+        )
+        consumer.consume()
+        with pytest.raises(TimeoutError):
+            consumer_connection.drain_events(timeout=0.3)  # empty: waits on the bell, times out
+        waiter = threading.Thread(target=lambda: consumer_connection.drain_events(timeout=30))
+        waiter.start()
+        time.sleep(0.2)  # the consumer is now waiting between polls
+        producer.SimpleQueue("bell").put({"n": 1})
+        waiter.join(30)
+        consumer.cancel()
+    assert got == [{"n": 1}]
+    assert rung[-1] is True  # woken by the publish, not by the end of a wait
+
+
+def test_the_bell_is_named_after_the_broker_file_and_rings_without_a_listener(
+    tmp_path: Path,
+) -> None:
+    from worker.doorbell import Doorbell, bell_name, doorbell_for
+
+    assert doorbell_for(f"sqlite:///{tmp_path / 'a.db'}") is doorbell_for(
+        f"sqlite:///{tmp_path}/./a.db"
+    )
+    assert doorbell_for("postgresql://127.0.0.1/x") is None
+    assert doorbell_for("sqlite://") is None
+    assert bell_name(str(tmp_path / "a.db")) != bell_name(str(tmp_path / "b.db"))
+    lonely = Doorbell(str(tmp_path / "nobody-listens.db"))
+    lonely.ring()  # no listener: nothing raised
+    first, second = Doorbell(str(tmp_path / "c.db")), Doorbell(str(tmp_path / "c.db"))
+    try:
+        assert first._listen() is not None
+        assert second._listen() is None  # a second consumer keeps polling
+        second.ring()
+        first.wait(10)  # returns on the ring
+    finally:
+        first.close()
+        second.close()
