@@ -57,6 +57,7 @@ class _ModelInfo:
     input_name: str
     output_name: str
     max_batch_size: int
+    instances: int = 1  # model instances in the configuration's instance groups
 
 
 @dataclass
@@ -65,6 +66,7 @@ class _Waiting:
 
     images: np.ndarray
     wake: threading.Event = field(default_factory=threading.Event)
+    taken: bool = False  # in a request (its own or another caller's)
     finished: bool = False
     result: InferenceResult | None = None
     error: BaseException | None = None
@@ -73,23 +75,31 @@ class _Waiting:
 class _Joiner:
     """Joins the requests of one process's threads into one Triton request while one is in flight.
 
-    Leader/follower, as a database's group commit: a caller finding no request in flight sends
-    its images at once (no added delay when the worker is quiet); callers arriving meanwhile
-    queue, and when the request returns the first of them sends everything queued (up to
-    ``max_images``, in arrival order) as one batch. Under load the batch grows with the time a
-    request takes, so Triton's batcher receives batches instead of single images; each caller
-    gets its own rows of the logits and the version that answered the whole batch. An error
-    (``InferenceUnavailable`` after the retries) is every caller's error.
+    Leader/follower, as a database's group commit: a caller finding fewer than ``in_flight()``
+    requests in flight (Triton's model instances) sends its images at once (no added delay while
+    the server has an idle instance); callers arriving while every instance is busy queue, and
+    when a request returns the first of them sends everything queued (up to ``max_images``, in
+    arrival order) as one batch. Under load the batch grows with the time a request takes, so
+    Triton's batcher receives batches instead of single images; each caller gets its own rows of
+    the logits and the version that answered the whole batch. An error (``InferenceUnavailable``
+    after the retries) is every caller's error.
     """
 
-    def __init__(self, send: Callable[[np.ndarray], InferenceResult], max_images: int) -> None:
+    def __init__(
+        self,
+        send: Callable[[np.ndarray], InferenceResult],
+        max_images: int,
+        in_flight: Callable[[], int] = lambda: 1,
+    ) -> None:
         self._send = send
         self.max_images = max_images
+        self._in_flight = in_flight
         self._lock = threading.Lock()
         self._queue: deque[_Waiting] = deque()
-        self._busy = False
+        self._busy = 0  # requests in flight
 
     def infer(self, images: np.ndarray) -> InferenceResult:
+        limit = max(1, self._in_flight())  # may ask the server first: before anything is queued
         mine = _Waiting(images)
         with self._lock:
             self._queue.append(mine)
@@ -97,10 +107,11 @@ class _Joiner:
             with self._lock:
                 if mine.finished:
                     break
-                lead = not self._busy
+                # A caller whose images another leader took waits for that request instead.
+                lead = not mine.taken and self._busy < limit
                 if lead:
-                    self._busy = True
                     batch = self._take()
+                    self._busy += 1
                 else:
                     mine.wake.clear()
             if not lead:
@@ -110,7 +121,7 @@ class _Joiner:
                 self._run(batch)
             finally:
                 with self._lock:
-                    self._busy = False
+                    self._busy -= 1
                     if self._queue:
                         self._queue[0].wake.set()  # the next leader
         if mine.error is not None:
@@ -119,11 +130,14 @@ class _Joiner:
         return mine.result
 
     def _take(self) -> list[_Waiting]:
+        """Pops the oldest queued callers, up to ``max_images`` (the queue is not empty)."""
         batch = [self._queue.popleft()]
         rows = len(batch[0].images)
         while self._queue and rows + len(self._queue[0].images) <= self.max_images:
             rows += len(self._queue[0].images)
             batch.append(self._queue.popleft())
+        for waiting in batch:
+            waiting.taken = True
         return batch
 
     def _run(self, batch: list[_Waiting]) -> None:
@@ -183,7 +197,11 @@ class TritonClient:
         self._client = grpcclient.InferenceServerClient(url=url)
         self._info: _ModelInfo | None = None
         self._lock = threading.Lock()
-        self._joiner = _Joiner(self._infer, batch_images) if batch_images > 1 else None
+        self._joiner = (
+            _Joiner(self._infer, batch_images, lambda: self._model_info().instances)
+            if batch_images > 1
+            else None
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TritonClient:
@@ -289,7 +307,9 @@ class TritonClient:
                 f"input {contract.INPUT_NAME!r} and one FP32 output {contract.OUTPUT_NAME!r}"
             )
         max_batch = int(config.get("config", {}).get("max_batch_size", 0)) or 1
-        info = _ModelInfo(inputs[0]["name"], outputs[0]["name"], max_batch)
+        groups = config.get("config", {}).get("instance_group", [])
+        instances = sum(int(group.get("count", 1)) for group in groups) or 1
+        info = _ModelInfo(inputs[0]["name"], outputs[0]["name"], max_batch, instances)
         logger.info("Triton %s serves %s: %s", self.url, self.model_name, info)
         return info
 

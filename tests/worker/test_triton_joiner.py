@@ -154,3 +154,60 @@ def test_an_interrupted_leader_tells_its_batch_and_reraises() -> None:
     with pytest.raises(Interrupt):
         joiner.infer(_image(1))
     assert not joiner._busy and not joiner._queue
+
+
+def test_with_two_requests_allowed_in_flight_the_second_caller_goes_at_once() -> None:
+    """One Triton instance busy, the other idle: no waiting; both busy: the rest join."""
+    entered: list[list[int]] = []
+    release = threading.Event()
+    two_in = threading.Event()
+
+    def send(images: np.ndarray) -> InferenceResult:
+        entered.append([int(v) for v in images[:, 0, 0, 0]])
+        if len(entered) == 2:
+            two_in.set()
+        if len(entered) <= 2:
+            assert release.wait(WAIT_S)
+        return InferenceResult(images[:, 0, 0, 0].astype(np.float32), "m", "1")
+
+    joiner = _Joiner(send, max_images=8, in_flight=lambda: 2)
+    _, first = _in_threads([lambda: joiner.infer(_image(1)), lambda: joiner.infer(_image(2))])
+    assert two_in.wait(WAIT_S)  # both sent without waiting for each other
+    later, threads = _in_threads([lambda v=v: joiner.infer(_image(v)) for v in (3, 4, 5)])
+    _wait_queued(joiner, 3)
+    release.set()
+    _join(first + threads)
+    assert sorted(map(sorted, entered[:2])) == [[1], [2]]
+    assert sorted(v for call in entered[2:] for v in call) == [3, 4, 5]
+    assert len(entered) <= 4 and any(len(call) > 1 for call in entered[2:])
+    assert [r.logits.tolist() for r in later] == [[3.0], [4.0], [5.0]]  # type: ignore[attr-defined]
+
+
+def test_a_failing_limit_lookup_queues_nothing() -> None:
+    def no_server() -> int:
+        raise InferenceUnavailable("Triton did not answer")
+
+    joiner = _Joiner(Recorder(), max_images=8, in_flight=no_server)
+    with pytest.raises(InferenceUnavailable):
+        joiner.infer(_image(1))
+    assert not joiner._queue and joiner._busy == 0
+
+
+def test_many_callers_with_two_in_flight_all_get_their_own_answer() -> None:
+    """A stress run of the leader hand-over: every caller answered, nothing left in flight."""
+
+    def send(images: np.ndarray) -> InferenceResult:
+        time.sleep(0.001)
+        return InferenceResult(images[:, 0, 0, 0].astype(np.float32), "m", "1")
+
+    joiner = _Joiner(send, max_images=4, in_flight=lambda: 2)
+    values = [v % 250 for v in range(400)]
+
+    def caller(k: int) -> list[float]:
+        return [float(joiner.infer(_image(v)).logits[0]) for v in values[k::16]]
+
+    outcomes, threads = _in_threads([lambda k=k: caller(k) for k in range(16)])
+    _join(threads)
+    for k, outcome in enumerate(outcomes):
+        assert outcome == [float(v) for v in values[k::16]]
+    assert joiner._busy == 0 and not joiner._queue
