@@ -22,6 +22,7 @@ from flask import Request
 from werkzeug.datastructures import MultiDict
 
 from moderation.ssrf import Network, OutboundBlocked, check_url
+from webhook_api.multipart import read_up_to
 from webhook_api.problems import ApiProblem, validation_problem
 
 logger = logging.getLogger(__name__)
@@ -210,17 +211,10 @@ def _read_body(request: Request, max_bytes: int) -> bytes:
     length = request.content_length
     if length is not None and length > max_bytes:
         raise _too_large("the body", max_bytes)
-    stream, chunks, total = request.stream, [], 0
-    want = length if length is not None else max_bytes + 1
-    while total < want:
-        chunk = stream.read(min(want - total, 1 << 20) if length is None else want - total)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    if total > max_bytes:
+    data = read_up_to(request.stream, length if length is not None else max_bytes + 1)
+    if len(data) > max_bytes:
         raise _too_large("the body", max_bytes)
-    return b"".join(chunks)
+    return data
 
 
 def parse_raw(request: Request, allowlist: tuple[Network, ...], max_bytes: int) -> Intake:

@@ -89,7 +89,8 @@ def split_form_data(
     return fields, files
 
 
-def _read(stream: IO[bytes], length: int) -> bytes:
+def read_up_to(stream: IO[bytes], length: int) -> bytes:
+    """Returns ``length`` bytes of ``stream``, or fewer if it ends first (reads until then)."""
     chunks, total = [], 0
     while total < length and (chunk := stream.read(length - total)):
         chunks.append(chunk)
@@ -117,7 +118,7 @@ class InMemoryFormDataParser(FormDataParser):
             or content_length > IN_MEMORY_BODY_BYTES
         ):
             return super().parse(stream, mimetype, content_length, options)
-        body = _read(stream, content_length)
+        body = read_up_to(stream, content_length)
         try:
             parts = split_form_data(
                 body,

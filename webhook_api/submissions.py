@@ -31,7 +31,6 @@ from moderation.submissions import (
     mark_received,
     update_stored_response,
 )
-from moderation.tenants import TenantInfo
 from webhook_api.auth import current_tenant, require_tenant
 from webhook_api.intake import Intake, parse_submission
 from webhook_api.limits import check_rate, tenant_rate_limit
@@ -70,25 +69,17 @@ def _idempotency_key() -> str | None:
     return key
 
 
-def _stored(tenant: TenantInfo, key: str | None, fingerprint: str) -> Response | None:
-    """Returns the replay of a stored response to this key, after checking the rate limit
-    (both read in one read-only transaction); None when the submission is new."""
-    st = state()
-    per_minute = tenant_rate_limit(tenant, st.settings.rate_limit_per_minute)
+def _stored(tenant_id: str, key: str | None, fingerprint: str, per_minute: int) -> Response | None:
+    """Returns the replay of a stored response to this key, after checking the rate limit (0:
+    none) for a new submission, both read in one read-only transaction; None when it is new."""
     if key is None and per_minute <= 0:
         return None
-    with session_scope(st.session_factory, read_only=True) as session:
+    with session_scope(state().session_factory, read_only=True) as session:
         stored = None
         if key is not None:
-            stored = find_stored_response(session=session, tenant_id=tenant.id, key=key)
+            stored = find_stored_response(session=session, tenant_id=tenant_id, key=key)
         if stored is None:
-            check_rate(session=session, tenant_id=tenant.id, per_minute=per_minute)
-    return None if stored is None else _replay(stored, fingerprint)
-
-
-def _replay_key(tenant_id: str, key: str, fingerprint: str) -> Response | None:
-    with session_scope(state().session_factory, read_only=True) as session:
-        stored = find_stored_response(session=session, tenant_id=tenant_id, key=key)
+            check_rate(session=session, tenant_id=tenant_id, per_minute=per_minute)
     return None if stored is None else _replay(stored, fingerprint)
 
 
@@ -189,13 +180,14 @@ def create() -> Response:
     key = _idempotency_key()
     intake = parse_submission(request, st.allowlist, st.settings.max_upload_bytes)
     fingerprint = intake.fingerprint() if key is not None else ""
-    if (replayed := _stored(tenant, key, fingerprint)) is not None:
+    per_minute = tenant_rate_limit(tenant, st.settings.rate_limit_per_minute)
+    if (replayed := _stored(tenant.id, key, fingerprint, per_minute)) is not None:
         return replayed
     try:
         view = _create(intake, tenant.id, key, fingerprint)
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key committed first.
-        if key is not None and (replayed := _replay_key(tenant.id, key, fingerprint)) is not None:
+        if key is not None and (replayed := _stored(tenant.id, key, fingerprint, 0)) is not None:
             return replayed
         raise
     body = view.to_json()
