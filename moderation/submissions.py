@@ -240,48 +240,29 @@ def create_submission(
     if (blob_sha256 is None) == (media_url is None):
         raise ValueError("expected exactly one of blob_sha256 (upload) or media_url")
     now = utcnow()
-    view = SubmissionView(
-        id=new_id("sub"),
-        tenant_id=tenant_id,
-        status=Status.QUEUED if queued else Status.RECEIVED,
-        media_kind=media_kind,
-        media_url=media_url,
-        blob_sha256=blob_sha256,
-        size_bytes=size_bytes,
-        callback_url=callback_url,
-        external_id=external_id,
-        metadata=dict(metadata or {}),
-        failure_reason=None,
-        failure_detail=None,
-        created_at=now,
-        updated_at=now,
-        completed_at=None,
-        verdict=None,
-    )
-    session.execute(
-        insert(_SUBMISSIONS),
-        {
-            "id": view.id,
-            "tenant_id": tenant_id,
-            "status": view.status,
-            "media_kind": media_kind,
-            "media_url": media_url,
-            "blob_sha256": blob_sha256,
-            "filename": filename,
-            "content_type": content_type,
-            "size_bytes": size_bytes,
-            "callback_url": callback_url,
-            "external_id": external_id,
-            "metadata": view.metadata,
-            "failure_reason": None,
-            "failure_detail": None,
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-            "queued_at": now if queued else None,
-            "completed_at": None,
-        },
-    )
+    row = {
+        "id": new_id("sub"),
+        "tenant_id": tenant_id,
+        "status": Status.QUEUED if queued else Status.RECEIVED,
+        "media_kind": media_kind,
+        "media_url": media_url,
+        "blob_sha256": blob_sha256,
+        "filename": filename,
+        "content_type": content_type,
+        "size_bytes": size_bytes,
+        "callback_url": callback_url,
+        "external_id": external_id,
+        "metadata": dict(metadata or {}),
+        "failure_reason": None,
+        "failure_detail": None,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+        "queued_at": now if queued else None,
+        "completed_at": None,
+    }
+    session.execute(insert(_SUBMISSIONS), row)
+    view = columns_view(row)
     logger.info("submission %s received for tenant %s (%s)", view.id, tenant_id, media_kind)
     return view
 
