@@ -86,19 +86,20 @@ class Doorbell:
         return self._listener
 
 
-_bells: dict[str, Doorbell] = {}
+_bells: dict[str, Doorbell] = {}  # by the broker file's absolute path
+_by_url: dict[str, Doorbell | None] = {}  # every publish and poll asks: parse each URL once
 
 
 def doorbell_for(url: str) -> Doorbell | None:
     """Returns this process's bell of the SQLite broker at SQLAlchemy ``url`` (None otherwise)."""
+    if url in _by_url:
+        return _by_url[url]
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
     database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    key = os.path.abspath(database)
-    bell = _bells.get(key)
-    if bell is None:
+    bell = None
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
+        key = os.path.abspath(database)
         bell = _bells.setdefault(key, Doorbell(key))
-    return bell
+    return _by_url.setdefault(url, bell)
