@@ -22,6 +22,8 @@ from moderation.preprocess import ImageLimits, load_image
 from moderation.settings import PROJECT_ROOT
 
 DEFAULT_MODEL = PROJECT_ROOT / "model_repository" / "deepfake_detector" / "1" / "model.onnx"
+MEGAPIXELS = (0.1, 0.3, 0.5, 1.0, 2.0, 3.0)
+ASPECTS = (4 / 3, 3 / 2, 1.0, 3 / 4)
 
 
 def photo(width: int, height: int, *, seed: int) -> Image.Image:
@@ -59,6 +61,18 @@ def megapixel_jpegs(count: int, *, seed: int = 0) -> list[bytes]:
         encode(photo(*sizes[i % len(sizes)], seed=seed + i), "JPEG", quality=80 + i % 16)
         for i in range(count)
     ]
+
+
+def make_images(count: int, *, seed: int = 7) -> list[tuple[str, bytes]]:
+    """Returns (format, bytes) photo-like images cycling 0.1-3 MP; every third one is PNG."""
+    images = []
+    for i in range(count):
+        pixels = MEGAPIXELS[i % len(MEGAPIXELS)] * 1e6
+        aspect = ASPECTS[i % len(ASPECTS)]
+        width = int((pixels * aspect) ** 0.5)
+        fmt = "PNG" if i % 3 == 2 else "JPEG"
+        images.append((fmt, encode(photo(width, int(width / aspect), seed=seed + i), fmt)))
+    return images
 
 
 def time_paths(images: list[bytes], *, repeats: int) -> dict[str, float]:

@@ -35,7 +35,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_decode import encode, photo
+from bench_decode import make_images
 from loadgen import REQUEST_DEADLINE_S, Load, RssSampler, closed_loop
 
 from moderation.preprocess import DEFAULT_LIMITS, load_image
@@ -45,21 +45,7 @@ from tests.fixtures.triton import private_server
 from worker.triton_server import TritonServer
 
 VERSION_DIR = PROJECT_ROOT / "model_repository" / "deepfake_detector" / "1"
-MEGAPIXELS = (0.1, 0.3, 0.5, 1.0, 2.0, 3.0)
-ASPECTS = (4 / 3, 3 / 2, 1.0, 3 / 4)
 FINAL = {"auto_passed", "auto_flagged", "needs_review", "decided", "failed"}
-
-
-def make_images(count: int, *, seed: int = 7) -> list[tuple[str, bytes]]:
-    """Returns (format, bytes) photo-like images cycling 0.1-3 MP; every third one is PNG."""
-    images = []
-    for i in range(count):
-        pixels = MEGAPIXELS[i % len(MEGAPIXELS)] * 1e6
-        aspect = ASPECTS[i % len(ASPECTS)]
-        width = int((pixels * aspect) ** 0.5)
-        fmt = "PNG" if i % 3 == 2 else "JPEG"
-        images.append((fmt, encode(photo(width, int(width / aspect), seed=seed + i), fmt)))
-    return images
 
 
 def in_process_limit(
