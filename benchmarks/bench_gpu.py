@@ -9,22 +9,31 @@ images/s of the served graph (uint8 NHWC in, ImageNet normalisation inside, logi
 - the version's ``model.onnx`` on onnxruntime's CUDA and TensorRT (fp16) execution providers,
   when the installed onnxruntime has them (``onnxruntime-gpu``), else a line saying so.
 
+Then it measures where a pipeline feeding that GPU is bound: the service's own decode
+(:func:`moderation.preprocess.load_image`, draft mode as served) of the end-to-end benchmark's
+image mix (0.1-3 MP, JPEG and PNG) on one core and on every core of the machine, and the two
+together: every core decoding while the main process stacks batches and scores them with
+TorchScript fp16 on the GPU (the in-process limit of bench_pipeline.py, with the GPU as scorer).
+
 Every timing copies the uint8 batch from pinned host memory to the GPU, as a server receiving
 images over the network must, and synchronises before reading the clock. It also prints the
 largest |logit difference| of each form against fp32 on the same images, and writes the table to
 ``--out`` when given.
 
     python benchmarks/bench_gpu.py                       # about a minute on one GPU
-    python benchmarks/bench_gpu.py --device cpu --batches 1,4 --seconds 0.5   # a smoke run
+    python benchmarks/bench_gpu.py --device cpu --batches 1,4 --seconds 0.5 --images 6   # smoke
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import multiprocessing
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from multiprocessing.pool import Pool
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +41,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_decode import MEGAPIXELS, make_images
+
 from moderation import contract
+from moderation.preprocess import DEFAULT_LIMITS, load_image
 from training.checkpoint import model_from_checkpoint
 from training.model import DeepfakeDetector, ExportWrapper
 
 ARCHITECTURE_IMAGES_PER_S = 217.0  # the architecture document's figure for the served detector
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository" / contract.MODEL_NAME
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return load_image(data, DEFAULT_LIMITS)
 
 
 class HalfExportWrapper(ExportWrapper):
@@ -96,14 +112,89 @@ def _onnx_runners(version: Path, device: str) -> dict[str, Callable[[np.ndarray]
     return runners
 
 
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _score_batches(
+    score: Callable[[torch.Tensor], torch.Tensor],
+    arrays: Iterator[np.ndarray],
+    *,
+    device: str,
+    batch: int,
+) -> int:
+    """Scores the arrays in batches of ``batch`` (the last one padded, so that no new shape is
+    compiled inside the timing); returns how many arrays were scored."""
+    scored = 0
+    pending: list[np.ndarray] = []
+    with torch.inference_mode():
+        for array in arrays:
+            pending.append(array)
+            if len(pending) == batch:
+                score(torch.from_numpy(np.stack(pending)).to(device, non_blocking=True))
+                scored += batch
+                pending = []
+        if pending:
+            scored += len(pending)
+            pending += [pending[-1]] * (batch - len(pending))
+            score(torch.from_numpy(np.stack(pending)).to(device))
+        _sync(device)
+    return scored
+
+
+def decode_and_score(
+    score: Callable[[torch.Tensor], torch.Tensor],
+    images: list[bytes],
+    pool: Pool,
+    *,
+    device: str,
+    batch: int,
+    passes: int,
+    rounds: int = 2,
+) -> dict[str, list[float]]:
+    """Images/s of decoding alone on one core and on ``pool``'s processes, and of decoding on
+    them while this process batches the arrays and scores them on ``device``; ``rounds`` of
+    each, alternated, so that their spread shows."""
+    work = images * passes
+    pool.map(_decode, images, chunksize=1)  # warm every child
+    _score_batches(score, iter([_decode(images[0])] * batch), device=device, batch=batch)
+    rates: dict[str, list[float]] = {"one_core": [], "all_cores": [], "pipeline": []}
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for data in images:
+            _decode(data)
+        rates["one_core"].append(len(images) / (time.perf_counter() - started))
+        started = time.perf_counter()
+        for _ in pool.imap_unordered(_decode, work, chunksize=2):
+            pass
+        rates["all_cores"].append(len(work) / (time.perf_counter() - started))
+        started = time.perf_counter()
+        arrays = pool.imap_unordered(_decode, work, chunksize=2)
+        scored = _score_batches(score, arrays, device=device, batch=batch)
+        rates["pipeline"].append(scored / (time.perf_counter() - started))
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", default="1", help="model version folder in model_repository")
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
-    parser.add_argument("--batches", default="1,8,32,64,128", help="comma-separated batch sizes")
+    parser.add_argument("--batches", default="1,8,32,64,128,256", help="comma-separated sizes")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per cell")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    parser.add_argument("--images", type=int, default=48, help="generated images to decode")
+    parser.add_argument("--passes", type=int, default=20, help="passes over them, all cores")
+    cpus = os.cpu_count() or 1
+    parser.add_argument(
+        "--processes", default=f"{cpus},{max(1, cpus // 2)}", help="decoding processes, a list"
+    )
+    parser.add_argument("--pipeline-batch", type=int, default=64, help="batch while decoding")
     args = parser.parse_args()
+    # The decoding processes fork now, before this process touches CUDA (a forked CUDA context
+    # is unusable), and so start with everything imported.
+    fork = multiprocessing.get_context("fork")
+    pools = {n: fork.Pool(n) for n in dict.fromkeys(int(n) for n in args.processes.split(","))}
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("expected a CUDA GPU (torch.cuda.is_available() is False); use --device cpu")
     device = args.device
@@ -124,6 +215,8 @@ def main() -> None:
         with torch.inference_mode():
             example = _images(8).to(device)
             forms["TorchScript fp16 (Triton libtorch)"] = torch.jit.trace(half, example)
+        last = HalfExportWrapper(copy.deepcopy(detector)).to(device).half().eval()
+        forms["eager fp16 channels_last"] = last.to(memory_format=torch.channels_last)
 
     lines = [
         f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; "
@@ -162,6 +255,31 @@ def main() -> None:
                 f"{name:40} {batch:5d} {rate:10.1f} {np.median(times) * 1000:9.2f} "
                 f"{rate / ARCHITECTURE_IMAGES_PER_S:7.2f}x"
             )
+    scorer_name = "TorchScript fp16 (Triton libtorch)" if device == "cuda" else "eager fp32"
+    images = [data for _, data in make_images(args.images)]
+    mean_mp = np.mean([MEGAPIXELS[i % len(MEGAPIXELS)] for i in range(len(images))])
+    lines += [
+        "",
+        f"decode (load_image, draft) of {len(images)} images, 0.1-3 MP (mean {mean_mp:.2f} MP),"
+        f" every third PNG, on {os.cpu_count()} CPUs; scorer {scorer_name}, batch "
+        f"{args.pipeline_batch}; images/s, one figure per round",
+        f"{'processes':>9} {'decode, one core':>22} {'decode, all processes':>22} "
+        f"{'decode + score':>22}",
+    ]
+    for processes, pool in pools.items():
+        with pool:
+            rates = decode_and_score(
+                forms[scorer_name],
+                images,
+                pool,
+                device=device,
+                batch=args.pipeline_batch,
+                passes=args.passes,
+            )
+        lines.append(
+            f"{processes:9d} "
+            + " ".join(f"{' / '.join(f'{r:.0f}' for r in rates[k]):>22}" for k in rates)
+        )
     table = "\n".join(lines)
     print(table)
     if args.out is not None:

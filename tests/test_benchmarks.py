@@ -1,0 +1,42 @@
+"""The GPU benchmark still runs: a CPU smoke run of every section, on tiny settings.
+
+The figures mean nothing here; the test catches a benchmark that no longer starts, parses or
+prints its tables, which would otherwise be found only on a lent GPU machine.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.slow
+def test_bench_gpu_smoke_run_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.txt"
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "bench_gpu.py"),
+        "--device=cpu",
+        "--batches=1,2",
+        "--seconds=0.05",
+        "--images=3",
+        "--passes=1",
+        "--processes=1",
+        "--pipeline-batch=2",
+        f"--out={out}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    table = out.read_text()
+    rows = re.findall(r"^eager fp32 +(\d+) +([\d.]+) +([\d.]+) +([\d.]+)x$", table, re.M)
+    assert [int(batch) for batch, *_ in rows] == [1, 2]
+    assert all(float(rate) > 0 for _, rate, _, _ in rows)
+    decode = re.search(r"^ +1 +(\d+) / (\d+) +(\d+) / (\d+) +(\d+) / (\d+)$", table, re.M)
+    assert decode is not None, table
+    assert all(int(rate) > 0 for rate in decode.groups())
