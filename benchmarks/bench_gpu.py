@@ -14,6 +14,8 @@ Then it measures where a pipeline feeding that GPU is bound: the service's own d
 image mix (0.1-3 MP, JPEG and PNG) on one core and on every core of the machine, and the two
 together: every core decoding while the main process stacks batches and scores them with
 TorchScript fp16 on the GPU (the in-process limit of bench_pipeline.py, with the GPU as scorer).
+Last, the mix's JPEGs decoded on the GPU instead (nvJPEG through ``torchvision.io.decode_jpeg``),
+resized there and scored: images/s, CPU per image, and the logit difference to the CPU decode.
 
 Every timing copies the uint8 batch from pinned host memory to the GPU, as a server receiving
 images over the network must, and synchronises before reading the clock. It also prints the
@@ -35,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from multiprocessing.pool import Pool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,6 +179,64 @@ def decode_and_score(
     return rates
 
 
+def _resized(images: list[torch.Tensor], size: int) -> torch.Tensor:
+    """Decoded CHW uint8 images → uint8 NHWC [n, size, size, 3], bilinear with antialiasing (as
+    Pillow's resize in :func:`moderation.preprocess.image_to_input`), on the images' device."""
+    out = [
+        torch.nn.functional.interpolate(
+            image[None].float(), size=(size, size), mode="bilinear", antialias=True
+        )[0]
+        for image in images
+    ]
+    return torch.stack(out).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def device_decode_and_score(
+    score: Callable[[torch.Tensor], torch.Tensor],
+    reference: Callable[[torch.Tensor], torch.Tensor],
+    jpegs: list[bytes],
+    *,
+    device: str,
+    batch: int,
+    seconds: float,
+) -> dict[str, float]:
+    """JPEG decoding where the model runs (nvJPEG through ``torchvision.io.decode_jpeg`` on a
+    GPU), resizing there too, then scoring: images/s, this process's CPU ms per image, and the
+    largest and median |logit difference| of that path against the service's CPU decode (both
+    scored by ``reference``)."""
+    from torchvision.io import decode_jpeg
+
+    encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in jpegs]
+    size = contract.INPUT_SHAPE[0]
+
+    def run(chunk: list[torch.Tensor], scorer: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+        decoded = decode_jpeg(chunk, device=device)
+        return scorer(_resized(list(decoded), size))
+
+    with torch.inference_mode():
+        gpu_path = run(encoded, reference).float().cpu().numpy().reshape(-1)
+        cpu_inputs = torch.from_numpy(np.stack([_decode(data) for data in jpegs])).to(device)
+        cpu_path = reference(cpu_inputs).float().cpu().numpy().reshape(-1)
+        chunks = [(encoded * batch)[i : i + batch] for i in range(0, len(encoded) * batch, batch)]
+        for chunk in chunks[:2]:
+            run(chunk, score)
+        _sync(device)
+        done, started, cpu_started = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - started < seconds or done == 0:
+            for chunk in chunks:
+                run(chunk, score)
+                done += len(chunk)
+            _sync(device)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    delta = np.abs(gpu_path - cpu_path)
+    return {
+        "images_per_s": done / wall,
+        "cpu_ms": cpu / done * 1000,
+        "max_delta": float(delta.max()),
+        "median_delta": float(np.median(delta)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", default="1", help="model version folder in model_repository")
@@ -256,7 +317,8 @@ def main() -> None:
                 f"{rate / ARCHITECTURE_IMAGES_PER_S:7.2f}x"
             )
     scorer_name = "TorchScript fp16 (Triton libtorch)" if device == "cuda" else "eager fp32"
-    images = [data for _, data in make_images(args.images)]
+    formats = make_images(args.images)
+    images = [data for _, data in formats]
     mean_mp = np.mean([MEGAPIXELS[i % len(MEGAPIXELS)] for i in range(len(images))])
     lines += [
         "",
@@ -280,6 +342,27 @@ def main() -> None:
             f"{processes:9d} "
             + " ".join(f"{' / '.join(f'{r:.0f}' for r in rates[k]):>22}" for k in rates)
         )
+    jpegs = [data for fmt, data in formats if fmt == "JPEG"]
+    try:
+        found = device_decode_and_score(
+            forms[scorer_name],
+            fp32,
+            jpegs,
+            device=device,
+            batch=args.pipeline_batch,
+            seconds=args.seconds,
+        )
+    except Exception as exc:  # a torchvision without nvJPEG, say: the rest still counts
+        lines += ["", f"JPEG decode on {device}: not available ({type(exc).__name__}: {exc})"]
+    else:
+        lines += [
+            "",
+            f"JPEG decode on {device} (torchvision decode_jpeg, full size) + resize there + "
+            f"{scorer_name}, batch {args.pipeline_batch}, {len(jpegs)} JPEGs of the mix:",
+            f"  {found['images_per_s']:.0f} images/s, {found['cpu_ms']:.2f} ms of this process's "
+            f"CPU per image; |logit - service CPU decode| (fp32) max {found['max_delta']:.3f}, "
+            f"median {found['median_delta']:.3f}",
+        ]
     table = "\n".join(lines)
     print(table)
     if args.out is not None:

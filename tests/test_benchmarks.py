@@ -40,3 +40,5 @@ def test_bench_gpu_smoke_run_on_cpu(tmp_path: Path) -> None:
     decode = re.search(r"^ +1 +(\d+) / (\d+) +(\d+) / (\d+) +(\d+) / (\d+)$", table, re.M)
     assert decode is not None, table
     assert all(int(rate) > 0 for rate in decode.groups())
+    device_decode = re.search(r"^  (\d+) images/s, ([\d.]+) ms of this process's CPU", table, re.M)
+    assert device_decode is not None and int(device_decode.group(1)) > 0, table
