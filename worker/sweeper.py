@@ -4,8 +4,10 @@ A message can be lost between a database commit and the broker (a crash, a broke
 purge). The database is the source of truth, so every ``sweep_interval_s`` the sweeper finds
 submissions still in flight whose row has not moved for ``stuck_after_s`` and enqueues the task
 that moves them on (fetch or score), and callback deliveries whose ``next_attempt_at`` is due
-(long retry waits are left to it on purpose, so they survive restarts). A submission picked up
-more than :func:`max_attempts` times ends ``failed`` with ``internal_error``.
+(long retry waits are left to it on purpose, so they survive restarts; first attempts only once
+they have been due for a sweep interval, since they were handed over when their row was made).
+A submission picked up more than :func:`max_attempts` times ends ``failed`` with
+``internal_error``.
 
 Re-enqueueing is always safe: every task is idempotent and delivery attempts are claimed.
 """
@@ -16,7 +18,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.db import session_scope
@@ -79,13 +81,25 @@ def _sweep_submissions(
     return give_up
 
 
-def _due_deliveries(factory: sessionmaker[Session], now: dt.datetime) -> list[str]:
+def _due_deliveries(
+    factory: sessionmaker[Session], now: dt.datetime, grace: dt.timedelta
+) -> list[str]:
+    """Returns pending deliveries that are due, leaving out rows never attempted that fell due
+    less than ``grace`` ago: those are due from their creation and their first attempt was
+    handed over then (dispatch threads or broker), so a sweep would only send a second task that
+    loses the claim. One lost on the way (a crash between commit and publish) is found by the
+    next sweep. Rows already attempted wait for retries the sweeper may own, so no grace there.
+    """
     with session_scope(factory) as session:
         query = (
             select(CallbackDelivery.id)
             .where(
                 CallbackDelivery.status == DeliveryStatus.PENDING,
                 CallbackDelivery.next_attempt_at <= now,
+                or_(
+                    CallbackDelivery.attempts > 0,
+                    CallbackDelivery.next_attempt_at <= now - grace,
+                ),
             )
             .order_by(CallbackDelivery.next_attempt_at)
             .limit(BATCH)
@@ -109,8 +123,9 @@ def sweep(
         result.gave_up.append(submission_id)
         if failed.delivery_id:
             result.deliver.append(failed.delivery_id)
+    grace = dt.timedelta(seconds=settings.sweep_interval_s)
     result.deliver.extend(
-        d for d in _due_deliveries(session_factory, now) if d not in result.deliver
+        d for d in _due_deliveries(session_factory, now, grace) if d not in result.deliver
     )
     if result.fetch or result.score or result.deliver or result.gave_up:
         logger.info(

@@ -54,8 +54,15 @@ def test_sweep__gives_up_after_max_attempts(worker_env: WorkerEnv) -> None:
 def test_sweep__finds_due_deliveries_only(worker_env: WorkerEnv) -> None:
     sub_id = worker_env.submission(status=Status.AUTO_PASSED)
     now = utcnow()
+    interval = dt.timedelta(seconds=worker_env.settings.sweep_interval_s)
+    second = dt.timedelta(seconds=1)
     rows = {
-        "due": CallbackDelivery(next_attempt_at=now - dt.timedelta(seconds=1)),
+        # Never attempted and due for longer than a sweep interval: its hand-over was lost.
+        "due": CallbackDelivery(next_attempt_at=now - interval - second),
+        # Never attempted, due just now: its first attempt is on its way; a sweep would duplicate.
+        "fresh": CallbackDelivery(next_attempt_at=now - second),
+        # Attempted before and due again: a retry, possibly one only the sweeper schedules.
+        "retry": CallbackDelivery(attempts=1, next_attempt_at=now - second),
         "later": CallbackDelivery(next_attempt_at=now + dt.timedelta(hours=2)),
         "dead": CallbackDelivery(status="dead", next_attempt_at=None),
     }
@@ -68,5 +75,5 @@ def test_sweep__finds_due_deliveries_only(worker_env: WorkerEnv) -> None:
             session.flush()
             ids[name] = row.id
     result = _sweep(worker_env)
-    assert ids["due"] in result.deliver
-    assert ids["later"] not in result.deliver and ids["dead"] not in result.deliver
+    assert ids["due"] in result.deliver and ids["retry"] in result.deliver
+    assert not {ids["fresh"], ids["later"], ids["dead"]} & set(result.deliver)
