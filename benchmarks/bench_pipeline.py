@@ -74,6 +74,12 @@ def in_process_limit(
     return sorted(runs, key=lambda run: run["images_per_s"])[len(runs) // 2]
 
 
+def averaged(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Returns the mean of two in-process limit measurements, keeping both rates as well."""
+    mean = {key: (before[key] + after[key]) / 2 for key in before}
+    return {**mean, "before": before["images_per_s"], "after": after["images_per_s"]}
+
+
 class CallbackWatcher:
     """A platform's webhook endpoint on loopback: learns each verdict from its signed callback.
 
@@ -245,8 +251,7 @@ def started_stack(args: argparse.Namespace, root: Path, server: TritonServer) ->
             env=env,
             worker_args=worker_args,
         )
-        cleanup.callback(stack.stop)
-        yield stack.start()
+        yield cleanup.enter_context(stack)
 
 
 def run_stack(args: argparse.Namespace, images: list[bytes], root: Path) -> tuple[list[Load], dict]:
@@ -350,7 +355,7 @@ def print_report(
     )
     print(
         f"{'in-process limit':20} {'-':>4} {limit['images_per_s']:7.1f} {'':>8} {'':>8} "
-        f"{'':>4} {1.0:7.2f}"
+        f"{'':>4} {1.0:7.2f}   (mean of {limit['before']:.1f} before, {limit['after']:.1f} after)"
     )
     for load in [*stack, *naive]:
         server = ""
@@ -457,11 +462,14 @@ def main() -> None:
         f"{min(sizes):.0f}-{max(sizes):.0f} KiB; {args.requests} requests per level; "
         f"backend {args.backend}; worker concurrency {args.worker_concurrency}"
     )
-    limit = in_process_limit(images)
+    # The limit is measured before and after the servers and the two averaged: the shared host's
+    # speed drifts by several per cent within a run, and a ratio to one end of it would carry that.
+    before = in_process_limit(images)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         root = Path(tmp)
         stack, rss = run_stack(args, images, root / "stack")
         naive = [] if args.skip_naive else run_naive(args, images, root)
+    limit = averaged(before, in_process_limit(images))
     if args.skip_naive:
         naive = [Load("naive (skipped)", c, float("nan"), []) for c in args.levels]
     print_report(limit, stack, naive, rss)

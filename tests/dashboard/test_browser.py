@@ -76,8 +76,7 @@ def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> It
     checkpoint = PROJECT_ROOT / "model_repository" / "deepfake_detector" / "1" / "checkpoint.pt"
     if not (version_dir / "checkpoint.pt").exists():
         shutil.copy2(checkpoint, version_dir / "checkpoint.pt")
-    started = embedded_stack(root, {**triton_env(triton_server), **E2E_ENV}).start()
-    try:
+    with embedded_stack(root, {**triton_env(triton_server), **E2E_ENV}) as started:
         command = [sys.executable, "-m", "moderation.cli", "reviewer", "create", "alice"]
         created = subprocess.run(
             [*command, "--password-stdin"],
@@ -88,8 +87,6 @@ def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> It
         )
         assert created.returncode == 0, created.stderr.decode()
         yield started
-    finally:
-        started.stop()
 
 
 def _everything_to_review(stack: Stack, tenant_id: str) -> None:

@@ -37,11 +37,8 @@ def stack(
             postgres_url=request.getfixturevalue("postgres_url"),
             redis_url=request.getfixturevalue("redis_url"),
         )
-    started.start()
-    try:
+    with started:
         yield started
-    finally:
-        started.stop()
 
 
 def image_bytes(size: tuple[int, int] = (96, 64), *, fmt: str = "PNG", seed: int = 0) -> bytes:

@@ -29,11 +29,8 @@ def dead_triton_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stac
         "DFMOD_TRITON_TIMEOUT_S": "1",
         "DFMOD_SCORE_RETRY_SCHEDULE": RETRY_SCHEDULE,
     }
-    stack = embedded_stack(tmp_path_factory.mktemp("stack-dead-triton"), env).start()
-    try:
+    with embedded_stack(tmp_path_factory.mktemp("stack-dead-triton"), env) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def test_inference_unavailable__failed_after_retries(

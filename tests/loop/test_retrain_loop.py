@@ -49,11 +49,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
 @pytest.fixture(scope="module")
 def stack(server: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     started = embedded_stack(tmp_path_factory.mktemp("loop-stack"), triton_env(server))
-    started.start()
-    try:
+    with started:
         yield started
-    finally:
-        started.stop()
 
 
 class Submitter:

@@ -137,11 +137,8 @@ def test_dashboard_pages_need_a_login_and_posts_need_csrf(api: tuple[Flask, str]
 def debug_stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {**triton_env(triton_server), "DFMOD_LOG_LEVEL": "DEBUG"}
     started = embedded_stack(tmp_path_factory.mktemp("access-stack"), env)
-    started.start()
-    try:
+    with started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.mark.integration

@@ -67,11 +67,8 @@ def test_rotate_secret_cli_keeps_the_old_secret_until_expiry(
 @pytest.fixture(scope="module")
 def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     started = embedded_stack(tmp_path_factory.mktemp("rotation"), triton_env(triton_server))
-    started.start()
-    try:
+    with started:
         yield started
-    finally:
-        started.stop()
 
 
 def _rotate(stack: Stack, name: str, hours: str) -> str:

@@ -87,13 +87,10 @@ def stack(
     triton_server: object, postgres_url: str, private_redis: PrivateRedis, tmp_path: Path
 ) -> Iterator[Stack]:
     env = {**triton_env(triton_server), **FAULT_ENV}
-    started = pg_redis_stack(
+    with pg_redis_stack(
         tmp_path / "stack", env, postgres_url=postgres_url, redis_url=private_redis.url
-    ).start()
-    try:
+    ) as started:
         yield started
-    finally:
-        started.stop()
 
 
 def test_redis_restarted_mid_load__none_lost_none_twice(

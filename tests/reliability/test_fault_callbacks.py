@@ -38,11 +38,8 @@ ENV = {
 @pytest.fixture(scope="module")
 def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {**triton_env(triton_server), **ENV}
-    started = embedded_stack(tmp_path_factory.mktemp("fault-callbacks"), env).start()
-    try:
+    with embedded_stack(tmp_path_factory.mktemp("fault-callbacks"), env) as started:
         yield started
-    finally:
-        started.stop()
 
 
 def delivery_of(stack: Stack, submission_id: str) -> CallbackDelivery | None:

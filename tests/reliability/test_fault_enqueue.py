@@ -45,11 +45,8 @@ def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> It
             started.env = worker_env
 
     started._spawn = spawn_api_without_broker  # type: ignore[method-assign]
-    started.start()
-    try:
+    with started:
         yield started
-    finally:
-        started.stop()
 
 
 def test_publish_fails__stays_received__sweeper_completes(

@@ -43,12 +43,9 @@ def stack(triton_server: object, tmp_path: Path) -> Iterator[Stack]:
         "DFMOD_OUTBOUND_ALLOWLIST": "127.0.0.1/32",
         "DFMOD_STUCK_AFTER_S": "60",  # no sweeper re-enqueue while the fetch is held
     }
-    started = embedded_stack(tmp_path / "stack", env).start()
-    try:
+    with embedded_stack(tmp_path / "stack", env) as started:
         wait_worker_ready(started)
         yield started
-    finally:
-        started.stop()
 
 
 def test_trickling_media_url__failed_at_fetch_timeout__worker_keeps_serving(

@@ -39,11 +39,8 @@ STOP_BOUND_S = 30.0
 @pytest.fixture()
 def stack(triton_server: object, tmp_path: Path) -> Iterator[Stack]:
     env = {**triton_env(triton_server), **FAULT_ENV, "DFMOD_STUCK_AFTER_S": "60"}
-    started = embedded_stack(tmp_path / "stack", env).start()
-    try:
+    with embedded_stack(tmp_path / "stack", env) as started:
         yield started
-    finally:
-        started.stop()
 
 
 def sigterm(stack: Stack, name: str) -> tuple[int, float]:

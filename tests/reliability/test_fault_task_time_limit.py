@@ -36,15 +36,14 @@ def stack(triton_server: object, tmp_path: Path, redis_url: str) -> Iterator[Sta
         "DFMOD_OUTBOUND_ALLOWLIST": "127.0.0.1/32",
         "DFMOD_STUCK_AFTER_S": "60",  # the sweeper does not step in during the test
     }
-    with fresh_postgres_database() as database_url:
-        started = pg_redis_stack(
+    with (
+        fresh_postgres_database() as database_url,
+        pg_redis_stack(
             tmp_path / "stack", env, postgres_url=database_url, redis_url=redis_url
-        ).start()
-        try:
-            wait_worker_ready(started)
-            yield started
-        finally:
-            started.stop()
+        ) as started,
+    ):
+        wait_worker_ready(started)
+        yield started
 
 
 def test_fetch_past_the_soft_time_limit__failed_with_reason__pool_keeps_serving(

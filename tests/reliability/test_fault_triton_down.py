@@ -57,12 +57,9 @@ def private_triton(tmp_path: Path) -> Iterator[TritonServer]:
 @pytest.fixture()
 def stack(private_triton: TritonServer, tmp_path: Path) -> Iterator[Stack]:
     env = {**triton_env(private_triton), **ENV}
-    started = embedded_stack(tmp_path / "stack", env).start()
-    try:
+    with embedded_stack(tmp_path / "stack", env) as started:
         wait_worker_ready(started)
         yield started
-    finally:
-        started.stop()
 
 
 def readyz(stack: Stack) -> tuple[int, dict]:

@@ -75,12 +75,9 @@ def stack(small_triton: TritonServer, tmp_path: Path) -> Iterator[Stack]:
     env = {**triton_env(small_triton), **ENV}
     unstarted = embedded_stack(tmp_path / "stack", env)
     unstarted.worker_args = ("--beat", "--concurrency", str(WORKER_THREADS))
-    started = unstarted.start()
-    try:
+    with unstarted as started:
         wait_worker_ready(started)
         yield started
-    finally:
-        started.stop()
 
 
 def video(seed: int) -> bytes:

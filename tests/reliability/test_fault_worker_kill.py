@@ -35,11 +35,8 @@ SUBMISSIONS = 200
 @pytest.fixture()
 def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {**triton_env(triton_server), **FAULT_ENV}
-    started = embedded_stack(tmp_path_factory.mktemp("fault-kill"), env).start()
-    try:
+    with embedded_stack(tmp_path_factory.mktemp("fault-kill"), env) as started:
         yield started
-    finally:
-        started.stop()
 
 
 def test_worker_sigkill_mid_batch__each_submission_scored_once(

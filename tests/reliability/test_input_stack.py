@@ -66,11 +66,8 @@ def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> It
     started = embedded_stack(
         tmp_path_factory.mktemp("input-stack"), {**triton_env(triton_server), **ENV}
     )
-    started.start()
-    try:
+    with started:
         yield started
-    finally:
-        started.stop()
 
 
 def _submit(stack: Stack, key: str, case: Case):  # type: ignore[no-untyped-def]

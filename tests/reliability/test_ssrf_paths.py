@@ -145,11 +145,8 @@ def servers() -> Iterator[_Servers]:
 def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {**triton_env(triton_server), "DFMOD_OUTBOUND_ALLOWLIST": "127.0.0.1/32"}
     started = embedded_stack(tmp_path_factory.mktemp("ssrf-stack"), env)
-    started.start()
-    try:
+    with started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.mark.integration

@@ -33,11 +33,8 @@ def video_stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory)
         "DFMOD_MAX_VIDEO_FRAMES": str(MAX_FRAMES),
     }
     started = embedded_stack(tmp_path_factory.mktemp("stack-video"), env)
-    started.start()
-    try:
+    with started:
         yield started
-    finally:
-        started.stop()
 
 
 def _expected(data: bytes, triton_server: object) -> tuple[list[float], float, list[float]]:
