@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +64,18 @@ def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: int = 32) -> by
 def upload(data: bytes, **fields: Any) -> dict[str, Any]:
     """Returns a multipart form with ``file`` and extra fields for the test client."""
     return {"file": (io.BytesIO(data), "image.png", "image/png"), **fields}
+
+
+def accepted_upload(response: Any, data: bytes) -> dict[str, Any]:
+    """Asserts a 202 for an upload of ``data``, queued, its media described by the bytes sent;
+    returns the body."""
+    assert response.status_code == 202, response.get_json()
+    body: dict[str, Any] = response.get_json()
+    assert body["status"] == "queued"
+    assert body["media"] == {
+        "kind": "upload",
+        "url": None,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size_bytes": len(data),
+    }
+    return body

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from urllib.parse import urlencode
@@ -14,7 +13,7 @@ from flask.testing import FlaskClient
 from moderation.blobs import BlobStore
 from moderation.db import session_scope
 from moderation.models import Submission
-from tests.api.conftest import png_bytes, upload
+from tests.api.conftest import accepted_upload, png_bytes, upload
 from tests.api.test_errors import _problem
 
 
@@ -32,15 +31,7 @@ def test_raw_upload_is_accepted_and_stored_as_sent(
 ) -> None:
     data = png_bytes()
     response = _post(client, data, auth)
-    assert response.status_code == 202, response.get_json()
-    body = response.get_json()
-    assert body["status"] == "queued"
-    assert body["media"] == {
-        "kind": "upload",
-        "url": None,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size_bytes": len(data),
-    }
+    body = accepted_upload(response, data)
     assert body["callback_url"] is None and body["external_id"] is None
     assert body["metadata"] == {}
     state = app.extensions["dfmod"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from moderation.blobs import BlobStore
-from tests.api.conftest import png_bytes, upload
+from tests.api.conftest import accepted_upload, png_bytes, upload
 from tests.fixtures.services import create_test_tenant
 
 
@@ -23,15 +22,7 @@ def test_upload_is_accepted_stored_and_queued(
         data=upload(data, external_id="post-1", metadata='{"user": 7}'),
         headers=auth,
     )
-    assert response.status_code == 202, response.get_json()
-    body = response.get_json()
-    assert body["status"] == "queued"
-    assert body["media"] == {
-        "kind": "upload",
-        "url": None,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size_bytes": len(data),
-    }
+    body = accepted_upload(response, data)
     assert body["external_id"] == "post-1" and body["metadata"] == {"user": 7}
     assert response.headers["Location"] == f"/v1/submissions/{body['id']}"
     store = BlobStore(app.extensions["dfmod"].settings.blob_dir)

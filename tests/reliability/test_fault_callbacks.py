@@ -119,8 +119,7 @@ def test_connection_refused__dead_after_schedule(stack: Stack) -> None:
 def test_slow_receiver__other_tenant_not_stalled(
     stack: Stack, callback_receiver: CallbackReceiver
 ) -> None:
-    slow = CallbackReceiver().start()
-    try:
+    with CallbackReceiver() as slow:
         slow.program(default=Answer(200, delay_s=30.0))
         stuck_tenant, tenant = stack.tenant(), stack.tenant()
         callback_receiver.secret = tenant.secret
@@ -132,5 +131,3 @@ def test_slow_receiver__other_tenant_not_stalled(
         assert {g.json()["data"]["id"] for g in got} == set(ids)
         assert slow.received, "the slow receiver was never tried; the test proves nothing"
         print(f"\nslow receiver: other tenant's 2 callbacks arrived in {latency:.1f}s")
-    finally:
-        slow.stop()

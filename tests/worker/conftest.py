@@ -40,6 +40,18 @@ class WorkerEnv:
             return sub.id
 
 
+def worker_settings(url: str, data_dir: Path) -> Settings:
+    """Settings for worker tests on ``url``: loopback receivers allowed, short timeouts."""
+    return load_settings(
+        environ={},
+        data_dir=data_dir,
+        database_url=url,
+        outbound_allowlist="127.0.0.0/8",
+        callback_timeout_s=1.0,
+        fetch_timeout_s=2.0,
+    )
+
+
 @pytest.fixture(scope="module")
 def _migrated_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('worker-db') / 'dfmod.db'}"
@@ -51,14 +63,7 @@ def _migrated_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 def worker_env(_migrated_db: str, tmp_path: Path) -> Iterator[WorkerEnv]:
     url = _migrated_db
     tenant_id, _key, secret = create_test_tenant(url)
-    settings = load_settings(
-        environ={},
-        data_dir=tmp_path,
-        database_url=url,
-        outbound_allowlist="127.0.0.0/8",
-        callback_timeout_s=1.0,
-        fetch_timeout_s=2.0,
-    )
+    settings = worker_settings(url, tmp_path)
     engine = make_engine(url)
     yield WorkerEnv(
         settings, make_session_factory(engine), BlobStore(tmp_path / "blobs"), tenant_id, secret
@@ -68,9 +73,8 @@ def worker_env(_migrated_db: str, tmp_path: Path) -> Iterator[WorkerEnv]:
 
 @pytest.fixture()
 def receiver(worker_env: WorkerEnv) -> Iterator[CallbackReceiver]:
-    server = CallbackReceiver(secret=worker_env.secret).start()
-    yield server
-    server.stop()
+    with CallbackReceiver(secret=worker_env.secret) as server:
+        yield server
 
 
 def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 48)) -> bytes:

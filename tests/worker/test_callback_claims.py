@@ -28,10 +28,11 @@ from moderation.models import (
     Submission,
     utcnow,
 )
-from moderation.settings import Settings, load_settings
+from moderation.settings import Settings
 from moderation.tenants import rotate_secret
 from tests.fixtures.receiver import CallbackReceiver, Received, standard_webhooks_signature
 from tests.fixtures.services import DATABASE_KINDS, create_test_tenant, empty_database_url
+from tests.worker.conftest import worker_settings
 from worker import callbacks
 
 RACES = 8
@@ -80,13 +81,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
     url = empty_database_url(request, tmp_path)
     name = f"tenant-{uuid.uuid4().hex[:8]}"
     tenant_id, _key, secret = create_test_tenant(url, name=name)
-    settings = load_settings(
-        environ={},
-        data_dir=tmp_path,
-        database_url=url,
-        outbound_allowlist="127.0.0.0/8",
-        callback_timeout_s=1.0,
-    )
+    settings = worker_settings(url, tmp_path)
     engine = make_engine(url)
     yield Env(url, settings, make_session_factory(engine), name, tenant_id, secret)
     engine.dispose()
@@ -94,9 +89,8 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
 
 @pytest.fixture()
 def receiver(env: Env) -> Iterator[CallbackReceiver]:
-    server = CallbackReceiver(secret=env.secret).start()
-    yield server
-    server.stop()
+    with CallbackReceiver(secret=env.secret) as server:
+        yield server
 
 
 def _race(env: Env, delivery_id: str) -> list[callbacks.DeliveryResult]:
