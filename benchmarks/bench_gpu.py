@@ -22,7 +22,7 @@ images over the network must, and synchronises before reading the clock. It also
 largest |logit difference| of each form against fp32 on the same images, and writes the table to
 ``--out`` when given.
 
-    python benchmarks/bench_gpu.py                       # about a minute on one GPU
+    python benchmarks/bench_gpu.py                       # about two minutes on one GPU
     python benchmarks/bench_gpu.py --device cpu --batches 1,4 --seconds 0.5 --images 6   # smoke
 """
 
@@ -217,7 +217,8 @@ def device_decode_and_score(
         gpu_path = run(encoded, reference).float().cpu().numpy().reshape(-1)
         cpu_inputs = torch.from_numpy(np.stack([_decode(data) for data in jpegs])).to(device)
         cpu_path = reference(cpu_inputs).float().cpu().numpy().reshape(-1)
-        chunks = [(encoded * batch)[i : i + batch] for i in range(0, len(encoded) * batch, batch)]
+        repeated = encoded * batch  # every image in ``batch`` batches of ``batch``
+        chunks = [repeated[i : i + batch] for i in range(0, len(repeated), batch)]
         for chunk in chunks[:2]:
             run(chunk, score)
         _sync(device)
