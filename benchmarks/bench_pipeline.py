@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_decode import make_images
-from loadgen import REQUEST_DEADLINE_S, Load, RssSampler, closed_loop
+from loadgen import REQUEST_DEADLINE_S, Connection, Load, RssSampler, closed_loop, multipart_body
 
 from moderation.preprocess import DEFAULT_LIMITS, load_image
 from moderation.settings import PROJECT_ROOT
@@ -147,26 +147,25 @@ def _server_latency(item: dict) -> float | None:
     return (done - made).total_seconds()
 
 
+Upload = tuple[bytes, str]  # a multipart body and its Content-Type, encoded before the load
+
+
 def submitter(
-    stack: Stack, watcher: CallbackWatcher, api_key: str
-) -> Callable[[requests.Session, bytes], float | None]:
-    """Returns a sender: upload through the API, wait for the callback; server latency or None."""
-    headers = {"Authorization": f"Bearer {api_key}"}
+    watcher: CallbackWatcher, api_key: str, images: list[bytes]
+) -> tuple[Callable[[Connection, Upload], float | None], list[Upload]]:
+    """Returns a sender (upload through the API, wait for the callback; server latency or None)
+    and its payloads: each image's multipart body with the callback URL."""
+    uploads = [multipart_body({"callback_url": watcher.url}, "file", data) for data in images]
 
-    def send(http: requests.Session, data: bytes) -> float | None:
-        url = f"{stack.api_url}/v1/submissions"
-        response = http.post(
-            url,
-            files={"file": ("m", data)},
-            data={"callback_url": watcher.url},
-            headers=headers,
-            timeout=30,
-        )
-        if response.status_code not in (200, 201, 202):
+    def send(connection: Connection, upload: Upload) -> float | None:
+        body, content_type = upload
+        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": content_type}
+        status, answer = connection.post("/v1/submissions", body, headers)
+        if status not in (200, 201, 202):
             return None
-        return watcher.wait(response.json()["id"])
+        return watcher.wait(json.loads(answer)["id"])
 
-    return send
+    return send, uploads
 
 
 def histogram_totals(
@@ -263,8 +262,8 @@ def run_stack(args: argparse.Namespace, images: list[bytes], root: Path) -> tupl
         started_stack(args, root, server) as stack,
     ):
         watcher = cleanup.enter_context(CallbackWatcher())
-        send = submitter(stack, watcher, stack.tenant().api_key)
-        closed_loop("warm-up", send, images, concurrency=2, total=4)
+        send, uploads = submitter(watcher, stack.tenant().api_key, images)
+        closed_loop("warm-up", stack.api_url, send, uploads, concurrency=2, total=4)
         roots = {name: proc.pid for name, proc in stack.procs.items()}
         roots["triton"] = server._process.pid if server._process else 0
         with RssSampler(roots) as rss:
@@ -275,7 +274,12 @@ def run_stack(args: argparse.Namespace, images: list[bytes], root: Path) -> tupl
                 )
                 stages_before = system_metrics(stack)
                 load = closed_loop(
-                    "dfmod e2e", send, images, concurrency=concurrency, total=args.requests
+                    "dfmod e2e",
+                    stack.api_url,
+                    send,
+                    uploads,
+                    concurrency=concurrency,
+                    total=args.requests,
                 )
                 after, cpu_after = triton_times(server), {**rss.cpu(), "bench": time.process_time()}
                 stages_after = system_metrics(stack)
@@ -333,14 +337,16 @@ def naive_server(root: Path) -> Iterator[str]:
 def run_naive(args: argparse.Namespace, images: list[bytes], root: Path) -> list[Load]:
     """Returns one Load per concurrency against the naive Flask + eager PyTorch server."""
 
-    def send(http: requests.Session, data: bytes) -> float | None:
-        response = http.post(f"{url}/score", data=data, timeout=REQUEST_DEADLINE_S)
-        return 0.0 if response.ok else None
+    headers = {"Content-Type": "application/octet-stream"}
+
+    def send(connection: Connection, data: bytes) -> float | None:
+        status, _answer = connection.post("/score", data, headers)
+        return 0.0 if status == 200 else None
 
     with naive_server(root) as url:
-        closed_loop("warm-up", send, images, concurrency=2, total=4)
+        closed_loop("warm-up", url, send, images, concurrency=2, total=4)
         return [
-            closed_loop("naive flask+torch", send, images, concurrency=c, total=args.requests)
+            closed_loop("naive flask+torch", url, send, images, concurrency=c, total=args.requests)
             for c in args.levels
         ]
 

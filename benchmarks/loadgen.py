@@ -3,23 +3,101 @@
 :func:`closed_loop` runs a bounded number of requests from a fixed number of client threads (each
 sends, waits for its answer, then sends the next); :class:`RssSampler` records the peak resident
 memory of process trees from ``/proc`` while a load runs.
+
+The load generator shares the machine with the system it measures, so it is kept cheap: each
+client thread holds one keep-alive :class:`Connection` (``http.client``, no per-request session
+machinery), request bodies are encoded once before the load starts (:func:`multipart_body`), and
+the memory sampler reads ``/proc`` once per sample for all the trees it watches.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import itertools
 import os
 import threading
 import time
-from collections.abc import Callable
+import urllib.parse
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
-import requests
 
 REQUEST_DEADLINE_S = 60.0
+Payload = TypeVar("Payload")
+
+
+class Connection:
+    """One client's keep-alive HTTP/1.1 connection to ``base_url`` (loopback, plain HTTP).
+
+    A request on a connection the server has since closed (an idle keep-alive timeout) is sent
+    once more on a fresh one; any other failure raises ``OSError`` or ``http.client.HTTPException``.
+    """
+
+    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
+        parts = urllib.parse.urlsplit(base_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"expected an http:// base URL, got {base_url!r}")
+        self._host, self._port = parts.hostname, parts.port or 80
+        self._prefix = parts.path.rstrip("/")
+        self._timeout_s = timeout_s
+        self._conn: http.client.HTTPConnection | None = None
+
+    def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        """Returns (status, body) of ``POST path``."""
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self._timeout_s
+                )
+            try:
+                self._conn.request("POST", self._prefix + path, body=body, headers=dict(headers))
+                response = self._conn.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if reused and attempt == 1:
+                    continue
+                raise
+            except (OSError, http.client.HTTPException):
+                self.close()
+                raise
+            if response.will_close:
+                self.close()
+            return response.status, data
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def multipart_body(fields: Mapping[str, str], file_field: str, data: bytes) -> tuple[bytes, str]:
+    """Returns (body, Content-Type) of a ``multipart/form-data`` request with text ``fields``
+    and ``data`` as the file part ``file_field``."""
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="m"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+    )
+    body = b"".join([*parts, data, f"\r\n--{boundary}--\r\n".encode()])
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
 @dataclass
@@ -42,20 +120,25 @@ class Load:
 
 def closed_loop(
     label: str,
-    send: Callable[[requests.Session, bytes], float | None],
-    images: list[bytes],
+    base_url: str,
+    send: Callable[[Connection, Payload], float | None],
+    payloads: Sequence[Payload],
     *,
     concurrency: int,
     total: int,
 ) -> Load:
-    """Returns the load result of ``total`` requests from ``concurrency`` clients (bounded)."""
+    """Returns the load result of ``total`` requests from ``concurrency`` clients (bounded).
+
+    Each client holds a :class:`Connection` to ``base_url`` and sends ``payloads`` in turn;
+    ``send`` returns the server-side latency in seconds, or None for a failed request.
+    """
     counter, lock = itertools.count(), threading.Lock()
     latencies: list[float] = []
     server: list[float] = []
     errors = [0]
 
     def client() -> None:
-        with requests.Session() as http:
+        with Connection(base_url, timeout_s=REQUEST_DEADLINE_S) as connection:
             while True:
                 with lock:
                     index = next(counter)
@@ -63,8 +146,8 @@ def closed_loop(
                     return
                 started = time.perf_counter()
                 try:
-                    ok = send(http, images[index % len(images)])
-                except requests.RequestException:
+                    ok = send(connection, payloads[index % len(payloads)])
+                except (OSError, http.client.HTTPException):
                     ok = None
                 with lock:
                     if ok is None:
@@ -83,13 +166,22 @@ def closed_loop(
     return Load(label, concurrency, len(latencies) / elapsed, latencies, server, errors[0])
 
 
-def _tree(root: int) -> set[int]:
-    """Returns the pid and every descendant pid of ``root`` (from /proc)."""
+def _parents() -> dict[int, int]:
+    """Returns {pid: parent pid} of every live process (from /proc)."""
     parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            parts = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(parts[1])
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with (
+                contextlib.suppress(OSError, ValueError, IndexError),
+                open(f"/proc/{name}/stat", "rb") as stat,
+            ):
+                parents[int(name)] = int(stat.read().rsplit(b")", 1)[1].split()[1])
+    return parents
+
+
+def _tree(root: int, parents: dict[int, int] | None = None) -> set[int]:
+    """Returns the pid and every descendant pid of ``root``."""
+    parents = _parents() if parents is None else parents
     tree, grew = {root}, True
     while grew:
         more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
@@ -98,10 +190,10 @@ def _tree(root: int) -> set[int]:
     return tree
 
 
-def tree_rss_kib(root: int) -> int:
+def tree_rss_kib(root: int, parents: dict[int, int] | None = None) -> int:
     """Returns the summed VmRSS (KiB) of a process tree."""
     total = 0
-    for pid in _tree(root):
+    for pid in _tree(root, parents):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -133,8 +225,9 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
+            parents = _parents()
             for name, pid in self.roots.items():
-                self.peak[name] = max(self.peak[name], tree_rss_kib(pid))
+                self.peak[name] = max(self.peak[name], tree_rss_kib(pid, parents))
 
     def __enter__(self) -> RssSampler:
         self._thread.start()

@@ -42,3 +42,22 @@ def test_bench_gpu_smoke_run_on_cpu(tmp_path: Path) -> None:
     assert all(int(rate) > 0 for rate in decode.groups())
     device_decode = re.search(r"^  (\d+) images/s, ([\d.]+) ms of this process's CPU", table, re.M)
     assert device_decode is not None and int(device_decode.group(1)) > 0, table
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_bench_pipeline_quick_run_through_the_real_stack() -> None:
+    """One short level through the bundled Triton, a worker and the API, and the naive server:
+    every submission gets its verdict by callback and every table prints."""
+    command = [sys.executable, str(BENCHMARKS / "bench_pipeline.py"), "--quick"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    limit = re.search(r"^in-process limit +- +([\d.]+) ", out, re.M)
+    assert limit is not None and float(limit.group(1)) > 0, out
+    rows = re.findall(r"^(dfmod e2e|naive flask\+torch) +8 +([\d.]+) +\d+ +\d+ +(\d+) ", out, re.M)
+    assert sorted(label for label, *_ in rows) == ["dfmod e2e", "naive flask+torch"], out
+    assert all(float(rate) > 0 and errors == "0" for _, rate, errors in rows), out
+    cpu = re.search(r"^  conc   8: worker (\d+) .* bench (\d+) .*total (\d+) ms$", out, re.M)
+    assert cpu is not None and int(cpu.group(3)) > 0, out
+    assert re.search(r"^peak RSS under load .*worker \d+, api \d+, triton \d+$", out, re.M), out
