@@ -191,10 +191,27 @@ def histogram_totals(
     return {key: (value[0], value[1]) for key, value in totals.items()}
 
 
+def counter_totals(url: str, name: str, label: str) -> dict[str, float]:
+    """Returns {label value: total} of a Prometheus counter scraped from ``url``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(requests.get(url, timeout=10).text):
+        if family.name == name:
+            for sample in family.samples:
+                if sample.name == f"{name}_total":
+                    key = sample.labels.get(label, "")
+                    totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
+
+
 def system_metrics(stack: Stack) -> dict[str, tuple[float, float]]:
-    """Returns (sum s, count) per worker stage plus the API's upload handling, cumulative."""
+    """Returns (sum s, count) per worker stage plus the API's upload handling, and
+    ("cpu_" + stage: (CPU s, 0)) per worker stage, cumulative."""
     worker = f"http://127.0.0.1:{stack.env['DFMOD_WORKER_METRICS_PORT']}/metrics"
     totals = histogram_totals(worker, "dfmod_worker_stage_seconds", "stage")
+    for name, cpu_s in counter_totals(worker, "dfmod_worker_stage_cpu_seconds", "stage").items():
+        totals[f"cpu_{name}"] = (cpu_s, 0.0)
     api = histogram_totals(
         f"{stack.api_url}/metrics",
         "dfmod_http_request_duration_seconds",
@@ -437,6 +454,19 @@ def print_stages(limit: dict[str, float], stack: list[Load]) -> None:
         total = sum(cpu.values())
         shares = ", ".join(f"{k} {v:.0f} ({v / total:.0%})" for k, v in cpu.items())
         print(f"  conc {load.concurrency:3d}: {shares}; total {total:.0f} ms")
+    print(
+        "\nthe worker's CPU ms per submission by stage (its working threads' CPU time, from "
+        "/metrics; other = the worker's CPU less the stages': Celery, the broker, logging):"
+    )
+    for load in stack:
+        stages = {
+            name: load.extra.get(f"stage_ms_cpu_{name}", 0.0)
+            for name in STAGE_ORDER
+            if f"stage_ms_cpu_{name}" in load.extra
+        }
+        stages["other"] = load.extra.get("cpu_ms_worker", 0.0) - sum(stages.values())
+        shares = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+        print(f"  conc {load.concurrency:3d}: {shares}")
 
 
 def parse_args() -> argparse.Namespace:

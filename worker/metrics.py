@@ -7,8 +7,11 @@ client sees it: wire + Triton queue + compute; Triton's own statistics split the
 ``database`` (the claim and verdict transactions) and ``callback`` (one signed delivery attempt).
 Two more are waits, observed on first attempts only: ``queue`` (from the API handing the
 submission to the broker until a worker claims it) and ``callback_queue`` (from a callback being
-due until its attempt starts). ``dfmod_worker_triton_request_images`` counts the images of each
-Triton request that joined concurrent scorings (see ``worker.triton_client``).
+due until its attempt starts). ``dfmod_worker_stage_cpu_seconds_total{stage}`` adds up the CPU
+time the working thread spent in each timed stage (not the waits): set beside the wall time, it
+tells work from waiting for a core, the database's lock or Triton; the worker's whole CPU less the
+stages' is Celery's and the broker's share. ``dfmod_worker_triton_request_images`` counts the
+images of each Triton request that joined concurrent scorings (see ``worker.triton_client``).
 
 Exposition is off unless ``DFMOD_WORKER_METRICS_PORT`` is set. Then ``dfmod worker`` points
 prometheus_client at a fresh multiprocess folder before any task module (or this one) is
@@ -24,7 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from moderation.settings import Settings
 
@@ -49,6 +52,12 @@ STAGE_SECONDS = Histogram(
     buckets=BUCKETS,
 )
 
+STAGE_CPU_SECONDS = Counter(
+    "dfmod_worker_stage_cpu_seconds",
+    "CPU time of the working thread per stage of the worker's work on one submission",
+    ["stage"],
+)
+
 JOINED_IMAGES = Histogram(
     "dfmod_worker_triton_request_images",
     "Images per Triton request of joined scorings (worker.triton_client, triton_batch_images)",
@@ -58,12 +67,14 @@ JOINED_IMAGES = Histogram(
 
 @contextmanager
 def stage(name: str) -> Iterator[None]:
-    """Times the block into ``dfmod_worker_stage_seconds{stage=name}`` (errors included)."""
-    started = time.perf_counter()
+    """Times the block into ``dfmod_worker_stage_seconds{stage=name}`` and its thread's CPU time
+    into ``dfmod_worker_stage_cpu_seconds_total{stage=name}`` (errors included)."""
+    started, cpu_started = time.perf_counter(), time.thread_time()
     try:
         yield
     finally:
         STAGE_SECONDS.labels(name).observe(time.perf_counter() - started)
+        STAGE_CPU_SECONDS.labels(name).inc(time.thread_time() - cpu_started)
 
 
 def observe_since(name: str, then: dt.datetime | None) -> None:
