@@ -168,57 +168,45 @@ def submitter(
     return send, uploads
 
 
-def histogram_totals(
-    url: str, name: str, label: str, where: dict[str, str] | None = None
-) -> dict[str, tuple[float, float]]:
-    """Returns {label value: (sum, count)} of a Prometheus histogram scraped from ``url``
-    (only samples whose labels include ``where``)."""
+def scraped_totals(
+    text: str, name: str, label: str, where: dict[str, str] | None = None
+) -> dict[str, dict[str, float]]:
+    """Returns {label value: {sample suffix: total}} of the Prometheus family ``name`` in the
+    exposition ``text`` (suffixes ``sum``/``count`` of a histogram, ``total`` of a counter; only
+    samples whose labels include ``where``)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    totals: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(requests.get(url, timeout=10).text):
+    totals: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
         if family.name != name:
             continue
         for sample in family.samples:
             if any(sample.labels.get(k) != v for k, v in (where or {}).items()):
                 continue
-            key = sample.labels.get(label, "")
-            entry = totals.setdefault(key, [0.0, 0.0])
-            if sample.name.endswith("_sum"):
-                entry[0] += sample.value
-            elif sample.name.endswith("_count"):
-                entry[1] += sample.value
-    return {key: (value[0], value[1]) for key, value in totals.items()}
-
-
-def counter_totals(url: str, name: str, label: str) -> dict[str, float]:
-    """Returns {label value: total} of a Prometheus counter scraped from ``url``."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(requests.get(url, timeout=10).text):
-        if family.name == name:
-            for sample in family.samples:
-                if sample.name == f"{name}_total":
-                    key = sample.labels.get(label, "")
-                    totals[key] = totals.get(key, 0.0) + sample.value
+            suffix = sample.name[len(name) + 1 :]
+            entry = totals.setdefault(sample.labels.get(label, ""), {})
+            entry[suffix] = entry.get(suffix, 0.0) + sample.value
     return totals
 
 
 def system_metrics(stack: Stack) -> dict[str, tuple[float, float]]:
     """Returns (sum s, count) per worker stage plus the API's upload handling, and
     ("cpu_" + stage: (CPU s, 0)) per worker stage, cumulative."""
-    worker = f"http://127.0.0.1:{stack.env['DFMOD_WORKER_METRICS_PORT']}/metrics"
-    totals = histogram_totals(worker, "dfmod_worker_stage_seconds", "stage")
-    for name, cpu_s in counter_totals(worker, "dfmod_worker_stage_cpu_seconds", "stage").items():
-        totals[f"cpu_{name}"] = (cpu_s, 0.0)
-    api = histogram_totals(
-        f"{stack.api_url}/metrics",
+    port = stack.env["DFMOD_WORKER_METRICS_PORT"]
+    worker = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    totals = {
+        stage: (values.get("sum", 0.0), values.get("count", 0.0))
+        for stage, values in scraped_totals(worker, "dfmod_worker_stage_seconds", "stage").items()
+    }
+    cpu = scraped_totals(worker, "dfmod_worker_stage_cpu_seconds", "stage")
+    totals |= {f"cpu_{stage}": (values.get("total", 0.0), 0.0) for stage, values in cpu.items()}
+    api = scraped_totals(
+        requests.get(f"{stack.api_url}/metrics", timeout=10).text,
         "dfmod_http_request_duration_seconds",
         "route",
         where={"method": "POST"},
-    )
-    totals["api"] = api.get("/v1/submissions", (0.0, 0.0))
+    ).get("/v1/submissions", {})
+    totals["api"] = (api.get("sum", 0.0), api.get("count", 0.0))
     return totals
 
 

@@ -60,4 +60,8 @@ def test_bench_pipeline_quick_run_through_the_real_stack() -> None:
     assert all(float(rate) > 0 and errors == "0" for _, rate, errors in rows), out
     cpu = re.search(r"^  conc   8: worker (\d+) .* bench (\d+) .*total (\d+) ms$", out, re.M)
     assert cpu is not None and int(cpu.group(3)) > 0, out
+    by_stage = re.search(
+        r"^  conc   8: database ([\d.]+), .*decode ([\d.]+), .*other -?[\d.]+$", out, re.M
+    )
+    assert by_stage is not None and float(by_stage.group(2)) > 0, out
     assert re.search(r"^peak RSS under load .*worker \d+, api \d+, triton \d+$", out, re.M), out

@@ -230,19 +230,28 @@ def test_worker_metrics_time_every_stage(stack: Stack, callback_receiver: Callba
 
     url = f"http://127.0.0.1:{stack.env['DFMOD_WORKER_METRICS_PORT']}/metrics"
 
-    def stage_counts() -> dict[str, float]:
+    def stage_samples() -> dict[tuple[str, str], float]:
+        """Returns {(sample name, stage): value} of the stage histogram and CPU counter."""
         text = stack.http.get(url, timeout=10).text
-        counts: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            if family.name == "dfmod_worker_stage_seconds":
-                for sample in family.samples:
-                    if sample.name.endswith("_count"):
-                        counts[sample.labels["stage"]] = sample.value
-        return counts
+        return {
+            (sample.name, sample.labels["stage"]): sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name in ("dfmod_worker_stage_seconds", "dfmod_worker_stage_cpu_seconds")
+            for sample in family.samples
+            if "stage" in sample.labels
+        }
+
+    def stage_counts() -> dict[str, float]:
+        return {
+            stage: value
+            for (name, stage), value in stage_samples().items()
+            if name == "dfmod_worker_stage_seconds_count"
+        }
 
     deadline = time.monotonic() + 60  # the worker may still be starting (the API answers first)
     while True:
         try:
+            samples_before = stage_samples()
             before = stage_counts()
             break
         except requests.ConnectionError:
@@ -272,3 +281,16 @@ def test_worker_metrics_time_every_stage(stack: Stack, callback_receiver: Callba
             break
         assert time.monotonic() < deadline, (grew, wanted)
         time.sleep(0.2)
+    # Each timed stage's CPU time is counted too: decoding is work, and a thread's CPU time in a
+    # block never exceeds the block's wall time.
+    samples_after = stage_samples()
+
+    def spent(name: str, stage: str) -> float:
+        return samples_after.get((name, stage), 0.0) - samples_before.get((name, stage), 0.0)
+
+    for stage in ("decode", "resize", "database", "callback"):
+        cpu, wall = (
+            spent("dfmod_worker_stage_cpu_seconds_total", stage),
+            spent("dfmod_worker_stage_seconds_sum", stage),
+        )
+        assert 0 < cpu <= wall + 0.01, (stage, cpu, wall)
