@@ -74,10 +74,45 @@ def in_process_limit(
     return sorted(runs, key=lambda run: run["images_per_s"])[len(runs) // 2]
 
 
-def averaged(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Returns the mean of two in-process limit measurements, keeping both rates as well."""
-    mean = {key: (before[key] + after[key]) / 2 for key in before}
-    return {**mean, "before": before["images_per_s"], "after": after["images_per_s"]}
+class LimitMeter:
+    """Measures the in-process limit around every load level, and keeps every measurement.
+
+    The shared host's speed drifts by several per cent within a run (10 % between the two ends of
+    one run has been seen), so each level is compared with the mean of the limits measured just
+    before and just after it (:meth:`bracket`), not with one figure for the whole run.
+    """
+
+    def __init__(self, images: list[bytes]) -> None:
+        self.images = images
+        self.runs: list[dict[str, float]] = []
+
+    def measure(self) -> float:
+        """Measures the limit once more; returns its images/s."""
+        self.runs.append(in_process_limit(self.images))
+        return self.runs[-1]["images_per_s"]
+
+    def bracket(self, levels: list[int], run_level: Callable[[int], Load]) -> list[Load]:
+        """Runs ``run_level`` for each concurrency between two measurements; each Load's
+        ``extra["limit"]`` is the mean of the two."""
+        loads, before = [], self.measure()
+        for concurrency in levels:
+            load = run_level(concurrency)
+            after = self.measure()
+            load.extra["limit"] = (before + after) / 2
+            loads.append(load)
+            before = after
+        return loads
+
+    def summary(self) -> dict[str, float]:
+        """Returns the mean of every measurement (decode ms, score ms, images/s), min and max."""
+        rates = [run["images_per_s"] for run in self.runs]
+        mean = {key: float(np.mean([run[key] for run in self.runs])) for key in self.runs[0]}
+        return {**mean, "min": min(rates), "max": max(rates), "count": len(rates)}
+
+
+def ratio(load: Load) -> float:
+    """Returns a level's images/s over the in-process limit measured around it."""
+    return load.images_per_s / load.extra.get("limit", float("nan"))
 
 
 class CallbackWatcher:
@@ -258,9 +293,10 @@ def started_stack(args: argparse.Namespace, root: Path, server: TritonServer) ->
         yield cleanup.enter_context(stack)
 
 
-def run_stack(args: argparse.Namespace, images: list[bytes], root: Path) -> tuple[list[Load], dict]:
+def run_stack(
+    args: argparse.Namespace, images: list[bytes], root: Path, meter: LimitMeter
+) -> tuple[list[Load], dict]:
     """Returns one Load per concurrency through the real API, and the peak RSS per process."""
-    loads: list[Load] = []
     with (
         contextlib.ExitStack() as cleanup,
         private_server(root) as server,
@@ -271,37 +307,37 @@ def run_stack(args: argparse.Namespace, images: list[bytes], root: Path) -> tupl
         closed_loop("warm-up", stack.api_url, send, uploads, concurrency=2, total=4)
         roots = {name: proc.pid for name, proc in stack.procs.items()}
         roots["triton"] = server._process.pid if server._process else 0
+
+        def run_level(concurrency: int) -> Load:
+            before, cpu_before = triton_times(server), {**rss.cpu(), "bench": time.process_time()}
+            stages_before = system_metrics(stack)
+            load = closed_loop(
+                "dfmod e2e",
+                stack.api_url,
+                send,
+                uploads,
+                concurrency=concurrency,
+                total=args.requests,
+            )
+            after, cpu_after = triton_times(server), {**rss.cpu(), "bench": time.process_time()}
+            stages_after = system_metrics(stack)
+            delta = {k: after[k] - before[k] for k in after}
+            count = max(delta["requests"], 1)
+            load.extra = {
+                "queue_ms": delta["queue_ns"] / count / 1e6,
+                "compute_ms": delta["compute_ns"] / count / 1e6,
+                "avg_batch": delta["inferences"] / max(delta["executions"], 1),
+            }
+            done = max(len(load.latencies_s), 1)
+            for name, (total_s, _count) in stages_after.items():
+                spent = total_s - stages_before.get(name, (0.0, 0.0))[0]
+                load.extra[f"stage_ms_{name}"] = spent / done * 1e3
+            for name in cpu_after:
+                load.extra[f"cpu_ms_{name}"] = (cpu_after[name] - cpu_before[name]) / done * 1e3
+            return load
+
         with RssSampler(roots) as rss:
-            for concurrency in args.levels:
-                before, cpu_before = (
-                    triton_times(server),
-                    {**rss.cpu(), "bench": time.process_time()},
-                )
-                stages_before = system_metrics(stack)
-                load = closed_loop(
-                    "dfmod e2e",
-                    stack.api_url,
-                    send,
-                    uploads,
-                    concurrency=concurrency,
-                    total=args.requests,
-                )
-                after, cpu_after = triton_times(server), {**rss.cpu(), "bench": time.process_time()}
-                stages_after = system_metrics(stack)
-                delta = {k: after[k] - before[k] for k in after}
-                count = max(delta["requests"], 1)
-                load.extra = {
-                    "queue_ms": delta["queue_ns"] / count / 1e6,
-                    "compute_ms": delta["compute_ns"] / count / 1e6,
-                    "avg_batch": delta["inferences"] / max(delta["executions"], 1),
-                }
-                done = max(len(load.latencies_s), 1)
-                for name, (total_s, _count) in stages_after.items():
-                    spent = total_s - stages_before.get(name, (0.0, 0.0))[0]
-                    load.extra[f"stage_ms_{name}"] = spent / done * 1e3
-                for name in cpu_after:
-                    load.extra[f"cpu_ms_{name}"] = (cpu_after[name] - cpu_before[name]) / done * 1e3
-                loads.append(load)
+            loads = meter.bracket(args.levels, run_level)
         peak = {name: kib / 1024 for name, kib in rss.peak.items()}
     return loads, peak
 
@@ -339,7 +375,9 @@ def naive_server(root: Path) -> Iterator[str]:
         log.close()
 
 
-def run_naive(args: argparse.Namespace, images: list[bytes], root: Path) -> list[Load]:
+def run_naive(
+    args: argparse.Namespace, images: list[bytes], root: Path, meter: LimitMeter
+) -> list[Load]:
     """Returns one Load per concurrency against the naive Flask + eager PyTorch server."""
 
     headers = {"Content-Type": "application/octet-stream"}
@@ -350,10 +388,12 @@ def run_naive(args: argparse.Namespace, images: list[bytes], root: Path) -> list
 
     with naive_server(root) as url:
         closed_loop("warm-up", url, send, images, concurrency=2, total=4)
-        return [
-            closed_loop("naive flask+torch", url, send, images, concurrency=c, total=args.requests)
-            for c in args.levels
-        ]
+        return meter.bracket(
+            args.levels,
+            lambda c: closed_loop(
+                "naive flask+torch", url, send, images, concurrency=c, total=args.requests
+            ),
+        )
 
 
 def print_report(
@@ -366,7 +406,8 @@ def print_report(
     )
     print(
         f"{'in-process limit':20} {'-':>4} {limit['images_per_s']:7.1f} {'':>8} {'':>8} "
-        f"{'':>4} {1.0:7.2f}   (mean of {limit['before']:.1f} before, {limit['after']:.1f} after)"
+        f"{'':>4} {1.0:7.2f}   (mean of {limit['count']:.0f}: {limit['min']:.1f}-"
+        f"{limit['max']:.1f}; each level's x limit is to the two around it)"
     )
     for load in [*stack, *naive]:
         server = ""
@@ -376,7 +417,7 @@ def print_report(
         print(
             f"{load.label:20} {load.concurrency:4d} {load.images_per_s:7.1f} {load.pct(50):8.0f}"
             f" {load.pct(99):8.0f} {load.errors:4d}"
-            f" {load.images_per_s / limit['images_per_s']:7.2f}"
+            f" {ratio(load):7.2f}"
             f" {server:>18}"
         )
     print("\nratios at equal concurrency (dfmod / naive):")
@@ -386,8 +427,12 @@ def print_report(
             f" {ours.images_per_s / theirs.images_per_s:5.2f}x"
             f"  p99 {ours.pct(99):.0f} vs {theirs.pct(99):.0f} ms"
         )
-    best = max(stack, key=lambda load: load.images_per_s)
-    print(f"best dfmod e2e / in-process limit: {best.images_per_s / limit['images_per_s']:.2f}")
+    best = max(stack, key=ratio)
+    print(
+        f"best dfmod e2e / in-process limit: {ratio(best):.2f} (at {best.concurrency} clients; "
+        f"{max(stack, key=lambda load: load.images_per_s).images_per_s / limit['images_per_s']:.2f}"
+        " for the fastest level against the whole run's mean limit)"
+    )
     print_stages(limit, stack)
     print(
         "\npeak RSS under load (MiB, process trees): "
@@ -486,17 +531,14 @@ def main() -> None:
         f"{min(sizes):.0f}-{max(sizes):.0f} KiB; {args.requests} requests per level; "
         f"backend {args.backend}; worker concurrency {args.worker_concurrency}"
     )
-    # The limit is measured before and after the servers and the two averaged: the shared host's
-    # speed drifts by several per cent within a run, and a ratio to one end of it would carry that.
-    before = in_process_limit(images)
+    meter = LimitMeter(images)  # measures the limit around every level (see LimitMeter)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         root = Path(tmp)
-        stack, rss = run_stack(args, images, root / "stack")
-        naive = [] if args.skip_naive else run_naive(args, images, root)
-    limit = averaged(before, in_process_limit(images))
+        stack, rss = run_stack(args, images, root / "stack", meter)
+        naive = [] if args.skip_naive else run_naive(args, images, root, meter)
     if args.skip_naive:
         naive = [Load("naive (skipped)", c, float("nan"), []) for c in args.levels]
-    print_report(limit, stack, naive, rss)
+    print_report(meter.summary(), stack, naive, rss)
     print(f"\ntotal bench time {time.monotonic() - started:.0f} s")
 
 
