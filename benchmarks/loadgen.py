@@ -49,28 +49,27 @@ class Connection:
 
     def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
         """Returns (status, body) of ``POST path``."""
-        for attempt in (1, 2):
-            reused = self._conn is not None
-            if self._conn is None:
-                self._conn = http.client.HTTPConnection(
-                    self._host, self._port, timeout=self._timeout_s
-                )
-            try:
-                self._conn.request("POST", self._prefix + path, body=body, headers=dict(headers))
-                response = self._conn.getresponse()
-                data = response.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self.close()
-                if reused and attempt == 1:
-                    continue
+        reused = self._conn is not None
+        try:
+            return self._post(path, body, headers)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            if not reused:
                 raise
-            except (OSError, http.client.HTTPException):
-                self.close()
-                raise
-            if response.will_close:
-                self.close()
-            return response.status, data
-        raise AssertionError("unreachable")
+            return self._post(path, body, headers)  # the server closed an idle connection
+
+    def _post(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
+        try:
+            self._conn.request("POST", self._prefix + path, body=body, headers=dict(headers))
+            response = self._conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException):
+            self.close()
+            raise
+        if response.will_close:
+            self.close()
+        return response.status, data
 
     def close(self) -> None:
         if self._conn is not None:

@@ -241,10 +241,10 @@ def test_worker_metrics_time_every_stage(stack: Stack, callback_receiver: Callba
             if "stage" in sample.labels
         }
 
-    def stage_counts() -> dict[str, float]:
+    def stage_counts(samples: dict[tuple[str, str], float]) -> dict[str, float]:
         return {
             stage: value
-            for (name, stage), value in stage_samples().items()
+            for (name, stage), value in samples.items()
             if name == "dfmod_worker_stage_seconds_count"
         }
 
@@ -252,7 +252,7 @@ def test_worker_metrics_time_every_stage(stack: Stack, callback_receiver: Callba
     while True:
         try:
             samples_before = stage_samples()
-            before = stage_counts()
+            before = stage_counts(samples_before)
             break
         except requests.ConnectionError:
             assert time.monotonic() < deadline, f"no worker /metrics\n{stack.log_tail()}"
@@ -275,7 +275,8 @@ def test_worker_metrics_time_every_stage(stack: Stack, callback_receiver: Callba
     wanted["database"] = 4 * sent
     deadline = time.monotonic() + 10  # a worker records a stage just after the receiver answered
     while True:
-        after = stage_counts()
+        samples_after = stage_samples()
+        after = stage_counts(samples_after)
         grew = {name: after.get(name, 0) - before.get(name, 0) for name in wanted}
         if all(grew[name] >= count for name, count in wanted.items()):
             break
@@ -283,7 +284,6 @@ def test_worker_metrics_time_every_stage(stack: Stack, callback_receiver: Callba
         time.sleep(0.2)
     # Each timed stage's CPU time is counted too: decoding is work, and a thread's CPU time in a
     # block never exceeds the block's wall time.
-    samples_after = stage_samples()
 
     def spent(name: str, stage: str) -> float:
         return samples_after.get((name, stage), 0.0) - samples_before.get((name, stage), 0.0)
