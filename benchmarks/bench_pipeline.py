@@ -7,8 +7,8 @@ a ``callback_url`` on a loopback receiver, waits for the signed callback, then u
 next), and prints side by side: images/s, p50/p99 submit-to-callback latency, the in-process
 limit (same images decoded and scored with onnxruntime in this process), a naive Flask + eager
 PyTorch server at the same concurrency, the ratios, each stage's share of a submission's latency
-(from the API's and worker's /metrics and Triton's statistics), and the peak RSS of API, worker
-and Triton under load.
+(from the API's and worker's /metrics and Triton's statistics), and in the same table each
+level's peak resident memory: API, worker and Triton, and the naive server's.
 
     python benchmarks/bench_pipeline.py            # default, about 1-2 minutes on 2 cores
     python benchmarks/bench_pipeline.py --quick    # one concurrency, fewer images
@@ -295,8 +295,10 @@ def started_stack(args: argparse.Namespace, root: Path, server: TritonServer) ->
 
 def run_stack(
     args: argparse.Namespace, images: list[bytes], root: Path, meter: LimitMeter
-) -> tuple[list[Load], dict]:
-    """Returns one Load per concurrency through the real API, and the peak RSS per process."""
+) -> tuple[list[Load], dict[str, tuple[float, int]]]:
+    """Returns one Load per concurrency through the real API (each level's peak RSS per process
+    tree in ``extra["rss_mib"]``), and each tree's peak RSS (MiB) over the run with its size in
+    processes then."""
     with (
         contextlib.ExitStack() as cleanup,
         private_server(root) as server,
@@ -309,6 +311,7 @@ def run_stack(
         roots["triton"] = server._process.pid if server._process else 0
 
         def run_level(concurrency: int) -> Load:
+            rss.window()  # the level's memory window starts here
             before, cpu_before = triton_times(server), {**rss.cpu(), "bench": time.process_time()}
             stages_before = system_metrics(stack)
             load = closed_loop(
@@ -334,17 +337,19 @@ def run_stack(
                 load.extra[f"stage_ms_{name}"] = spent / done * 1e3
             for name in cpu_after:
                 load.extra[f"cpu_ms_{name}"] = (cpu_after[name] - cpu_before[name]) / done * 1e3
+            load.rss_mib = rss.window()
             return load
 
         with RssSampler(roots) as rss:
             loads = meter.bracket(args.levels, run_level)
-        peak = {name: kib / 1024 for name, kib in rss.peak.items()}
+        peak = {name: (kib / 1024, rss.processes[name]) for name, kib in rss.peak.items()}
     return loads, peak
 
 
 @contextlib.contextmanager
-def naive_server(root: Path) -> Iterator[str]:
-    """Yields the URL of a started naive server (benchmarks/naive_server.py) on loopback."""
+def naive_server(root: Path) -> Iterator[tuple[str, int]]:
+    """Yields the URL and pid of a started naive server (benchmarks/naive_server.py) on
+    loopback."""
     port = free_port()
     log = open(root / "naive.log", "wb")  # noqa: SIM115 - closed below
     command = [
@@ -364,7 +369,7 @@ def naive_server(root: Path) -> Iterator[str]:
             time.sleep(0.3)
         else:
             raise RuntimeError(f"naive server did not start: {(root / 'naive.log').read_text()}")
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         try:
@@ -386,23 +391,33 @@ def run_naive(
         status, _answer = connection.post("/score", data, headers)
         return 0.0 if status == 200 else None
 
-    with naive_server(root) as url:
+    with naive_server(root) as (url, pid), RssSampler({"naive": pid}) as rss:
         closed_loop("warm-up", url, send, images, concurrency=2, total=4)
-        return meter.bracket(
-            args.levels,
-            lambda c: closed_loop(
-                "naive flask+torch", url, send, images, concurrency=c, total=args.requests
-            ),
-        )
+
+        def run_level(concurrency: int) -> Load:
+            rss.window()
+            load = closed_loop(
+                "naive flask+torch", url, send, images, concurrency=concurrency, total=args.requests
+            )
+            load.rss_mib = rss.window()
+            return load
+
+        return meter.bracket(args.levels, run_level)
+
+
+RSS_ORDER = ("api", "worker", "triton", "naive")
 
 
 def print_report(
-    limit: dict[str, float], stack: list[Load], naive: list[Load], rss: dict[str, float]
+    limit: dict[str, float],
+    stack: list[Load],
+    naive: list[Load],
+    rss: dict[str, tuple[float, int]],
 ) -> None:
-    """Prints the side-by-side table, the ratios, the stage shares and the memory."""
+    """Prints the side-by-side table (memory included), the ratios and the stage shares."""
     print(
         f"\n{'path':20} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'err':>4}"
-        f" {'x limit':>7} {'server p50/p99 ms':>18}"
+        f" {'x limit':>7} {'server p50/p99 ms':>18} {'peak RSS MiB':>16}"
     )
     print(
         f"{'in-process limit':20} {'-':>4} {limit['images_per_s']:7.1f} {'':>8} {'':>8} "
@@ -414,18 +429,27 @@ def print_report(
         if load.server_s and load.label.startswith("dfmod"):
             p50, p99 = np.percentile(load.server_s, [50, 99]) * 1000
             server = f"{p50:.0f}/{p99:.0f}"
+        memory = "/".join(f"{load.rss_mib[name]:.0f}" for name in RSS_ORDER if name in load.rss_mib)
         print(
             f"{load.label:20} {load.concurrency:4d} {load.images_per_s:7.1f} {load.pct(50):8.0f}"
             f" {load.pct(99):8.0f} {load.errors:4d}"
             f" {ratio(load):7.2f}"
-            f" {server:>18}"
+            f" {server:>18} {memory:>16}"
         )
+    print(
+        "peak RSS MiB: the level's peak resident memory of each process tree, sampled every 0.5 s;"
+        " dfmod api/worker/triton, naive: its one process"
+    )
     print("\nratios at equal concurrency (dfmod / naive):")
     for ours, theirs in zip(stack, naive, strict=True):
+        memory = ""
+        if ours.rss_mib and theirs.rss_mib:
+            ours_mib, theirs_mib = sum(ours.rss_mib.values()), theirs.rss_mib["naive"]
+            memory = f"  peak RSS {ours_mib:.0f} (the trees' peaks summed) vs {theirs_mib:.0f} MiB"
         print(
             f"  conc {ours.concurrency:3d}: throughput"
             f" {ours.images_per_s / theirs.images_per_s:5.2f}x"
-            f"  p99 {ours.pct(99):.0f} vs {theirs.pct(99):.0f} ms"
+            f"  p99 {ours.pct(99):.0f} vs {theirs.pct(99):.0f} ms{memory}"
         )
     best = max(stack, key=ratio)
     fastest = max(load.images_per_s for load in stack)
@@ -436,8 +460,11 @@ def print_report(
     )
     print_stages(limit, stack)
     print(
-        "\npeak RSS under load (MiB, process trees): "
-        + ", ".join(f"{name} {mib:.0f}" for name, mib in rss.items())
+        "\npeak RSS over the whole run (MiB, process trees): "
+        + ", ".join(
+            f"{name} {mib:.0f} ({processes} process{'es' if processes != 1 else ''})"
+            for name, (mib, processes) in sorted(rss.items(), key=lambda kv: RSS_ORDER.index(kv[0]))
+        )
     )
 
 

@@ -110,6 +110,7 @@ class Load:
     server_s: list[float] = field(default_factory=list)
     errors: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    rss_mib: dict[str, float] = field(default_factory=dict)  # peak per process tree, this level
 
     def pct(self, q: float) -> float:
         return (
@@ -189,15 +190,16 @@ def _tree(root: int, parents: dict[int, int] | None = None) -> set[int]:
     return tree
 
 
-def tree_rss_kib(root: int, parents: dict[int, int] | None = None) -> int:
-    """Returns the summed VmRSS (KiB) of a process tree."""
-    total = 0
+def tree_rss_kib(root: int, parents: dict[int, int] | None = None) -> tuple[int, int]:
+    """Returns the summed VmRSS (KiB) of a process tree and how many processes it counted."""
+    total, counted = 0, 0
     for pid in _tree(root, parents):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
-    return total
+                    counted += 1
+    return total, counted
 
 
 def tree_cpu_s(root: int) -> float:
@@ -211,10 +213,15 @@ def tree_cpu_s(root: int) -> float:
 
 
 class RssSampler:
-    """Samples the resident memory of process trees (root pid + descendants) in the background."""
+    """Samples the resident memory of process trees (root pid + descendants) in the background,
+    every half second: the peak over the whole sampling (``peak``, KiB) and over windows that
+    :meth:`window` opens and closes (one per load level)."""
 
     def __init__(self, roots: dict[str, int]) -> None:
         self.roots, self.peak = roots, dict.fromkeys(roots, 0)
+        self.processes = dict.fromkeys(roots, 0)  # the tree's size at its peak
+        self._window = dict.fromkeys(roots, 0)
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -222,11 +229,26 @@ class RssSampler:
         """Returns each tree's CPU seconds so far (difference two calls to get a window's)."""
         return {name: tree_cpu_s(pid) for name, pid in self.roots.items()}
 
+    def window(self) -> dict[str, float]:
+        """Returns each tree's peak RSS in MiB since the previous call (or the start) and opens
+        the next window; it samples once first, so even a short window has a sample."""
+        self._sample()
+        with self._lock:
+            window, self._window = self._window, dict.fromkeys(self.roots, 0)
+        return {name: kib / 1024 for name, kib in window.items()}
+
+    def _sample(self) -> None:
+        parents = _parents()
+        for name, pid in self.roots.items():
+            kib, processes = tree_rss_kib(pid, parents)
+            with self._lock:
+                self._window[name] = max(self._window[name], kib)
+                if kib > self.peak[name]:
+                    self.peak[name], self.processes[name] = kib, processes
+
     def _run(self) -> None:
         while not self._stop.wait(0.5):
-            parents = _parents()
-            for name, pid in self.roots.items():
-                self.peak[name] = max(self.peak[name], tree_rss_kib(pid, parents))
+            self._sample()
 
     def __enter__(self) -> RssSampler:
         self._thread.start()

@@ -64,4 +64,12 @@ def test_bench_pipeline_quick_run_through_the_real_stack() -> None:
         r"^  conc   8: database ([\d.]+), .*decode ([\d.]+), .*other -?[\d.]+$", out, re.M
     )
     assert by_stage is not None and float(by_stage.group(2)) > 0, out
-    assert re.search(r"^peak RSS under load .*worker \d+, api \d+, triton \d+$", out, re.M), out
+    memory = dict(re.findall(r"^(dfmod e2e|naive flask\+torch) +8 .* ([\d/]+)$", out, re.M))
+    assert re.fullmatch(r"\d+/\d+/\d+", memory["dfmod e2e"]), out  # api/worker/triton MiB
+    assert all(int(mib) > 0 for mib in memory["dfmod e2e"].split("/")), out
+    assert int(memory["naive flask+torch"]) > 0, out
+    assert re.search(
+        r"^peak RSS over the whole run .*: api \d+ \(\d+ process(es)?\), worker \d+ .*triton \d+ ",
+        out,
+        re.M,
+    ), out
