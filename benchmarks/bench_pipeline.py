@@ -297,7 +297,7 @@ def run_stack(
     args: argparse.Namespace, images: list[bytes], root: Path, meter: LimitMeter
 ) -> tuple[list[Load], dict[str, tuple[float, int]]]:
     """Returns one Load per concurrency through the real API (each level's peak RSS per process
-    tree in ``extra["rss_mib"]``), and each tree's peak RSS (MiB) over the run with its size in
+    tree in ``Load.rss_mib``), and each tree's peak RSS (MiB) over the run with its size in
     processes then."""
     with (
         contextlib.ExitStack() as cleanup,
