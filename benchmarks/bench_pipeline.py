@@ -91,12 +91,17 @@ class LimitMeter:
         self.runs.append(in_process_limit(self.images))
         return self.runs[-1]["images_per_s"]
 
-    def bracket(self, levels: list[int], run_level: Callable[[int], Load]) -> list[Load]:
+    def bracket(
+        self, levels: list[int], run_level: Callable[[int], Load], rss: RssSampler
+    ) -> list[Load]:
         """Runs ``run_level`` for each concurrency between two measurements; each Load's
-        ``extra["limit"]`` is the mean of the two."""
+        ``extra["limit"]`` is the mean of the two, its ``rss_mib`` the peak memory of ``rss``'s
+        process trees during the level."""
         loads, before = [], self.measure()
         for concurrency in levels:
+            rss.window()  # the level's memory window starts here
             load = run_level(concurrency)
+            load.rss_mib = rss.window()
             after = self.measure()
             load.extra["limit"] = (before + after) / 2
             loads.append(load)
@@ -311,7 +316,6 @@ def run_stack(
         roots["triton"] = server._process.pid if server._process else 0
 
         def run_level(concurrency: int) -> Load:
-            rss.window()  # the level's memory window starts here
             before, cpu_before = triton_times(server), {**rss.cpu(), "bench": time.process_time()}
             stages_before = system_metrics(stack)
             load = closed_loop(
@@ -337,11 +341,10 @@ def run_stack(
                 load.extra[f"stage_ms_{name}"] = spent / done * 1e3
             for name in cpu_after:
                 load.extra[f"cpu_ms_{name}"] = (cpu_after[name] - cpu_before[name]) / done * 1e3
-            load.rss_mib = rss.window()
             return load
 
         with RssSampler(roots) as rss:
-            loads = meter.bracket(args.levels, run_level)
+            loads = meter.bracket(args.levels, run_level, rss)
         peak = {name: (kib / 1024, rss.processes[name]) for name, kib in rss.peak.items()}
     return loads, peak
 
@@ -394,15 +397,13 @@ def run_naive(
     with naive_server(root) as (url, pid), RssSampler({"naive": pid}) as rss:
         closed_loop("warm-up", url, send, images, concurrency=2, total=4)
 
-        def run_level(concurrency: int) -> Load:
-            rss.window()
-            load = closed_loop(
-                "naive flask+torch", url, send, images, concurrency=concurrency, total=args.requests
-            )
-            load.rss_mib = rss.window()
-            return load
-
-        return meter.bracket(args.levels, run_level)
+        return meter.bracket(
+            args.levels,
+            lambda c: closed_loop(
+                "naive flask+torch", url, send, images, concurrency=c, total=args.requests
+            ),
+            rss,
+        )
 
 
 RSS_ORDER = ("api", "worker", "triton", "naive")
