@@ -160,6 +160,8 @@ class Tenant(Base):
     flag_at: Mapped[float | None] = mapped_column(Float, default=None)
     # Submissions per minute; None: the global DFMOD_RATE_LIMIT_PER_MINUTE, 0: unlimited.
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Which C2PA AI-generation claims flag an item (moderation.policy); None: the global default.
+    provenance_policy: Mapped[str | None] = mapped_column(String(20), default=None)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -221,6 +223,10 @@ class Verdict(Base):
     flag_at: Mapped[float] = mapped_column(Float)
     # Videos only: sampled frames' scores and the aggregation (moderation.video); None for images.
     frames: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # What decided ``decision`` ("model", "provenance:ai_generated" …); None on older rows: model.
+    decision_reason: Mapped[str | None] = mapped_column(String(60), default=None)
+    # The C2PA manifest's summary (moderation.provenance); None when the file carries none.
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     submission: Mapped[Submission] = relationship(back_populates="verdict")

@@ -3,13 +3,17 @@
 Temperature and default thresholds travel with the model version (``metadata.json``); a tenant may
 override the thresholds. Below ``pass_below`` the item passes automatically, at or above
 ``flag_at`` it is flagged automatically, and everything between goes to human review.
+A C2PA manifest declaring AI generation may decide instead of the model
+(:func:`apply_provenance`); the decision then names its reason.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from moderation.models import Status
 
@@ -68,3 +72,29 @@ def resolve_thresholds(
         pass_below=model_pass_below if tenant_pass_below is None else tenant_pass_below,
         flag_at=model_flag_at if tenant_flag_at is None else tenant_flag_at,
     )
+
+
+REASON_MODEL = "model"
+REASON_PROVENANCE_AI = "provenance:ai_generated"
+# Which manifests declaring AI generation flag an item: those whose signer is trusted ("valid"),
+# any with an intact signature and hard binding ("valid" or "untrusted"), or none (report only).
+PROVENANCE_POLICIES: dict[str, tuple[str, ...]] = {
+    "trusted": ("valid",),
+    "signed": ("valid", "untrusted"),
+    "off": (),
+}
+
+
+def apply_provenance(
+    decision: str, provenance: Mapping[str, Any] | None, *, policy: str
+) -> tuple[str, str]:
+    """Returns (decision, decision_reason): ``auto_flagged`` for a manifest declaring AI
+    generation that ``policy`` accepts, else the model's decision."""
+    if policy not in PROVENANCE_POLICIES:
+        raise ValueError(
+            f"provenance policy {policy!r}; expected one of {', '.join(PROVENANCE_POLICIES)}"
+        )
+    accepted = PROVENANCE_POLICIES[policy]
+    if provenance and provenance.get("ai_generated") and provenance.get("manifest") in accepted:
+        return Status.AUTO_FLAGGED, REASON_PROVENANCE_AI
+    return decision, REASON_MODEL

@@ -85,6 +85,22 @@ class Settings:
     video_faces: int = _setting(
         0, "Largest faces per video frame also scored as crops (packaged OpenCV detector); 0: off"
     )
+    provenance_policy: str = _setting(
+        "trusted",
+        "Which C2PA manifests declaring AI generation flag an item, unless 'dfmod tenant "
+        "set-provenance-policy' sets a tenant's own: trusted (signer chains to "
+        "DFMOD_C2PA_TRUST_ANCHORS), signed (any intact signature), off (report only)",
+    )
+    c2pa_trust_anchors: str = _setting(
+        "", "PEM file of the certificates trusted to sign C2PA manifests; empty: none (untrusted)"
+    )
+    provenance_timeout_s: float = _setting(
+        2.0, "Time limit for reading one file's C2PA manifest; past it the manifest is invalid"
+    )
+    provenance_max_manifest_mb: int = _setting(
+        16,
+        "Largest C2PA manifest store read (MB, as stored or decompressed); larger: invalid",
+    )
     fetch_timeout_s: float = _setting(10.0, "Total time limit for fetching a media_url")
     callback_timeout_s: float = _setting(10.0, "Time a callback receiver has to answer 2xx")
     callback_dispatch_threads: int = _setting(

@@ -29,6 +29,7 @@ from moderation.models import (
     new_id,
     utcnow,
 )
+from moderation.policy import decide
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class VerdictView:
     flag_at: float
     created_at: dt.datetime
     frames: dict[str, Any] | None = None  # videos only (see moderation.video)
+    decision_reason: str | None = None  # None: "model" (verdicts stored before reasons were)
+    provenance: dict[str, Any] | None = None  # the C2PA summary (moderation.provenance)
 
 
 @dataclass(frozen=True)
@@ -90,12 +93,20 @@ class SubmissionView:
         verdict = None
         if self.verdict is not None:
             v = self.verdict
+            model_label = "fake" if v.p_fake >= 0.5 else "real"
+            reason = v.decision_reason or "model"
             verdict = {
                 "p_fake": v.p_fake,
-                "label": "fake" if v.p_fake >= 0.5 else "real",
+                "label": "ai_generated" if reason == "provenance:ai_generated" else model_label,
                 "decision": v.decision,
+                "decision_reason": reason,
                 "model": {"name": v.model_name, "version": v.model_version},
                 "thresholds": {"pass_below": v.pass_below, "flag_at": v.flag_at},
+                "signals": {
+                    "model": _model_signal(v, model_label),
+                    "match": None,
+                    "provenance": v.provenance,
+                },
                 "created_at": _iso(v.created_at),
                 "video": v.frames,
             }
@@ -141,6 +152,18 @@ class StoredResponse:
     status: int
     body: dict[str, Any]
     submission_id: str | None
+
+
+def _model_signal(v: VerdictView, label: str) -> dict[str, Any]:
+    """Returns what the model alone said: its score, label and the decision of its thresholds."""
+    own = decide(v.p_fake, pass_below=v.pass_below, flag_at=v.flag_at)
+    return {
+        "name": v.model_name,
+        "version": v.model_version,
+        "p_fake": v.p_fake,
+        "label": label,
+        "decision": own,
+    }
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -197,6 +220,8 @@ def verdict_view(verdict: Any) -> VerdictView:
         v.flag_at,
         v.created_at,
         v.frames,
+        getattr(v, "decision_reason", None),
+        getattr(v, "provenance", None),
     )
 
 

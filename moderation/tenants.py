@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from moderation import signing
 from moderation.models import Tenant, utcnow
-from moderation.policy import Thresholds
+from moderation.policy import PROVENANCE_POLICIES, Thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +156,20 @@ def set_rate_limit(*, session: Session, name: str, per_minute: int | None) -> Te
     session.flush()
     logger.info("tenant %s rate limit set to %s per minute", tenant.id, per_minute)
     return _info(tenant)
+
+
+def set_provenance_policy(*, session: Session, name: str, policy: str | None) -> str | None:
+    """Returns the provenance policy set for tenant ``name`` (None: the global
+    ``provenance_policy`` applies again)."""
+    if policy is not None and policy not in PROVENANCE_POLICIES:
+        raise ValueError(f"policy {policy!r}; expected one of {', '.join(PROVENANCE_POLICIES)}")
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        raise LookupError(f"no tenant named {name!r}; expected a name from 'dfmod tenant create'")
+    tenant.provenance_policy = policy
+    session.flush()
+    logger.info("tenant %s provenance policy set to %s", tenant.id, policy or "the default")
+    return policy
 
 
 def rotate_secret(*, session: Session, name: str, overlap_hours: float) -> str:

@@ -236,3 +236,37 @@ def tenant_set_rate_limit(name: str, per_minute: int | None, use_default: bool) 
         click.echo(f"{tenant.name}: unlimited")
     else:
         click.echo(f"{tenant.name}: {limit} submissions per minute")
+
+
+@tenant_group.command("set-provenance-policy")
+@click.argument("name")
+@click.option(
+    "--policy",
+    type=click.Choice(["trusted", "signed", "off"]),
+    default=None,
+    help="trusted: only manifests whose signer chains to DFMOD_C2PA_TRUST_ANCHORS flag AI "
+    "generation; signed: any intact signature; off: provenance is reported, never decides.",
+)
+@click.option(
+    "--default",
+    "use_default",
+    is_flag=True,
+    help="Clear the tenant's own policy: DFMOD_PROVENANCE_POLICY applies again.",
+)
+def tenant_set_provenance_policy(name: str, policy: str | None, use_default: bool) -> None:
+    """Set which C2PA manifests declaring AI generation flag a tenant's items."""
+    from moderation.tenants import set_provenance_policy
+
+    if (policy is not None) == use_default:
+        raise click.UsageError("expected exactly one of --policy trusted|signed|off or --default")
+    settings = load_settings()
+    chosen = _in_transaction(
+        settings.resolved_database_url,
+        lambda session: set_provenance_policy(session=session, name=name, policy=policy),
+    )
+    if chosen is None:
+        click.echo(
+            f"{name}: global default (DFMOD_PROVENANCE_POLICY, now {settings.provenance_policy})"
+        )
+    else:
+        click.echo(f"{name}: {chosen}")

@@ -103,8 +103,42 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "p_fake": {"type": "number", "minimum": 0, "maximum": 1},
-            "label": {"type": "string", "enum": ["real", "fake"]},
+            "label": {
+                "type": "string",
+                "enum": ["real", "fake", "ai_generated"],
+                "description": "real/fake from p_fake; ai_generated when provenance decided",
+            },
             "decision": {"type": "string", "enum": ["auto_passed", "auto_flagged", "needs_review"]},
+            "decision_reason": {
+                "type": "string",
+                "description": "What decided: model, provenance:ai_generated (more may come)",
+                "example": "model",
+            },
+            "signals": {
+                "type": "object",
+                "description": "Each kind of evidence on its own",
+                "properties": {
+                    "model": {
+                        "type": "object",
+                        "description": "The model's score and what its thresholds alone decide",
+                        "properties": {
+                            "name": {"type": "string"},
+                            "version": {"type": "string"},
+                            "p_fake": {"type": "number", "minimum": 0, "maximum": 1},
+                            "label": {"type": "string", "enum": ["real", "fake"]},
+                            "decision": {
+                                "type": "string",
+                                "enum": ["auto_passed", "auto_flagged", "needs_review"],
+                            },
+                        },
+                    },
+                    "match": {"type": ["object", "null"]},
+                    "provenance": {
+                        "oneOf": [{"$ref": "#/components/schemas/Provenance"}, {"type": "null"}],
+                        "description": "The file's C2PA manifest; null when it carries none",
+                    },
+                },
+            },
             "model": {
                 "type": "object",
                 "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
@@ -117,6 +151,43 @@ _SCHEMAS: dict[str, Any] = {
             "video": {
                 "oneOf": [{"$ref": "#/components/schemas/VideoScores"}, {"type": "null"}],
                 "description": "Videos only: per-frame scores and how p_fake was aggregated",
+            },
+        },
+    },
+    "Provenance": {
+        "type": "object",
+        "properties": {
+            "manifest": {
+                "type": "string",
+                "enum": ["valid", "untrusted", "invalid"],
+                "description": "valid: signature and hard binding hold and the signer is "
+                "trusted; untrusted: they hold, the signer is not trusted; invalid: otherwise",
+            },
+            "ai_generated": {
+                "type": "boolean",
+                "description": "An action declares trainedAlgorithmicMedia or "
+                "compositeWithTrainedAlgorithmicMedia",
+            },
+            "digital_source_type": {"type": ["string", "null"]},
+            "digital_source_types": {"type": "array", "items": {"type": "string"}},
+            "claim_generator": {"type": ["string", "null"]},
+            "signer": {
+                "type": ["object", "null"],
+                "properties": {
+                    "common_name": {"type": ["string", "null"]},
+                    "issuer": {"type": ["string", "null"]},
+                },
+            },
+            "signature_valid": {"type": ["boolean", "null"]},
+            "hard_binding_valid": {"type": ["boolean", "null"]},
+            "validation_codes": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "C2PA validation failure codes, e.g. assertion.dataHash.mismatch",
+            },
+            "error": {
+                "type": ["string", "null"],
+                "description": "Why an invalid manifest could not be read (e.g. timeout)",
             },
         },
     },

@@ -1,7 +1,8 @@
 """Prometheus metrics of the worker: where a scoring's time goes, stage by stage.
 
 ``dfmod_worker_stage_seconds{stage}`` is a histogram of each stage of the work a worker does for
-one submission: ``blob`` (read the stored bytes), ``decode`` (parse and decode the image),
+one submission: ``blob`` (read the stored bytes), ``provenance`` (look for a C2PA manifest and
+read it, moderation.provenance), ``decode`` (parse and decode the image),
 ``resize`` (RGB conversion and resize to the model input), ``inference`` (the Triton call as the
 client sees it: wire + Triton queue + compute; Triton's own statistics split the last two off),
 ``database`` (the claim and verdict transactions) and ``callback`` (one signed delivery attempt).
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 STAGES = (
     "queue",
     "blob",
+    "provenance",
     "decode",
     "resize",
     "inference",

@@ -27,8 +27,9 @@ from moderation.blobs import BlobStore
 from moderation.contract import ModelMetadata
 from moderation.db import session_scope
 from moderation.models import Status, Submission, Tenant, Verdict, new_id, utcnow
-from moderation.policy import calibrate, decide, resolve_thresholds
+from moderation.policy import apply_provenance, calibrate, decide, resolve_thresholds
 from moderation.preprocess import ImageLimits, MediaRejected, decode_image, image_to_input
+from moderation.provenance import ProvenanceLimits, read_provenance
 from moderation.settings import Settings
 from moderation.submissions import columns_view, submission_view, verdict_view
 from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
@@ -73,11 +74,12 @@ def model_metadata(repository: Path, name: str, version: str) -> ModelMetadata:
 
 @dataclass(frozen=True)
 class _Claimed:
-    """A claimed submission: its blob, and its tenant's thresholds at claim time."""
+    """A claimed submission: its blob, and its tenant's policy at claim time."""
 
     blob_sha256: str
     tenant_pass_below: float | None
     tenant_flag_at: float | None
+    tenant_provenance_policy: str | None = None
 
 
 def _tenant_column(name: str) -> Any:
@@ -108,6 +110,7 @@ _CLAIM = (
         _SUBMISSIONS.c.created_at,
         _tenant_column("pass_below"),
         _tenant_column("flag_at"),
+        _tenant_column("provenance_policy"),
     )
 )
 _STATE = select(_SUBMISSIONS.c.status).where(_SUBMISSIONS.c.id == bindparam("submission_id"))
@@ -136,7 +139,10 @@ def _claim(
             return None, Status.FETCHING if status in SCORABLE else status
     if row.attempts == 1:
         observe_since("queue", row.queued_at or row.created_at)
-    return _Claimed(row.blob_sha256, row.tenant_pass_below, row.tenant_flag_at), Status.SCORING
+    claimed = _Claimed(
+        row.blob_sha256, row.tenant_pass_below, row.tenant_flag_at, row.tenant_provenance_policy
+    )
+    return claimed, Status.SCORING
 
 
 def fail_submission(
@@ -214,6 +220,7 @@ def _record_verdict(
     settings: Settings,
     claimed: _Claimed,
     frames: list[Frame] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> ScoreResult:
     logits = np.asarray(result.logits, dtype=np.float64).reshape(-1)
     meta = model_metadata(settings.model_repository, result.model_name, result.model_version)
@@ -230,6 +237,8 @@ def _record_verdict(
         tenant_flag_at=claimed.tenant_flag_at,
     )
     decision = decide(p_fake, pass_below=thresholds.pass_below, flag_at=thresholds.flag_at)
+    policy = claimed.tenant_provenance_policy or settings.provenance_policy
+    decision, reason = apply_provenance(decision, provenance, policy=policy)
     now = utcnow()
     verdict = {
         "id": new_id("ver"),
@@ -243,6 +252,8 @@ def _record_verdict(
         "pass_below": thresholds.pass_below,
         "flag_at": thresholds.flag_at,
         "frames": record,
+        "decision_reason": reason,
+        "provenance": provenance,
         "created_at": now,
     }
     try:
@@ -280,6 +291,8 @@ def score_submission(
         return ScoreResult(outcome, status)
     with stage("blob"):
         data = blobs.get(claimed.blob_sha256)
+    with stage("provenance"):  # from the stored bytes as uploaded, before any decoding
+        provenance = read_provenance(data, ProvenanceLimits.from_settings(settings))
     frames, video_limits = None, VideoLimits.from_settings(settings)
     try:
         if is_video(data, video_limits):
@@ -304,4 +317,6 @@ def score_submission(
     with stage("inference"):
         result = client.infer(images)
     with stage("database"):
-        return _record_verdict(session_factory, submission_id, result, settings, claimed, frames)
+        return _record_verdict(
+            session_factory, submission_id, result, settings, claimed, frames, provenance
+        )
