@@ -73,3 +73,12 @@ def test_bench_pipeline_quick_run_through_the_real_stack() -> None:
         out,
         re.M,
     ), out
+
+
+def test_bench_provenance_prints_every_container() -> None:
+    """One quick run: each container's row, the signed copy read as untrusted (no anchors)."""
+    command = [sys.executable, str(BENCHMARKS / "bench_provenance.py"), "--repeats=2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    rows = re.findall(r"^(jpeg|png|webp|mp4) .* untrusted$", done.stdout, re.M)
+    assert rows == ["jpeg", "png", "webp", "mp4"], done.stdout
