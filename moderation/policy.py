@@ -86,15 +86,21 @@ PROVENANCE_POLICIES: dict[str, tuple[str, ...]] = {
 
 
 def apply_provenance(
-    decision: str, provenance: Mapping[str, Any] | None, *, policy: str
+    decision: str, provenance: Mapping[str, Any] | None, *, policy: str, reason: str = REASON_MODEL
 ) -> tuple[str, str]:
     """Returns (decision, decision_reason): ``auto_flagged`` for a manifest declaring AI
-    generation that ``policy`` accepts, else the model's decision."""
+    generation that ``policy`` accepts, else ``decision`` and ``reason`` as they came.
+
+    It overrides any pass or review (a real-bank match included) and the model's flag; a flag
+    with another reason (e.g. a fake-bank match, a human judgement) keeps that reason."""
     if policy not in PROVENANCE_POLICIES:
         raise ValueError(
             f"provenance policy {policy!r}; expected one of {', '.join(PROVENANCE_POLICIES)}"
         )
-    accepted = PROVENANCE_POLICIES[policy]
-    if provenance and provenance.get("ai_generated") and provenance.get("manifest") in accepted:
-        return Status.AUTO_FLAGGED, REASON_PROVENANCE_AI
-    return decision, REASON_MODEL
+    if provenance is None or not provenance.get("ai_generated"):
+        return decision, reason
+    if provenance.get("manifest") not in PROVENANCE_POLICIES[policy]:
+        return decision, reason
+    if decision == Status.AUTO_FLAGGED and reason != REASON_MODEL:  # flagged for another reason
+        return decision, reason
+    return Status.AUTO_FLAGGED, REASON_PROVENANCE_AI

@@ -112,7 +112,7 @@ def read_provenance(data: bytes, limits: ProvenanceLimits) -> dict[str, Any] | N
     # finish alone (counted, so that a flood of slow files cannot pile threads up).
     threading.Thread(target=run, name="c2pa-read", daemon=True).start()
     if finished.wait(limits.timeout_s):
-        return result[0]
+        return result[0] if result else _invalid("unreadable")
     if _abandoned.acquire(blocking=False):
         threading.Thread(target=_release_when, args=(finished,), daemon=True).start()
     logger.warning("provenance: reading a manifest took over %.1f s; invalid", limits.timeout_s)

@@ -53,6 +53,15 @@ def test_apply_provenance__no_manifest_or_no_ai_claim__model_decides() -> None:
     assert apply_provenance("auto_passed", not_ai, policy="signed") == ("auto_passed", "model")
 
 
+def test_apply_provenance__overrides_a_real_match_keeps_a_fake_match() -> None:
+    real = apply_provenance("auto_passed", AI, policy="trusted", reason="bank_match:real")
+    assert real == ("auto_flagged", "provenance:ai_generated")
+    fake = apply_provenance("auto_flagged", AI, policy="trusted", reason="bank_match:fake")
+    assert fake == ("auto_flagged", "bank_match:fake")
+    untouched = apply_provenance("auto_passed", None, policy="trusted", reason="bank_match:real")
+    assert untouched == ("auto_passed", "bank_match:real")
+
+
 def test_apply_provenance__unknown_policy__names_the_choices() -> None:
     with pytest.raises(ValueError, match="expected one of trusted, signed, off"):
         apply_provenance("auto_passed", AI, policy="always")

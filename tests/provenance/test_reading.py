@@ -182,3 +182,11 @@ def test_damaged_signed_file__never_raises(data: st.DataObject) -> None:
     damaged = signed[:at] if cut else signed[:at] + bytes([signed[at] ^ 0x5A]) + signed[at + 1 :]
     report = read_provenance(damaged, ProvenanceLimits())
     assert report is None or report["manifest"] in ("valid", "untrusted", "invalid")
+
+
+def test_bad_media_corpus__never_raises() -> None:
+    from tests.reliability.input_corpus import build_corpus
+
+    for case in build_corpus():
+        report = read_provenance(case.data, ProvenanceLimits())
+        assert report is None or report["manifest"] == "invalid", case
