@@ -134,6 +134,6 @@ def test_dashboard_item_shows_the_provenance_summary(stack: Stack, chain: Chain)
     item = page.text[page.text.index(submission_id) :]
     item = item[: item.index("</li>")]
     assert "decided by <b>provenance:ai_generated</b>" in item
-    assert "C2PA <b>valid</b>" in item and "AI-generated" in item
+    assert "C2PA <b>valid</b>" in item and "declares AI generation" in item
     assert "trainedAlgorithmicMedia" in item and "by ImageForge 1.0" in item
     assert "signed by Test Generator (dfmod tests)" in item
