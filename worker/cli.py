@@ -121,6 +121,17 @@ def prepare_metrics(settings: Settings) -> Path | None:
     return folder
 
 
+def check_provenance_policy(settings: Settings) -> None:
+    """Refuses to start on a DFMOD_PROVENANCE_POLICY that every scoring would reject."""
+    from moderation.policy import PROVENANCE_POLICIES
+
+    if settings.provenance_policy not in PROVENANCE_POLICIES:
+        raise click.UsageError(
+            f"DFMOD_PROVENANCE_POLICY={settings.provenance_policy!r}; "
+            f"expected one of {', '.join(PROVENANCE_POLICIES)}"
+        )
+
+
 @click.command("worker")
 @click.option("-c", "--concurrency", type=int, default=None, help="Worker processes/threads.")
 @click.option("--pool", type=click.Choice(POOLS), default=None, help="Default: threads on SQLite.")
@@ -128,6 +139,7 @@ def prepare_metrics(settings: Settings) -> Path | None:
 def worker_command(concurrency: int | None, pool: str | None, beat: bool) -> None:
     """Run a Celery worker: scoring, media fetches, callbacks (and the sweeper with --beat)."""
     settings = load_settings()
+    check_provenance_policy(settings)
     metrics_dir = prepare_metrics(settings)
 
     from worker.celery_app import create_celery

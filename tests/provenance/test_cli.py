@@ -56,3 +56,11 @@ def test_set_provenance_policy_sets_clears_and_refuses(tmp_path: Path) -> None:
     assert "expected exactly one of --policy trusted|signed|off or --default" in outputs["both"]
     assert "expected exactly one of" in outputs["neither"]
     assert _policy(url, "acme") == "off"  # no refusal changed the stored policy
+
+
+def test_worker_refuses_an_unknown_global_policy(tmp_path: Path) -> None:
+    env = {"DFMOD_DATA_DIR": str(tmp_path), "DFMOD_PROVENANCE_POLICY": "always"}
+    refused = CliRunner().invoke(main, ["worker"], env=env)
+    assert refused.exit_code == 2
+    wanted = "DFMOD_PROVENANCE_POLICY='always'; expected one of trusted, signed, off"
+    assert wanted in refused.output
