@@ -29,7 +29,7 @@ from moderation.models import (
     new_id,
     utcnow,
 )
-from moderation.policy import decide
+from moderation.policy import REASON_MODEL, REASON_PROVENANCE_AI, decide
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +94,10 @@ class SubmissionView:
         if self.verdict is not None:
             v = self.verdict
             model_label = "fake" if v.p_fake >= 0.5 else "real"
-            reason = v.decision_reason or "model"
+            reason = v.decision_reason or REASON_MODEL
             verdict = {
                 "p_fake": v.p_fake,
-                "label": "ai_generated" if reason == "provenance:ai_generated" else model_label,
+                "label": "ai_generated" if reason == REASON_PROVENANCE_AI else model_label,
                 "decision": v.decision,
                 "decision_reason": reason,
                 "model": {"name": v.model_name, "version": v.model_version},
