@@ -474,6 +474,7 @@ STAGE_ORDER = (
     "queue",
     "database",
     "blob",
+    "provenance",
     "decode",
     "resize",
     "inference",
