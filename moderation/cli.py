@@ -17,6 +17,10 @@ from moderation.settings import load_settings, settings_table
 # The help is repeated here so that `dfmod --help` lists everything without importing torch.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo-data": ("training.cli:demo_data", "Generate a deterministic synthetic real/fake set."),
+    "genuine-photos": (
+        "training.cli:genuine_photos",
+        "Build a genuine-photo set from installed Debian packages' photographs.",
+    ),
     "train": ("training.cli:train", "Train the detector on real/ + fake/ folders or a CSV."),
     "evaluate": ("training.cli:evaluate", "Evaluate a checkpoint and write a report folder."),
     "export": ("training.cli:export", "Export ONNX/TorchScript as a new model version."),

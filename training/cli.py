@@ -1,4 +1,4 @@
-"""``dfmod demo-data``, ``dfmod train``, ``dfmod evaluate`` and ``dfmod export``.
+"""``dfmod demo-data``, ``genuine-photos``, ``train``, ``evaluate`` and ``export``.
 
 Thin click wrappers: each command parses options into the plain functions of the training package
 and turns the package's errors into clear one-line messages.
@@ -60,6 +60,52 @@ def demo_data(out: Path, per_class: int, seed: int, size: int) -> None:
     _setup_logging()
     counts = generate(out, per_class=per_class, seed=seed, size=size)
     click.echo(f"wrote {counts['real']} real and {counts['fake']} fake images to {out}")
+
+
+@click.command("genuine-photos")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("data/genuine"),
+    show_default=True,
+    help="Folder to write real/, manifest.csv and sources.csv into.",
+)
+@click.option("--crops", type=click.IntRange(1, 64), default=16, show_default=True)
+@click.option("--size", type=click.IntRange(64, 4096), default=512, show_default=True)
+@click.option(
+    "--eval-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.5,
+    show_default=True,
+    help="Share of photographs whose crops report rates ('test'); the rest choose thresholds.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def genuine_photos(out: Path, crops: int, size: int, eval_fraction: float, seed: int) -> None:
+    """Build a genuine-photo set from photographs installed Debian packages ship.
+
+    Copies the camera photographs of the packages in training/genuine.py's catalogue (install
+    them with apt-get first), writes the whole photo and random crops of it, a manifest for
+    dfmod evaluate --genuine, and sources.csv with each photograph's package, version, author
+    and licence. All crops of one photograph share a split.
+
+    Example: sudo apt-get install mate-backgrounds plasma-workspace-wallpapers &&
+    dfmod genuine-photos --out data/genuine
+    """
+    from training.genuine import build, find_photos
+
+    _setup_logging()
+    try:
+        manifest = build(
+            out,
+            photos=find_photos(),
+            crops_per_photo=crops,
+            size=size,
+            eval_fraction=eval_fraction,
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {manifest} (sources: {manifest.parent / 'sources.csv'})")
 
 
 @click.command("train")
@@ -183,27 +229,69 @@ def train(**options: object) -> None:
     default=None,
     help="Evaluate on this data instead of the checkpoint's own (same split rules).",
 )
+@click.option(
+    "--genuine",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Genuine-photo manifest (dfmod genuine-photos): choose flag_at and pass_below by rates.",
+)
+@click.option(
+    "--target-fpr",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.01,
+    show_default=True,
+    help="Largest share of genuine photos flagged at flag_at.",
+)
+@click.option(
+    "--target-recall",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.95,
+    show_default=True,
+    help="Smallest share of fakes not passed at pass_below.",
+)
 @click.option("--threads", type=int, default=2, show_default=True)
-def evaluate(checkpoint: Path, out: Path | None, data: Path | None, threads: int) -> None:
+def evaluate(
+    checkpoint: Path,
+    out: Path | None,
+    data: Path | None,
+    genuine: Path | None,
+    target_fpr: float,
+    target_recall: float,
+    threads: int,
+) -> None:
     """Evaluate a checkpoint and write a report folder.
 
     Fits the calibration temperature on the validation split, reports accuracy, per-class and
     balanced accuracy, ROC AUC, average precision, EER, ECE before/after temperature scaling and the
     confusion matrix on the test split; writes report.json and ROC, reliability, histogram and
-    training-curve PNGs.
+    training-curve PNGs. With --genuine, chooses flag_at for --target-fpr on the genuine
+    photos' 'val' split and pass_below for --target-recall on the validation fakes, and reports
+    both rates with 95 % intervals on the 'test' photos and test fakes; dfmod export then uses
+    those thresholds.
 
-    Example: dfmod evaluate --checkpoint runs/demo/best.pt --out runs/demo/report
+    Example: dfmod evaluate --checkpoint runs/demo/best.pt --genuine data/genuine/manifest.csv
     """
     from training.data import DataError
     from training.evaluate import evaluate_checkpoint, summary_line
+    from training.thresholds import summary_line as thresholds_line
 
     _setup_logging()
     out = out or checkpoint.parent / "report"
     try:
-        report = evaluate_checkpoint(checkpoint=checkpoint, out=out, data=data, threads=threads)
+        report = evaluate_checkpoint(
+            checkpoint=checkpoint,
+            out=out,
+            data=data,
+            threads=threads,
+            genuine=genuine,
+            target_fpr=target_fpr,
+            target_recall=target_recall,
+        )
     except DataError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(summary_line(report))
+    if "thresholds" in report:
+        click.echo(thresholds_line(report["thresholds"]))
     click.echo(f"report: {out}")
 
 
@@ -239,16 +327,16 @@ def evaluate(checkpoint: Path, out: Path | None, data: Path | None, threads: int
 @click.option(
     "--pass-below",
     type=float,
-    default=0.3,
-    show_default=True,
-    help="Calibrated p(fake) below which items pass automatically.",
+    default=None,
+    help="Calibrated p(fake) below which items pass automatically "
+    "(default: the report's chosen threshold, else 0.3).",
 )
 @click.option(
     "--flag-at",
     type=float,
-    default=0.8,
-    show_default=True,
-    help="Calibrated p(fake) at or above which items are flagged automatically.",
+    default=None,
+    help="Calibrated p(fake) at or above which items are flagged automatically "
+    "(default: the report's chosen threshold, else 0.8).",
 )
 @click.option(
     "--artifacts",
@@ -267,8 +355,8 @@ def export(
     overwrite: bool,
     data: Path | None,
     trained_on: str | None,
-    pass_below: float,
-    flag_at: float,
+    pass_below: float | None,
+    flag_at: float | None,
     artifacts: Path,
     no_torchscript: bool,
     no_int8: bool,
@@ -286,7 +374,10 @@ def export(
     from training.release import export as run_export
 
     _setup_logging()
-    if not 0 <= pass_below <= flag_at <= 1:
+    given = [v for v in (pass_below, flag_at) if v is not None]
+    if any(not 0 <= v <= 1 for v in given) or (
+        pass_below is not None and flag_at is not None and pass_below > flag_at
+    ):
         raise click.UsageError("expected 0 <= --pass-below <= --flag-at <= 1")
     request = ExportRequest(
         checkpoint=checkpoint,
@@ -304,7 +395,7 @@ def export(
     )
     try:
         target, summary = run_export(request)
-    except (ExportParityError, FileExistsError) as exc:
+    except (ExportParityError, FileExistsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {target}")
     click.echo(json.dumps(summary, indent=2))

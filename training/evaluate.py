@@ -2,7 +2,9 @@
 
 The temperature is fitted on the validation split and the report is computed on the test split
 (validation when there is none), using the evaluation transform, which is the worker's own
-preprocessing. ``report.json`` is what ``dfmod export`` copies into a version's metadata.
+preprocessing. With a genuine-photo set (``dfmod genuine-photos``) the report also holds
+thresholds chosen for a target false-positive rate and recall (:mod:`training.thresholds`).
+``report.json`` is what ``dfmod export`` copies into a version's metadata.
 """
 
 from __future__ import annotations
@@ -17,13 +19,22 @@ import torch
 from torch.utils.data import DataLoader
 
 from training.checkpoint import model_from_checkpoint
-from training.data import ImageDataset, balance_summary, discover, scan, stratified_split
+from training.data import (
+    DataError,
+    ImageDataset,
+    balance_summary,
+    discover,
+    read_manifest,
+    scan,
+    stratified_split,
+)
 from training.metrics import (
     classification_metrics,
     fit_temperature,
     reliability_bins,
     sigmoid,
 )
+from training.thresholds import choose_thresholds
 from training.train import predict
 
 logger = logging.getLogger(__name__)
@@ -72,8 +83,57 @@ def build_report(
     }
 
 
+def genuine_thresholds(
+    model: torch.nn.Module,
+    genuine: Path,
+    *,
+    temperature: float,
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    target_fpr: float,
+    target_recall: float,
+) -> dict[str, Any]:
+    """Chooses thresholds on the genuine set's ``val`` photos and the data's validation fakes,
+    and reports their rates on the genuine ``test`` photos and the test fakes."""
+    if not (genuine.is_file() and genuine.suffix.lower() == ".csv"):
+        raise DataError(f"{genuine}: expected a genuine-photo manifest.csv (dfmod genuine-photos)")
+    samples = [s for s in read_manifest(genuine) if s.label == 0]
+    by_split = {name: [s for s in samples if s.split == name] for name in ("val", "test")}
+    if not by_split["val"] or not by_split["test"]:
+        raise DataError(
+            f"{genuine}: expected genuine photos in both the 'val' and 'test' splits "
+            "(dfmod genuine-photos writes such a manifest)"
+        )
+
+    def p_fake(logits: np.ndarray) -> np.ndarray:
+        return sigmoid(np.asarray(logits) / temperature)
+
+    real = {
+        name: p_fake(score(model, ImageDataset(scan(items)))[1]) for name, items in by_split.items()
+    }
+    fakes = {
+        name: p_fake(logits[labels == 1])
+        for name, (labels, logits) in (("val", val), ("test", test))
+    }
+    result = choose_thresholds(
+        choose=(real["val"], fakes["val"]),
+        report=(real["test"], fakes["test"]),
+        target_fpr=target_fpr,
+        target_recall=target_recall,
+    )
+    result["genuine"] = str(genuine)
+    return result
+
+
 def evaluate_checkpoint(
-    *, checkpoint: Path, out: Path, data: Path | None = None, threads: int = 2
+    *,
+    checkpoint: Path,
+    out: Path,
+    data: Path | None = None,
+    threads: int = 2,
+    genuine: Path | None = None,
+    target_fpr: float = 0.01,
+    target_recall: float = 0.95,
 ) -> dict[str, Any]:
     """Evaluates a checkpoint and writes ``report.json`` and PNG plots into ``out``."""
     torch.set_num_threads(threads)
@@ -90,6 +150,16 @@ def evaluate_checkpoint(
         report_split=split_name,
         epoch=state.get("epoch"),
     )
+    if genuine is not None:
+        report["thresholds"] = genuine_thresholds(
+            model,
+            genuine,
+            temperature=report["temperature"],
+            val=val,
+            test=test,
+            target_fpr=target_fpr,
+            target_recall=target_recall,
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / REPORT_FILENAME).write_text(json.dumps(report, indent=2, default=_json) + "\n")
     np.savez(out / "scores.npz", labels=test[0], logits=test[1])

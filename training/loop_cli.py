@@ -86,6 +86,15 @@ _PATH = click.Path(exists=True, path_type=Path)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--margin-auc", type=float, default=0.02, show_default=True)
 @click.option("--margin-bacc", type=float, default=0.02, show_default=True)
+@click.option(
+    "--genuine",
+    type=_PATH,
+    default=None,
+    help="Genuine-photo manifest: the challenger's thresholds are chosen by error rates on it "
+    "(default: the live version's thresholds).",
+)
+@click.option("--target-fpr", type=click.FloatRange(0, 1, max_open=True), default=0.01)
+@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.95)
 @click.option("--by", "deployed_by", default=None, help="Recorded deployer (default: user).")
 @click.option("--no-deploy", is_flag=True, help="Train, evaluate and gate only.")
 def retrain_command(**options: object) -> None:

@@ -63,9 +63,25 @@ class ExportRequest:
     artifacts: Path = Path("runs/export")
     torchscript: bool = True
     int8: bool = True
-    pass_below: float = 0.3
-    flag_at: float = 0.8
+    pass_below: float | None = None  # None: the report's chosen thresholds, else 0.3
+    flag_at: float | None = None  # None: the report's chosen thresholds, else 0.8
     overwrite: bool = False
+
+
+DEFAULT_PASS_BELOW = 0.3
+DEFAULT_FLAG_AT = 0.8
+
+
+def thresholds_for(req: ExportRequest, report: dict[str, Any] | None) -> tuple[float, float]:
+    """Returns (pass_below, flag_at): given ones win, then the report's chosen, then defaults."""
+    chosen = (report or {}).get("thresholds") or {}
+    pass_below = req.pass_below if req.pass_below is not None else chosen.get("pass_below")
+    flag_at = req.flag_at if req.flag_at is not None else chosen.get("flag_at")
+    pass_below = DEFAULT_PASS_BELOW if pass_below is None else float(pass_below)
+    flag_at = DEFAULT_FLAG_AT if flag_at is None else float(flag_at)
+    if not 0 <= pass_below <= flag_at <= 1:
+        raise ValueError(f"expected 0 <= pass_below ({pass_below}) <= flag_at ({flag_at}) <= 1")
+    return pass_below, flag_at
 
 
 def eval_images(
@@ -156,11 +172,18 @@ def _metadata(
             "init_from",
         )
     }
+    pass_below, flag_at = thresholds_for(req, report)
+    extra: dict[str, Any] = {}
+    if report is not None and report.get("thresholds"):
+        extra["thresholds"] = {
+            **report["thresholds"],
+            "used": {"pass_below": pass_below, "flag_at": flag_at},
+        }
     return contract.ModelMetadata(
         version=0,
         temperature=temperature,
-        pass_below=req.pass_below,
-        flag_at=req.flag_at,
+        pass_below=pass_below,
+        flag_at=flag_at,
         trained_on=trained_on,
         metrics=metrics,
         code_revision=code_revision(),
@@ -168,6 +191,7 @@ def _metadata(
         extra={
             "architecture": "MobileNetV2 features + channel attention + MLP head (seed)",
             "training": {**training, "epochs_run": state.get("epoch")},
+            **extra,
         },
     )
 

@@ -57,6 +57,9 @@ class RetrainRequest:
     margin_bacc: float = 0.02
     deployed_by: str = "dfmod retrain"
     deploy: bool = True
+    genuine: Path | None = None  # choose thresholds on it; None: keep the live version's
+    target_fpr: float = 0.01
+    target_recall: float = 0.95
 
 
 @dataclass
@@ -158,12 +161,24 @@ def train_challenger(req: RetrainRequest, manifest: Path, init_from: str | None)
 
 
 def export_challenger(req: RetrainRequest, checkpoint: Path, live_dir: Path) -> Path:
-    """Calibrates (temperature on the validation split), exports into ``RUN/candidate``."""
+    """Calibrates (temperature on the validation split), exports into ``RUN/candidate``.
+
+    With a genuine-photo set the candidate's thresholds are chosen by error rates on it
+    (:mod:`training.thresholds`); without one it keeps the live version's.
+    """
     from training.evaluate import REPORT_FILENAME, evaluate_checkpoint
     from training.release import ExportRequest, export
 
-    evaluate_checkpoint(checkpoint=checkpoint, out=req.out / "report", threads=req.threads)
+    evaluate_checkpoint(
+        checkpoint=checkpoint,
+        out=req.out / "report",
+        threads=req.threads,
+        genuine=req.genuine,
+        target_fpr=req.target_fpr,
+        target_recall=req.target_recall,
+    )
     live_meta = contract.ModelMetadata.read(live_dir)
+    chosen = req.genuine is not None
     folder, _ = export(
         ExportRequest(
             checkpoint=checkpoint,
@@ -174,8 +189,8 @@ def export_challenger(req: RetrainRequest, checkpoint: Path, live_dir: Path) -> 
             trained_on=f"retrain: labels {req.labels}, base {req.base}",
             torchscript=False,
             int8=False,
-            pass_below=live_meta.pass_below,
-            flag_at=live_meta.flag_at,
+            pass_below=None if chosen else live_meta.pass_below,
+            flag_at=None if chosen else live_meta.flag_at,
             overwrite=True,
         )
     )
