@@ -47,7 +47,13 @@ def model_from_checkpoint(path: Path) -> tuple[DeepfakeDetector, dict[str, Any]]
     """Returns the detector with a checkpoint's weights (eval mode) and the checkpoint dict."""
     state = load_checkpoint(path)
     args = state.get("args", {})
-    model = DeepfakeDetector(freeze_blocks=int(args.get("freeze_blocks") or 0))
+    model: DeepfakeDetector
+    if args.get("arch") == "residual":
+        from training.residual import build_residual
+
+        model = build_residual()  # type: ignore[assignment]
+    else:
+        model = DeepfakeDetector(freeze_blocks=int(args.get("freeze_blocks") or 0))
     model.load_state_dict(state["model"])
     model.eval()
     return model, state

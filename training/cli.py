@@ -179,6 +179,14 @@ def genuine_photos(out: Path, crops: int, size: int, eval_fraction: float, seed:
     "--max-train-images", type=int, default=None, help="Cap the train split (smoke runs)."
 )
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
+@click.option(
+    "--arch",
+    type=click.Choice(["seed", "residual"]),
+    default="seed",
+    show_default=True,
+    help="seed: MobileNetV2 (deepfake_detector); residual: the resampling-residual CNN "
+    "(residual_detector, from scratch only).",
+)
 def train(**options: object) -> None:
     """Train the detector on real/ + fake/ folders or a CSV manifest.
 
@@ -347,6 +355,17 @@ def evaluate(
 )
 @click.option("--no-torchscript", is_flag=True, help="Skip the TorchScript export.")
 @click.option("--no-int8", is_flag=True, help="Skip INT8 quantisation.")
+@click.option(
+    "--model-name",
+    default=None,
+    help="Triton model to add the version to (default: deepfake_detector, or residual_detector "
+    "for a --arch residual checkpoint).",
+)
+@click.option(
+    "--demo-weights",
+    is_flag=True,
+    help="Mark the version as demo weights: it never auto-decides on its own (see README).",
+)
 def export(
     checkpoint: Path,
     report: Path | None,
@@ -360,6 +379,8 @@ def export(
     artifacts: Path,
     no_torchscript: bool,
     no_int8: bool,
+    model_name: str | None,
+    demo_weights: bool,
 ) -> None:
     """Export ONNX/TorchScript as a new model version.
 
@@ -392,6 +413,8 @@ def export(
         pass_below=pass_below,
         flag_at=flag_at,
         overwrite=overwrite,
+        model_name=model_name,
+        demo_weights=demo_weights,
     )
     try:
         target, summary = run_export(request)

@@ -35,6 +35,7 @@ from training.export import (
 )
 from training.metrics import classification_metrics
 from training.model import DeepfakeDetector
+from training.residual import ARCHITECTURE
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class ExportRequest:
     pass_below: float | None = None  # None: the report's chosen thresholds, else 0.3
     flag_at: float | None = None  # None: the report's chosen thresholds, else 0.8
     overwrite: bool = False
+    model_name: str | None = None  # None: by the checkpoint's architecture
+    demo_weights: bool = False  # metadata extra.demo_weights: never auto-decides alone
 
 
 DEFAULT_PASS_BELOW = 0.3
@@ -145,6 +148,7 @@ def _metadata(
     req: ExportRequest, state: dict[str, Any], report: dict[str, Any] | None
 ) -> contract.ModelMetadata:
     args = state.get("args", {})
+    residual = args.get("arch") == "residual"
     init = "ImageNet MobileNetV2" if args.get("pretrained") else "random initialisation"
     trained_on = req.trained_on or f"{args.get('data')} (backbone: {init})"
     metrics: dict[str, Any] = {}
@@ -170,6 +174,7 @@ def _metadata(
             "alpha",
             "gamma",
             "init_from",
+            "arch",
         )
     }
     pass_below, flag_at = thresholds_for(req, report)
@@ -189,11 +194,22 @@ def _metadata(
         code_revision=code_revision(),
         created_at=utc_now(),
         extra={
-            "architecture": "MobileNetV2 features + channel attention + MLP head (seed)",
+            "architecture": RESIDUAL_ARCHITECTURE if residual else SEED_ARCHITECTURE,
+            **({"demo_weights": True} if req.demo_weights else {}),
             "training": {**training, "epochs_run": state.get("epoch")},
             **extra,
         },
     )
+
+
+SEED_ARCHITECTURE = "MobileNetV2 features + channel attention + MLP head (seed)"
+RESIDUAL_ARCHITECTURE = ARCHITECTURE
+RESIDUAL_MODEL_NAME = "residual_detector"
+
+
+def _default_name(state: dict[str, Any]) -> str:
+    arch = state.get("args", {}).get("arch")
+    return RESIDUAL_MODEL_NAME if arch == "residual" else contract.MODEL_NAME
 
 
 def export(req: ExportRequest) -> tuple[Path, dict[str, Any]]:
@@ -202,7 +218,7 @@ def export(req: ExportRequest) -> tuple[Path, dict[str, Any]]:
     report = json.loads(req.report.read_text()) if req.report else None
     data = eval_images(state.get("args", {}), req.data)
     real = data["test"][0][:16] if "test" in data and len(data["test"][0]) else generated_images()
-    model_dir = req.repository / contract.MODEL_NAME
+    model_dir = req.repository / (req.model_name or _default_name(state))
     version = req.version or next_version(model_dir)
     metadata = _metadata(req, state, report)
     summary: dict[str, Any] = {"version": version}

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from training import residual
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import (
     ImageDataset,
@@ -38,6 +39,7 @@ from training.model import DeepfakeDetector, build_model, count_parameters, norm
 
 logger = logging.getLogger(__name__)
 
+ARCHS = ("seed", residual.ARCH)
 MONITORS = {"val_loss": "min", "val_auc": "max", "val_balanced_accuracy": "max"}
 
 
@@ -69,6 +71,7 @@ class TrainConfig:
     threads: int = 2
     max_train_images: int | None = None
     resume: bool = False
+    arch: str = "seed"  # "seed" (MobileNetV2, version 1) or "residual" (training/residual.py)
 
 
 def seed_everything(seed: int) -> None:
@@ -115,9 +118,18 @@ def prepare_data(config: TrainConfig) -> dict[str, ImageDataset]:
 
 def build(config: TrainConfig) -> DeepfakeDetector:
     """Returns the model for a run: ImageNet, from scratch, or initialised from a checkpoint."""
-    model = build_model(
-        pretrained=config.pretrained, weights=config.weights, freeze_blocks=config.freeze_blocks
-    )
+    if config.arch not in ARCHS:
+        raise ValueError(f"arch {config.arch!r}; expected one of {', '.join(ARCHS)}")
+    if config.arch == residual.ARCH:
+        if config.pretrained:
+            raise ValueError("the residual detector has no pretrained weights; use --from-scratch")
+        model: DeepfakeDetector = residual.build_residual()  # type: ignore[assignment]
+    else:
+        model = build_model(
+            pretrained=config.pretrained,
+            weights=config.weights,
+            freeze_blocks=config.freeze_blocks,
+        )
     if config.freeze_blocks is None:
         config.freeze_blocks = model.freeze_blocks
     if config.init_from:

@@ -137,6 +137,36 @@ class TritonServer:
             self.stop()
             raise
         logger.info("Triton ready: model %s on grpc %s", self.model_name, self.grpc_url)
+        self.load_other_models()
+
+    def other_models(self) -> list[str]:
+        """Returns the repository's other servable models (a config and a numbered ONNX)."""
+        names = []
+        for folder in sorted(self.repository.iterdir()):
+            if folder.name == self.model_name or not (folder / "config.pbtxt").is_file():
+                continue
+            if any(
+                p.name.isdigit() and (p / contract.ONNX_FILENAME).is_file()
+                for p in folder.iterdir()
+            ):
+                names.append(folder.name)
+        return names
+
+    def load_other_models(self) -> dict[str, str]:
+        """Loads every other model of the repository (the ensemble's members); returns errors.
+
+        After the primary model is ready, one by one: a model that fails to load is logged and
+        left out (the worker scores with the others and marks the verdict partial), it never
+        stops the server.
+        """
+        errors = {}
+        for name in self.other_models():
+            try:
+                load_model(http_url=self.http_url, model_name=name)
+            except TritonStartError as exc:
+                errors[name] = str(exc)
+                logger.warning("Triton could not load %s: %s", name, exc)
+        return errors
 
     def stop(self, *, timeout_s: float = 30.0) -> None:
         """Stops the server: SIGTERM, wait for in-flight requests, then SIGKILL if needed."""
