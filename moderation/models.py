@@ -162,6 +162,8 @@ class Tenant(Base):
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
     # Which C2PA AI-generation claims flag an item (moderation.policy); None: the global default.
     provenance_policy: Mapped[str | None] = mapped_column(String(20), default=None)
+    # The models that score this tenant's items (dfmod tenant set-models); None: DFMOD_MODELS.
+    models: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -227,6 +229,10 @@ class Verdict(Base):
     decision_reason: Mapped[str | None] = mapped_column(String(60), default=None)
     # The C2PA manifest's summary (moderation.provenance); None when the file carries none.
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Each enabled model's result [{name, version, p_fake, latency_ms[, error]}] and how p_fake
+    # combined them (moderation.ensemble); None on rows stored before several models were.
+    models: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
+    ensemble: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     submission: Mapped[Submission] = relationship(back_populates="verdict")

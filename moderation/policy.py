@@ -76,6 +76,8 @@ def resolve_thresholds(
 
 REASON_MODEL = "model"
 REASON_PROVENANCE_AI = "provenance:ai_generated"
+# The score came only from models whose weights are marked as demo weights: never auto-decided.
+REASON_DEMO_MODEL = "demo_model_review"
 # Which manifests declaring AI generation flag an item: those whose signer is trusted ("valid"),
 # any with an intact signature and hard binding ("valid" or "untrusted"), or none (report only).
 PROVENANCE_POLICIES: dict[str, tuple[str, ...]] = {

@@ -224,8 +224,17 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[Ima
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
+RESAMPLING = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+}
+
+
 def image_to_input(
-    image: Image.Image, *, size: int = INPUT_SIZE, what: str = "image"
+    image: Image.Image, *, size: int = INPUT_SIZE, what: str = "image", resize: str = "bilinear"
 ) -> np.ndarray:
     """Returns a decoded picture as the model input: uint8 [size, size, 3] RGB, C-contiguous.
 
@@ -234,7 +243,7 @@ def image_to_input(
     """
     try:
         rgb = to_rgb(image)
-        resized = rgb.resize((size, size), Image.Resampling.BILINEAR)
+        resized = rgb.resize((size, size), RESAMPLING[resize])
     except (OSError, ValueError) as exc:
         detail = f"cannot convert the {what} (mode {image.mode}) to RGB: {exc}"
         raise MediaRejected(UNREADABLE_MEDIA, detail) from exc

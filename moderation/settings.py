@@ -56,6 +56,16 @@ class Settings:
         _DEFAULT_REPOSITORY, "Triton model repository (read by Triton, written by deploy)"
     )
     model_name: str = _setting("deepfake_detector", "Model name in the Triton repository")
+    models: str = _setting(
+        "",
+        "Comma-separated models every item is scored by, unless 'dfmod tenant set-models' sets a "
+        "tenant's own; empty: every model in the repository",
+    )
+    demo_weights_decide: int = _setting(
+        0,
+        "1: a model version marked as demo weights may auto-pass or auto-flag on its own; "
+        "0: its decisions go to needs_review (demo_model_review)",
+    )
     outbound_allowlist: str = _setting(
         "", "Comma-separated CIDRs exempt from the SSRF guard (e.g. 127.0.0.0/8 for tests)"
     )

@@ -56,6 +56,8 @@ class VerdictView:
     frames: dict[str, Any] | None = None  # videos only (see moderation.video)
     decision_reason: str | None = None  # None: "model" (verdicts stored before reasons were)
     provenance: dict[str, Any] | None = None  # the C2PA summary (moderation.provenance)
+    models: list[dict[str, Any]] | None = None  # each model's result (moderation.ensemble)
+    ensemble: dict[str, Any] | None = None  # how p_fake combined them
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,17 @@ class SubmissionView:
                 },
                 "created_at": _iso(v.created_at),
                 "video": v.frames,
+                "models": v.models
+                if v.models is not None
+                else [
+                    {
+                        "name": v.model_name,
+                        "version": v.model_version,
+                        "p_fake": v.p_fake,
+                        "latency_ms": None,
+                    }
+                ],
+                "ensemble": v.ensemble,
             }
         failure = None
         if self.failure_reason is not None:
@@ -222,6 +235,8 @@ def verdict_view(verdict: Any) -> VerdictView:
         v.frames,
         getattr(v, "decision_reason", None),
         getattr(v, "provenance", None),
+        getattr(v, "models", None),
+        getattr(v, "ensemble", None),
     )
 
 

@@ -270,3 +270,53 @@ def tenant_set_provenance_policy(name: str, policy: str | None, use_default: boo
         )
     else:
         click.echo(f"{name}: {chosen}")
+
+
+@tenant_group.command("set-models")
+@click.argument("name")
+@click.option("--models", default=None, help="Comma-separated models, e.g. deepfake_detector.")
+@click.option("--default", "use_default", is_flag=True, help="Use DFMOD_MODELS again.")
+def tenant_set_models(name: str, models: str | None, use_default: bool) -> None:
+    """Set which models score a tenant's items (their ensemble gives p_fake)."""
+    from moderation.tenant_models import set_models
+
+    if (models is not None) == use_default:
+        raise click.UsageError("expected exactly one of --models A,B or --default")
+    settings = load_settings()
+    chosen = _in_transaction(
+        settings.resolved_database_url,
+        lambda session: set_models(
+            session=session,
+            name=name,
+            models=None if models is None else models.split(","),
+            repository=settings.model_repository,
+        ),
+    )
+    click.echo(f"{name}: {', '.join(chosen) if chosen else 'global default (DFMOD_MODELS)'}")
+
+
+@tenant_group.command("set-thresholds")
+@click.argument("name")
+@click.option("--pass-below", type=click.FloatRange(0, 1), default=None)
+@click.option("--flag-at", type=click.FloatRange(0, 1), default=None)
+@click.option(
+    "--default", "use_default", is_flag=True, help="Use the model's or ensemble's thresholds."
+)
+def tenant_set_thresholds(
+    name: str, pass_below: float | None, flag_at: float | None, use_default: bool
+) -> None:
+    """Set a tenant's thresholds on p_fake: below --pass-below passes, from --flag-at flags."""
+    from moderation.tenant_models import set_thresholds
+
+    given = pass_below is not None or flag_at is not None
+    if given == use_default:
+        raise click.UsageError("expected --pass-below and/or --flag-at, or --default")
+    settings = load_settings()
+    chosen = _in_transaction(
+        settings.resolved_database_url,
+        lambda session: set_thresholds(
+            session=session, name=name, pass_below=pass_below, flag_at=flag_at
+        ),
+    )
+    shown = ["model default" if v is None else f"{v:g}" for v in chosen]
+    click.echo(f"{name}: pass_below {shown[0]}, flag_at {shown[1]}")

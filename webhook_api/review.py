@@ -35,6 +35,7 @@ from moderation.db import session_scope
 from moderation.models import Submission
 from moderation.reviewers import authenticate
 from moderation.reviews import Decision, ReviewError, decide
+from moderation.tenant_models import ensemble_overview
 from webhook_api.state import state
 
 logger = logging.getLogger(__name__)
@@ -298,6 +299,10 @@ def audit() -> Any:
 def overview() -> Any:
     with session_scope(state().session_factory) as db:
         data = dashboard.overview(session=db)
+        settings = state().settings
+        data["models"] = ensemble_overview(
+            session=db, repository=settings.model_repository, default_models=settings.models
+        )
         return render_template("review/overview.html", data=data)
 
 

@@ -10,6 +10,7 @@ refuses ends ``failed`` with its reason at once; Triton outages propagate as
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import logging
@@ -24,10 +25,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.blobs import BlobStore
-from moderation.contract import ModelMetadata
+from moderation.contract import INPUT_SIZE, ModelMetadata
 from moderation.db import session_scope
+from moderation.ensemble import ModelScore, combine_scores, is_demo, latest_ensemble
 from moderation.models import Status, Submission, Tenant, Verdict, new_id, utcnow
-from moderation.policy import apply_provenance, calibrate, decide, resolve_thresholds
+from moderation.policy import (
+    REASON_DEMO_MODEL,
+    REASON_MODEL,
+    apply_provenance,
+    calibrate,
+    decide,
+    resolve_thresholds,
+)
 from moderation.preprocess import ImageLimits, MediaRejected, decode_image, image_to_input
 from moderation.provenance import ProvenanceLimits, read_provenance
 from moderation.settings import Settings
@@ -35,6 +44,7 @@ from moderation.submissions import columns_view, submission_view, verdict_view
 from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
 from worker.callbacks import EVENT_FAILED, EVENT_SCORED, add_outbox, insert_outbox
 from worker.metrics import observe_since, stage
+from worker.models import ModelAnswer, ModelSet, get_model_set
 
 if TYPE_CHECKING:
     from worker.triton_client import InferenceResult, TritonClient
@@ -80,6 +90,7 @@ class _Claimed:
     tenant_pass_below: float | None
     tenant_flag_at: float | None
     tenant_provenance_policy: str | None = None
+    tenant_models: list[str] | None = None
 
 
 def _tenant_column(name: str) -> Any:
@@ -111,6 +122,7 @@ _CLAIM = (
         _tenant_column("pass_below"),
         _tenant_column("flag_at"),
         _tenant_column("provenance_policy"),
+        _tenant_column("models"),
     )
 )
 _STATE = select(_SUBMISSIONS.c.status).where(_SUBMISSIONS.c.id == bindparam("submission_id"))
@@ -140,9 +152,22 @@ def _claim(
     if row.attempts == 1:
         observe_since("queue", row.queued_at or row.created_at)
     claimed = _Claimed(
-        row.blob_sha256, row.tenant_pass_below, row.tenant_flag_at, row.tenant_provenance_policy
+        row.blob_sha256,
+        row.tenant_pass_below,
+        row.tenant_flag_at,
+        row.tenant_provenance_policy,
+        _model_list(row.tenant_models),
     )
     return claimed, Status.SCORING
+
+
+def _model_list(value: Any) -> list[str] | None:
+    """Returns a tenant's model list from its JSON column (a list; None or empty: the default)."""
+    if isinstance(value, str):  # a JSON column read through a scalar subquery on some backends
+        import json
+
+        value = json.loads(value)
+    return [str(v) for v in value] if value else None
 
 
 def fail_submission(
@@ -213,32 +238,83 @@ def _video_scores(
     return p_fake, float(logits[chosen[0]]), record
 
 
+def _scores(
+    answers: list[ModelAnswer], settings: Settings, frames: list[Frame] | None
+) -> tuple[list[ModelScore], list[dict[str, Any]], tuple[float, float, Any] | None]:
+    """Returns the answering models' scores, every model's entry for the verdict, and the first
+    answering model's (logit, temperature, video record)."""
+    scores: list[ModelScore] = []
+    entries: list[dict[str, Any]] = []
+    first = None
+    for answer in answers:
+        entry: dict[str, Any] = {
+            "name": answer.name,
+            "version": answer.version,
+            "p_fake": None,
+            "latency_ms": round(answer.latency_ms, 2),
+        }
+        entries.append(entry)
+        if answer.logits is None or answer.version is None:
+            entry["error"] = answer.error or "unavailable"
+            continue
+        meta = model_metadata(settings.model_repository, answer.name, answer.version)
+        logits = np.asarray(answer.logits, dtype=np.float64).reshape(-1)
+        record = None
+        if frames is None:
+            logit = float(logits[0])
+            p_fake = calibrate(logit, meta.temperature)
+        else:
+            p_fake, logit, record = _video_scores(frames, logits, meta.temperature)
+        entry["p_fake"] = p_fake
+        if first is None:
+            first = (logit, meta.temperature, record)
+        scores.append(
+            ModelScore(
+                answer.name, answer.version, p_fake, meta.pass_below, meta.flag_at, is_demo(meta)
+            )
+        )
+    return scores, entries, first
+
+
 def _record_verdict(
     factory: sessionmaker[Session],
     submission_id: str,
-    result: InferenceResult,
+    answers: list[ModelAnswer] | InferenceResult,
     settings: Settings,
     claimed: _Claimed,
     frames: list[Frame] | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> ScoreResult:
-    logits = np.asarray(result.logits, dtype=np.float64).reshape(-1)
-    meta = model_metadata(settings.model_repository, result.model_name, result.model_version)
-    record = None
-    if frames is None:
-        logit = float(logits[0])
-        p_fake = calibrate(logit, meta.temperature)
-    else:
-        p_fake, logit, record = _video_scores(frames, logits, meta.temperature)
+    if not isinstance(answers, list):  # one model's result, as before several models
+        answers = [ModelAnswer(answers.model_name, answers.model_version, answers.logits, 0.0)]
+    scores, entries, first = _scores(answers, settings, frames)
+    assert first is not None  # ModelSet.infer raises when no model answered
+    logit, temperature, record = first
+    ensemble = latest_ensemble(settings.model_repository) if len(scores) > 1 else None
+    combined = combine_scores(scores, ensemble)
+    p_fake = combined.p_fake
     thresholds = resolve_thresholds(
-        model_pass_below=meta.pass_below,
-        model_flag_at=meta.flag_at,
+        model_pass_below=combined.pass_below,
+        model_flag_at=combined.flag_at,
         tenant_pass_below=claimed.tenant_pass_below,
         tenant_flag_at=claimed.tenant_flag_at,
     )
     decision = decide(p_fake, pass_below=thresholds.pass_below, flag_at=thresholds.flag_at)
+    reason = REASON_MODEL
+    if combined.demo_only and not settings.demo_weights_decide and decision != Status.NEEDS_REVIEW:
+        decision, reason = Status.NEEDS_REVIEW, REASON_DEMO_MODEL
     policy = claimed.tenant_provenance_policy or settings.provenance_policy
-    decision, reason = apply_provenance(decision, provenance, policy=policy)
+    decision, reason = apply_provenance(decision, provenance, policy=policy, reason=reason)
+    missing = [e["name"] for e in entries if e["p_fake"] is None]
+    ensemble_record = {
+        "combination": combined.combination,
+        "version": combined.ensemble_version,
+        "weights": combined.weights,
+        "partial": bool(missing),
+        "missing": missing,
+        "demo_only": combined.demo_only,
+    }
+    primary = scores[0]
     now = utcnow()
     verdict = {
         "id": new_id("ver"),
@@ -246,14 +322,16 @@ def _record_verdict(
         "logit": logit,
         "p_fake": p_fake,
         "decision": decision,
-        "model_name": result.model_name,
-        "model_version": str(result.model_version),
-        "temperature": meta.temperature,
+        "model_name": primary.name,
+        "model_version": str(primary.version),
+        "temperature": temperature,
         "pass_below": thresholds.pass_below,
         "flag_at": thresholds.flag_at,
         "frames": record,
         "decision_reason": reason,
         "provenance": provenance,
+        "models": entries,
+        "ensemble": ensemble_record,
         "created_at": now,
     }
     try:
@@ -293,18 +371,28 @@ def score_submission(
         data = blobs.get(claimed.blob_sha256)
     with stage("provenance"):  # from the stored bytes as uploaded, before any decoding
         provenance = read_provenance(data, ProvenanceLimits.from_settings(settings))
+    models = get_model_set(settings)
+    names, missing = _asked_models(models, claimed, settings)
     frames, video_limits = None, VideoLimits.from_settings(settings)
     try:
         if is_video(data, video_limits):
             with stage("decode"):
                 frames = load_video(data, video_limits)
-            images = _video_batch(frames)
+            with stage("resize"):
+                inputs = _frame_inputs(_video_batch(frames), names)
         else:
             limits = ImageLimits.from_settings(settings)
+            largest = max(size for size, _ in names.values())
             with stage("decode"):
-                image, fmt = decode_image(data, limits)
+                image, fmt = decode_image(data, dataclasses.replace(limits, size=largest))
             with stage("resize"):
-                images = image_to_input(image, size=limits.size, what=f"{fmt} image")[np.newaxis]
+                prepared = {
+                    key: image_to_input(image, size=key[0], resize=key[1], what=f"{fmt} image")[
+                        np.newaxis
+                    ]
+                    for key in set(names.values())
+                }
+            inputs = {name: prepared[key] for name, key in names.items()}
     except MediaRejected as exc:
         with stage("database"):
             return fail_submission(
@@ -313,10 +401,52 @@ def score_submission(
                 reason=exc.reason,
                 detail=exc.detail,
             )
-    # One call for all of a video's frames: they fill Triton's dynamic batcher together.
+    # One round for every model; one call per model for all of a video's frames.
     with stage("inference"):
-        result = client.infer(images)
+        answers = models.infer(inputs, primary=client)
+    answers += [ModelAnswer(name, None, None, 0.0, "not_in_repository") for name in missing]
     with stage("database"):
         return _record_verdict(
-            session_factory, submission_id, result, settings, claimed, frames, provenance
+            session_factory, submission_id, answers, settings, claimed, frames, provenance
         )
+
+
+def _asked_models(
+    models: ModelSet, claimed: _Claimed, settings: Settings
+) -> tuple[dict[str, tuple[int, str]], list[str]]:
+    """Returns the enabled models to ask with their (size, resize), and those the repository
+    lacks. The primary model is asked even without a listed version, as before."""
+    asked: dict[str, tuple[int, str]] = {}
+    missing = []
+    for name in models.enabled(claimed.tenant_models):
+        info = models.info(name)
+        if info is not None:
+            asked[name] = (info.size, info.resize)
+        elif name == settings.model_name:
+            asked[name] = (INPUT_SIZE, "bilinear")
+        else:
+            missing.append(name)
+    if not asked:  # no enabled model is served: the primary answers (or the item retries)
+        asked[settings.model_name] = (INPUT_SIZE, "bilinear")
+    return asked, missing
+
+
+def _frame_inputs(batch: np.ndarray, names: dict[str, tuple[int, str]]) -> dict[str, np.ndarray]:
+    """Returns each model's frames: the 224 batch, resized for models of another size."""
+    from PIL import Image
+
+    from moderation.preprocess import RESAMPLING
+
+    prepared: dict[tuple[int, str], np.ndarray] = {}
+    for key in set(names.values()):
+        size, resize = key
+        if size == batch.shape[1]:
+            prepared[key] = batch
+        else:
+            prepared[key] = np.stack(
+                [
+                    np.asarray(Image.fromarray(f).resize((size, size), RESAMPLING[resize]))
+                    for f in batch
+                ]
+            )
+    return {name: prepared[key] for name, key in names.items()}

@@ -346,10 +346,12 @@ def _check_images(images: np.ndarray) -> np.ndarray:
     array = np.asarray(images)
     if array.ndim == 3:
         array = array[None]
-    if array.ndim != 4 or tuple(array.shape[1:]) != contract.INPUT_SHAPE or len(array) == 0:
+    # The contract's 224, or an imported model's own square size (moderation.model_import).
+    square = array.ndim == 4 and array.shape[1] == array.shape[2] and array.shape[3] == 3
+    if not square or len(array) == 0:
         raise ValueError(
-            f"expected images uint8 [N, {', '.join(map(str, contract.INPUT_SHAPE))}] with N >= 1; "
-            f"got {array.dtype} {list(array.shape)}"
+            f"expected images uint8 [N, {', '.join(map(str, contract.INPUT_SHAPE))}] (or another "
+            f"square size) with N >= 1; got {array.dtype} {list(array.shape)}"
         )
     if array.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels (0..255); got {array.dtype}")

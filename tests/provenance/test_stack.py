@@ -37,7 +37,12 @@ def stack(
 ) -> Iterator[Stack]:
     """The API and a worker on the real Triton, trusting the test chain's root."""
     root = tmp_path_factory.mktemp(f"provenance-{request.param}")
-    env = {**triton_env(triton_server), "DFMOD_C2PA_TRUST_ANCHORS": str(anchors_file)}
+    env = {
+        **triton_env(triton_server),
+        "DFMOD_C2PA_TRUST_ANCHORS": str(anchors_file),
+        # About provenance, not the demo-weights review (tests/ensemble): the model may decide.
+        "DFMOD_DEMO_WEIGHTS_DECIDE": "1",
+    }
     if request.param == "embedded":
         started = embedded_stack(root, env)
     else:
