@@ -12,6 +12,12 @@ level's peak resident memory: API, worker and Triton, and the naive server's.
 
     python benchmarks/bench_pipeline.py            # default, about 1-2 minutes on 2 cores
     python benchmarks/bench_pipeline.py --quick    # one concurrency, fewer images
+    python benchmarks/bench_pipeline.py --compare-models   # one model against two, end to end
+
+``--compare-models`` runs the real stack twice at each concurrency, first serving
+``deepfake_detector`` alone, then with ``residual_detector`` and the fitted ensemble beside it
+(every item scored by both, concurrently), and prints the throughput of each, their ratio, and
+the second model's Triton compute per image beside the first's.
 """
 
 from __future__ import annotations
@@ -349,6 +355,71 @@ def run_stack(
     return loads, peak
 
 
+def add_second_model(repository: Path) -> None:
+    """Adds the committed residual_detector and ensemble to a private server's repository."""
+    import shutil
+
+    for name in ("residual_detector", "_ensemble"):
+        shutil.copytree(
+            PROJECT_ROOT / "model_repository" / name,
+            repository / name,
+            ignore=shutil.ignore_patterns("checkpoint.pt"),
+        )
+
+
+def model_compute_ms(server: TritonServer, name: str) -> tuple[float, float]:
+    """Returns (cumulative compute ms, images) Triton spent on one model."""
+    url = f"{server.http_url}/v2/models/{name}/stats"
+    body = requests.get(url, timeout=10).json()
+    compute_ns, images = 0.0, 0.0
+    for model in body["model_stats"]:
+        stats = model["inference_stats"]
+        for part in ("compute_input", "compute_infer", "compute_output"):
+            compute_ns += float(stats[part]["ns"])
+        images += float(model["inference_count"])
+    return compute_ns / 1e6, images
+
+
+def compare_models(args: argparse.Namespace, images: list[bytes], root: Path) -> None:
+    """Prints end-to-end images/s with one model and with two, and each model's compute."""
+    results: dict[str, list[tuple[Load, dict[str, float]]]] = {}
+    for mode in ("one model", "two models"):
+        prepare = add_second_model if mode == "two models" else None
+        where = root / mode.replace(" ", "-")
+        with (
+            contextlib.ExitStack() as cleanup,
+            private_server(where, prepare=prepare) as server,
+            started_stack(args, where, server) as stack,
+        ):
+            watcher = cleanup.enter_context(CallbackWatcher())
+            send, uploads = submitter(watcher, stack.tenant().api_key, images)
+            closed_loop("warm-up", stack.api_url, send, uploads, concurrency=2, total=4)
+            names = ["deepfake_detector"] + (["residual_detector"] if prepare else [])
+            for level in args.levels:
+                before = {n: model_compute_ms(server, n) for n in names}
+                load = closed_loop(
+                    mode, stack.api_url, send, uploads, concurrency=level, total=args.requests
+                )
+                after = {n: model_compute_ms(server, n) for n in names}
+                per_image = {
+                    n: (after[n][0] - before[n][0]) / max(after[n][1] - before[n][1], 1)
+                    for n in names
+                }
+                results.setdefault(mode, []).append((load, per_image))
+    print("\nOne model against two (same images, same stack, every item scored by each model)")
+    print(
+        f"{'clients':>7} {'1 model img/s':>14} {'2 models img/s':>15} {'ratio':>6} "
+        f"{'p50 ms 1/2':>13} {'deepfake ms/img':>16} {'residual ms/img':>16}"
+    )
+    for (one, _), (two, cost) in zip(results["one model"], results["two models"], strict=True):
+        print(
+            f"{one.concurrency:>7} {one.images_per_s:>14.1f} {two.images_per_s:>15.1f} "
+            f"{two.images_per_s / one.images_per_s:>5.2f}x "
+            f"{one.pct(50):>6.0f}/{two.pct(50):<6.0f} "
+            f"{cost['deepfake_detector']:>16.2f} {cost['residual_detector']:>16.2f}"
+        )
+
+
 @contextlib.contextmanager
 def naive_server(root: Path) -> Iterator[tuple[str, int]]:
     """Yields the URL and pid of a started naive server (benchmarks/naive_server.py) on
@@ -543,6 +614,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--worker-concurrency", type=int, default=4, help="worker threads/procs")
     parser.add_argument("--pool", choices=("threads", "prefork", "solo"), default=None)
     parser.add_argument("--skip-naive", action="store_true", help="leave out the naive server")
+    parser.add_argument(
+        "--compare-models", action="store_true", help="one model against two (only this table)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.images, args.requests, args.concurrency = 12, 24, "8"
@@ -561,6 +635,11 @@ def main() -> None:
         f"{min(sizes):.0f}-{max(sizes):.0f} KiB; {args.requests} requests per level; "
         f"backend {args.backend}; worker concurrency {args.worker_concurrency}"
     )
+    if args.compare_models:
+        with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
+            compare_models(args, images, Path(tmp))
+        print(f"\ntotal bench time {time.monotonic() - started:.0f} s")
+        return
     meter = LimitMeter(images)  # measures the limit around every level (see LimitMeter)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         root = Path(tmp)

@@ -58,6 +58,7 @@ class _ModelInfo:
     output_name: str
     max_batch_size: int
     instances: int = 1  # model instances in the configuration's instance groups
+    size: int = contract.INPUT_SIZE  # the input's square side (an imported model's own)
 
 
 @dataclass
@@ -240,7 +241,7 @@ class TritonClient:
         Batches larger than the model's ``max_batch_size`` are split; every part must be answered
         by the same version, otherwise the whole batch is asked again (a deploy happened midway).
         """
-        images = _check_images(images)
+        images = _check_images(images, self._model_info().size)
         if self._joiner is not None and len(images) <= self._joiner.max_images:
             return self._joiner.infer(images)
         return self._infer(images)
@@ -309,7 +310,9 @@ class TritonClient:
         max_batch = int(config.get("config", {}).get("max_batch_size", 0)) or 1
         groups = config.get("config", {}).get("instance_group", [])
         instances = sum(int(group.get("count", 1)) for group in groups) or 1
-        info = _ModelInfo(inputs[0]["name"], outputs[0]["name"], max_batch, instances)
+        shape = [int(d) for d in inputs[0].get("shape", [])]
+        size = shape[-2] if len(shape) == 4 else contract.INPUT_SIZE
+        info = _ModelInfo(inputs[0]["name"], outputs[0]["name"], max_batch, instances, size)
         logger.info("Triton %s serves %s: %s", self.url, self.model_name, info)
         return info
 
@@ -342,16 +345,15 @@ def is_retryable(exc: InferenceServerException) -> bool:
     return any(fragment in message for fragment in _TRANSIENT_MESSAGES)
 
 
-def _check_images(images: np.ndarray) -> np.ndarray:
+def _check_images(images: np.ndarray, size: int = contract.INPUT_SIZE) -> np.ndarray:
     array = np.asarray(images)
     if array.ndim == 3:
         array = array[None]
-    # The contract's 224, or an imported model's own square size (moderation.model_import).
-    square = array.ndim == 4 and array.shape[1] == array.shape[2] and array.shape[3] == 3
-    if not square or len(array) == 0:
+    # The contract's 224 x 224, or an imported model's own size (moderation.model_import).
+    if array.ndim != 4 or tuple(array.shape[1:]) != (size, size, 3) or len(array) == 0:
         raise ValueError(
-            f"expected images uint8 [N, {', '.join(map(str, contract.INPUT_SHAPE))}] (or another "
-            f"square size) with N >= 1; got {array.dtype} {list(array.shape)}"
+            f"expected images uint8 [N, {size}, {size}, 3] with N >= 1; "
+            f"got {array.dtype} {list(array.shape)}"
         )
     if array.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels (0..255); got {array.dtype}")
