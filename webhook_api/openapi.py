@@ -111,7 +111,8 @@ _SCHEMAS: dict[str, Any] = {
             "decision": {"type": "string", "enum": ["auto_passed", "auto_flagged", "needs_review"]},
             "decision_reason": {
                 "type": "string",
-                "description": "What decided: model, provenance:ai_generated (more may come)",
+                "description": "What decided: model, provenance:ai_generated, demo_model_review "
+                "(more may come)",
                 "example": "model",
             },
             "signals": {
@@ -151,6 +152,42 @@ _SCHEMAS: dict[str, Any] = {
             "video": {
                 "oneOf": [{"$ref": "#/components/schemas/VideoScores"}, {"type": "null"}],
                 "description": "Videos only: per-frame scores and how p_fake was aggregated",
+            },
+            "models": {
+                "type": "array",
+                "description": "Each enabled model's result; p_fake null (with error) when it "
+                "did not answer",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "version": {"type": ["string", "null"]},
+                        "p_fake": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                        "latency_ms": {"type": ["number", "null"]},
+                        "error": {
+                            "type": "string",
+                            "enum": ["unavailable", "error", "not_in_repository"],
+                        },
+                    },
+                },
+            },
+            "ensemble": {
+                "type": ["object", "null"],
+                "description": "How p_fake combined the models (null on verdicts stored before)",
+                "properties": {
+                    "combination": {"type": "string", "enum": ["single", "fitted", "mean"]},
+                    "version": {"type": ["integer", "null"]},
+                    "weights": {
+                        "type": ["object", "null"],
+                        "additionalProperties": {"type": "number"},
+                    },
+                    "partial": {"type": "boolean", "description": "An enabled model is missing"},
+                    "missing": {"type": "array", "items": {"type": "string"}},
+                    "demo_only": {
+                        "type": "boolean",
+                        "description": "Only demo weights carried the score: never auto-decided",
+                    },
+                },
             },
         },
     },
