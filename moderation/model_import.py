@@ -587,6 +587,10 @@ def import_model(
         raise ManifestError(f"the wrapped graph differs from the original by {parity:.3g}")
     model_dir = Path(repository) / name
     numbers = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    if numbers and not any((model_dir / str(n) / MANIFEST_FILENAME).is_file() for n in numbers):
+        raise ManifestError(
+            f"{name} is a model exported by dfmod (no imported version); choose another name"
+        )
     version = version or max(numbers, default=0) + 1
     target = model_dir / str(version)
     if target.exists():

@@ -157,3 +157,18 @@ def test_the_cli_refuses_with_the_reason_and_no_traceback(tmp_path: Path, nchw: 
     args[-1] = str(bad)
     result = CliRunner().invoke(main, [*args, "--repository", str(repo)])
     assert result.exit_code == 1 and "not valid YAML" in result.output
+
+
+def test_a_built_in_model_cannot_be_overwritten_by_an_import(tmp_path: Path, nchw: Path):
+    built_in = tmp_path / "repo" / "deepfake_detector" / "1"
+    built_in.mkdir(parents=True)
+    (built_in / "model.onnx").write_bytes(b"exported by dfmod")
+    manifest = third_party.write_manifest(tmp_path / "manifest.yaml")
+    with pytest.raises(ManifestError, match="deepfake_detector is a model exported by dfmod"):
+        import_model(
+            name="deepfake_detector",
+            onnx_path=nchw,
+            manifest_path=manifest,
+            repository=tmp_path / "repo",
+        )
+    assert sorted(p.name for p in built_in.parent.iterdir()) == ["1"]
