@@ -8,6 +8,7 @@ import io
 import json
 import math
 import shutil
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,3 +182,35 @@ def _tenant_name(stack: Stack, tenant_id: str) -> str:
             return tenant.name
     finally:
         engine.dispose()
+
+
+def test_a_model_imported_under_a_running_stack_joins_the_next_verdicts(
+    stack: Stack, triton: TritonServer, tmp_path: Path
+) -> None:
+    onnx_file = third_party.export(tmp_path / "fifth.onnx", layout="NHWC", size=64, sigmoid=True)
+    manifest = third_party.write_manifest(
+        tmp_path / "fifth.yaml",
+        input={"layout": "NHWC", "size": 64, "normalisation": "none", "resize": "bicubic"},
+        output={"meaning": "probability"},
+    )
+    env_args = ("model", "import", "fifth", str(onnx_file), "--manifest", str(manifest), "--load")
+    result = CliRunner().invoke(
+        main,
+        list(env_args),
+        env={
+            "DFMOD_MODEL_REPOSITORY": str(triton.repository),
+            "DFMOD_TRITON_HTTP_PORT": str(triton.http_port),
+        },
+    )
+    assert result.exit_code == 0, result.output
+    assert "Triton serves fifth versions ['1']" in result.output
+    key = stack.tenant().api_key
+    deadline = time.monotonic() + 90
+    seed = 10
+    while True:  # the worker lists the repository's models again within 10 s
+        models = {m["name"]: m for m in _scored(stack, key, seed)["verdict"]["models"]}
+        if models.get("fifth", {}).get("p_fake") is not None:
+            break
+        assert time.monotonic() < deadline, models
+        seed += 1
+    assert models["fifth"]["version"] == "1"
