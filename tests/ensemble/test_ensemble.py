@@ -137,8 +137,10 @@ def test_ensemble_fit_scores_a_holdout_with_each_served_graph(tmp_path: Path) ->
 class Stub:
     def __init__(self, name: str, logit: float, *, fail: bool = False) -> None:
         self.model_name, self.logit, self.fail = name, logit, fail
+        self.shapes: list[tuple[int, ...]] = []
 
     def infer(self, images: np.ndarray) -> InferenceResult:
+        self.shapes.append(images.shape)
         if self.fail:
             raise InferenceUnavailable(f"{self.model_name} is not ready")
         return InferenceResult(
@@ -149,7 +151,7 @@ class Stub:
         pass
 
 
-def _repo(tmp_path: Path, *, demo: bool, second: bool = False) -> Path:
+def _repo(tmp_path: Path, *, demo: bool, second: bool = False, second_size: int = 224) -> Path:
     repo = tmp_path / "repo"
     names = ["deepfake_detector", *(["residual_detector"] if second else [])]
     for name in names:
@@ -157,19 +159,20 @@ def _repo(tmp_path: Path, *, demo: bool, second: bool = False) -> Path:
         version.mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text("")
         (version / "model.onnx").write_bytes(b"")
-        ModelMetadata(version=1, pass_below=0.2, flag_at=0.9, extra={"demo_weights": demo}).write(
-            version
-        )
+        extra: dict[str, object] = {"demo_weights": demo}
+        if name == "residual_detector":
+            extra["input_size"] = second_size
+        ModelMetadata(version=1, pass_below=0.2, flag_at=0.9, extra=extra).write(version)
     return repo
 
 
-def _run(env: WorkerEnv, stubs: list[Stub], **changes: object) -> dict:
+def _run(env: WorkerEnv, stubs: list[Stub], data: bytes | None = None, **changes: object) -> dict:
     settings = env.settings.replace(**changes)
     models = get_model_set(settings)
     for stub in stubs[1:]:
         models._clients[stub.model_name] = stub  # type: ignore[assignment]
     models._skip_until.clear()
-    sub_id = env.submission(blob_sha256=env.blobs.put(_jpeg(7)))
+    sub_id = env.submission(blob_sha256=env.blobs.put(data or _jpeg(7)))
     result = scoring.score_submission(
         submission_id=sub_id,
         session_factory=env.session_factory,
@@ -230,3 +233,20 @@ def test_a_failing_second_model_gives_a_partial_verdict_not_a_lost_item(
     assert both["ensemble"]["combination"] == "mean" and not both["ensemble"]["partial"]
     expected = (1 / (1 + math.exp(-2.0)) + 0.5) / 2
     assert both["p_fake"] == pytest.approx(expected)
+
+
+def test_a_video_is_scored_by_each_model_at_its_own_size(
+    worker_env: WorkerEnv,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from tests.video.media import colour_frames, encode
+
+    repo = _repo(tmp_path, demo=False, second=True, second_size=64)
+    stubs = [Stub("deepfake_detector", 3.0), Stub("residual_detector", -1.0)]
+    video = encode(colour_frames(6))
+    verdict = _run(worker_env, stubs, data=video, model_repository=repo, max_video_frames=4)
+    assert [m["name"] for m in verdict["models"]] == ["deepfake_detector", "residual_detector"]
+    (first,), (second,) = stubs[0].shapes, stubs[1].shapes
+    assert first[1:] == (224, 224, 3) and second[1:] == (64, 64, 3) and first[0] == second[0]
+    assert verdict["video"]["rule"] == "mean_top_k"
+    assert verdict["ensemble"]["combination"] == "mean"
