@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from moderation import contract
+
+logger = logging.getLogger(__name__)
 
 ENSEMBLE_DIR = "_ensemble"
 ENSEMBLE_FILENAME = "ensemble.json"
@@ -108,7 +111,13 @@ def servable_models(repository: Path) -> list[str]:
 
 def repository_models(repository: Path) -> list[dict[str, Any]]:
     """Returns every servable model's newest version as plain dicts (CLI, dashboard)."""
-    return [asdict(model_info(repository, name)) for name in servable_models(repository)]
+    rows = []
+    for name in servable_models(repository):
+        try:
+            rows.append(asdict(model_info(repository, name)))
+        except (OSError, ValueError, TypeError) as exc:
+            logger.warning("cannot read model %s's metadata: %s", name, exc)
+    return rows
 
 
 # -- the fitted combination -------------------------------------------------------------------
@@ -193,7 +202,12 @@ def latest_ensemble(repository: Path) -> Ensemble | None:
     if not versions:
         return None
     path = ensemble_dir(repository) / str(versions[-1]) / ENSEMBLE_FILENAME
-    return _read(path, os.stat(path).st_mtime_ns)
+    try:
+        return _read(path, os.stat(path).st_mtime_ns)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        # An unreadable artefact must not fail every item: the models are averaged meanwhile.
+        logger.error("cannot read ensemble version %s (%s); averaging the models", path, exc)
+        return None
 
 
 @functools.lru_cache(maxsize=8)

@@ -86,6 +86,10 @@ def test_combining_scores_single_mean_and_fitted(tmp_path: Path) -> None:
     assert (fitted.pass_below, fitted.flag_at, fitted.ensemble_version) == (0.1, 0.95, 2)
     # b carries no weight: only demo weights contributed.
     assert fitted.demo_only is True
+    # A corrupt artefact is logged and the models are averaged, never every item failed.
+    (tmp_path / "_ensemble" / "3").mkdir()
+    (tmp_path / "_ensemble" / "3" / "ensemble.json").write_text("{not json")
+    assert latest_ensemble(tmp_path) is None
 
 
 def _jpeg(seed: int) -> bytes:
