@@ -133,16 +133,28 @@ def ensemble_group() -> None:
 @click.option("--models", default=None, help="Comma-separated models (default: every one).")
 @click.option("--repository", type=click.Path(path_type=Path), default=None)
 @click.option("--check-fraction", type=click.FloatRange(0.1, 0.9), default=0.5, show_default=True)
-@click.option("--pass-below", type=click.FloatRange(0, 1), default=0.3, show_default=True)
-@click.option("--flag-at", type=click.FloatRange(0, 1), default=0.8, show_default=True)
+@click.option(
+    "--genuine",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Genuine-photo manifest.csv (dfmod genuine-photos): choose the ensemble's flag_at for "
+    "--target-fpr and pass_below for --target-recall (needs the [train] extra).",
+)
+@click.option("--target-fpr", type=click.FloatRange(0, 1, max_open=True), default=0.01)
+@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.95)
+@click.option("--pass-below", type=click.FloatRange(0, 1), default=None, help="Default 0.3.")
+@click.option("--flag-at", type=click.FloatRange(0, 1), default=None, help="Default 0.8.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def fit_command(
     holdout: Path,
     models: str | None,
     repository: Path | None,
     check_fraction: float,
-    pass_below: float,
-    flag_at: float,
+    genuine: Path | None,
+    target_fpr: float,
+    target_recall: float,
+    pass_below: float | None,
+    flag_at: float | None,
     seed: int,
 ) -> None:
     """Fit p_fake = sigmoid(b + sum w_i z_i) on a holdout; write the next ensemble version.
@@ -152,6 +164,10 @@ def fit_command(
 
     Example: dfmod ensemble fit --holdout data/holdout
     """
+    if genuine is not None and (pass_below is not None or flag_at is not None):
+        raise click.UsageError("--genuine chooses the thresholds; leave out --pass-below/--flag-at")
+    pass_below = 0.3 if pass_below is None else pass_below
+    flag_at = 0.8 if flag_at is None else flag_at
     if pass_below > flag_at:
         raise click.UsageError("expected --pass-below <= --flag-at")
     repo = repository or load_settings().model_repository
@@ -178,6 +194,22 @@ def fit_command(
     }
     full = combinations[subset_key(names)]
     metrics["ensemble"] = _metrics(labels[check], combined_p(full, {n: z[n][check] for n in names}))
+    if genuine is not None:
+        fakes = labels == 1
+        chosen = _genuine_thresholds(
+            repo,
+            names,
+            full,
+            genuine,
+            fakes=(
+                {n: z[n][fit][fakes[fit]] for n in names},
+                {n: z[n][check][fakes[check]] for n in names},
+            ),
+            target_fpr=target_fpr,
+            target_recall=target_recall,
+        )
+        pass_below, flag_at = chosen["pass_below"], chosen["flag_at"]
+        metrics["thresholds"] = chosen
     version = max(ensemble_versions(repo), default=0) + 1
     ensemble = Ensemble(
         version=version,
@@ -199,3 +231,44 @@ def fit_command(
     path = write_ensemble(repo, ensemble)
     click.echo(f"wrote ensemble version {version} to {path}")
     click.echo(json.dumps({"weights": full, "metrics": metrics}, indent=2))
+    click.echo(f"thresholds: pass_below {pass_below:.4f}, flag_at {flag_at:.4f}")
+
+
+def _genuine_thresholds(
+    repo: Path,
+    names: list[str],
+    full: dict[str, Any],
+    genuine: Path,
+    *,
+    fakes: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
+    target_fpr: float,
+    target_recall: float,
+) -> dict[str, Any]:
+    """Chooses the ensemble's thresholds on the genuine photos' 'val' split and the holdout's
+    fitting fakes; reports their rates on the 'test' photos and the checking fakes."""
+    try:
+        from training.thresholds import choose_thresholds
+    except ImportError as exc:
+        raise click.ClickException(
+            "--genuine needs the [train] extra (scipy): pip install -e '.[train]'"
+        ) from exc
+    with open(genuine, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    real: dict[str, np.ndarray] = {}
+    for split in ("val", "test"):
+        paths = [genuine.parent / r["path"] for r in rows if r.get("split") == split]
+        if not paths:
+            raise click.ClickException(
+                f"{genuine.name}: expected genuine photos in the 'val' and 'test' splits "
+                "(dfmod genuine-photos writes such a manifest)"
+            )
+        z, _kept, _versions = score_holdout(repo, names, paths)
+        real[split] = combined_p(full, z)
+    result = choose_thresholds(
+        choose=(real["val"], combined_p(full, fakes[0])),
+        report=(real["test"], combined_p(full, fakes[1])),
+        target_fpr=target_fpr,
+        target_recall=target_recall,
+    )
+    result["genuine"] = genuine.name
+    return result

@@ -32,11 +32,11 @@ def test_overview_shows_models_weights_and_tenant_choices(
         engine.dispose()
     login(client)
     page = client.get("/review/overview").get_data(as_text=True)
-    artefact = json.loads(
-        (PROJECT_ROOT / "model_repository" / "_ensemble" / "1" / "ensemble.json").read_text()
-    )
+    ensembles = PROJECT_ROOT / "model_repository" / "_ensemble"
+    latest = max(int(p.name) for p in ensembles.iterdir())
+    artefact = json.loads((ensembles / str(latest) / "ensemble.json").read_text())
     weights = artefact["combinations"]["deepfake_detector+residual_detector"]["weights"]
-    assert "Ensemble version 1" in page
+    assert f"Ensemble version {latest}" in page
     for name, weight in weights.items():
         assert f'data-model="{name}"' in page and f"{weight:.3f}" in page
     assert "yes: never decides alone" in page

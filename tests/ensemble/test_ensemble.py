@@ -131,6 +131,22 @@ def test_ensemble_fit_scores_a_holdout_with_each_served_graph(tmp_path: Path) ->
     assert set(artefact["metrics"]) >= {"one", "two", "ensemble"}
     again = CliRunner().invoke(main, [*args, "--models", "one"])
     assert again.exit_code == 0 and (repo / "_ensemble" / "2" / "ensemble.json").is_file()
+    genuine = tmp_path / "genuine"
+    (genuine / "real").mkdir(parents=True)
+    rows = ["path,label,split"]
+    for i in range(8):
+        (genuine / "real" / f"{i}.jpg").write_bytes(_jpeg(500 + i))
+        rows.append(f"real/{i}.jpg,0,{'val' if i < 4 else 'test'}")
+    (genuine / "manifest.csv").write_text("\n".join(rows) + "\n")
+    chosen = CliRunner().invoke(main, [*args, "--genuine", str(genuine / "manifest.csv")])
+    assert chosen.exit_code == 0, chosen.output
+    third = json.loads((repo / "_ensemble" / "3" / "ensemble.json").read_text())
+    thresholds = third["metrics"]["thresholds"]
+    assert (third["pass_below"], third["flag_at"]) == (
+        thresholds["pass_below"],
+        thresholds["flag_at"],
+    )
+    assert thresholds["reported_on"]["genuine"] == 4 and thresholds["chosen_on"]["genuine"] == 4
     unknown = CliRunner().invoke(main, [*args, "--models", "nope"])
     assert unknown.exit_code == 1 and "unknown models ['nope']" in unknown.output
 
