@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 
 from moderation.ensemble import ModelInfo, model_info, servable_models
 from moderation.settings import Settings
@@ -130,6 +131,8 @@ class ModelSet:
         client = primary if primary is not None and name == self.settings.model_name else None
         try:
             result = (client or self.client(name)).infer(images)
+        except SoftTimeLimitExceeded:  # the task's own time limit, not the model's failure
+            raise
         except Exception as exc:  # one model's failure is reported, never the item's loss
             self._skip_until[name] = time.monotonic() + SKIP_AFTER_FAILURE_S
             self._last_errors[name] = (
