@@ -298,6 +298,7 @@ class Combined:
     pass_below: float
     flag_at: float
     demo_only: bool  # every model that contributed is marked as demo weights
+    stale: bool = False  # a weighted model answered with another version than it was fitted on
 
 
 def logit(p: float) -> float:
@@ -319,6 +320,12 @@ def combine_scores(scores: list[ModelScore], ensemble: Ensemble | None) -> Combi
     if combined is not None and ensemble is not None:
         p_fake, weights = combined
         contributing = [s for s in scores if weights.get(s.name)]
+        fitted_versions = ensemble.fitted_on.get("model_versions") or {}
+        stale = any(
+            s.name in fitted_versions and str(fitted_versions[s.name]) != str(s.version)
+            for s in scores
+            if s.name in weights
+        )
         return Combined(
             p_fake,
             "fitted",
@@ -327,6 +334,7 @@ def combine_scores(scores: list[ModelScore], ensemble: Ensemble | None) -> Combi
             ensemble.pass_below,
             ensemble.flag_at,
             all(s.demo_weights for s in contributing or scores),
+            stale,
         )
     mean = sum(s.p_fake for s in scores) / len(scores)
     return Combined(

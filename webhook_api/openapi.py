@@ -187,6 +187,11 @@ _SCHEMAS: dict[str, Any] = {
                         "type": "boolean",
                         "description": "Only demo weights carried the score: never auto-decided",
                     },
+                    "stale": {
+                        "type": "boolean",
+                        "description": "A weighted model answered with a version other than the "
+                        "one the ensemble was fitted on: fit it again",
+                    },
                 },
             },
         },

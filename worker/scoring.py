@@ -313,6 +313,7 @@ def _record_verdict(
         "partial": bool(missing),
         "missing": missing,
         "demo_only": combined.demo_only,
+        "stale": combined.stale,
     }
     primary = scores[0]
     now = utcnow()

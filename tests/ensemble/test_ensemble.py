@@ -86,6 +86,9 @@ def test_combining_scores_single_mean_and_fitted(tmp_path: Path) -> None:
     assert (fitted.pass_below, fitted.flag_at, fitted.ensemble_version) == (0.1, 0.95, 2)
     # b carries no weight: only demo weights contributed.
     assert fitted.demo_only is True
+    assert fitted.stale is False
+    refitted = Ensemble(**{**ensemble.__dict__, "fitted_on": {"model_versions": {"a": 0}}})
+    assert combine_scores([_score("a", 0.75), _score("b", 0.1)], refitted).stale is True
     # A corrupt artefact is logged and the models are averaged, never every item failed.
     (tmp_path / "_ensemble" / "3").mkdir()
     (tmp_path / "_ensemble" / "3" / "ensemble.json").write_text("{not json")

@@ -117,6 +117,7 @@ def test_every_enabled_model_answers_and_the_fitted_ensemble_gives_p_fake(
     z = full["bias"] + sum(full["weights"][m["name"]] * _logit(m["p_fake"]) for m in models[:2])
     assert verdict["p_fake"] == pytest.approx(1 / (1 + math.exp(-z)), abs=1e-9)
     assert verdict["model"] == {"name": "deepfake_detector", "version": "1"}
+    assert ensemble["stale"] is False  # fitted on the versions that answered
     # Both members are demo weights: they never auto-decide on their own.
     assert ensemble["demo_only"] is True
     assert verdict["decision"] == "needs_review"
