@@ -23,10 +23,25 @@ from pathlib import Path
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
+from prometheus_client import Counter, Histogram
 
 from moderation.ensemble import ModelInfo, model_info, servable_models
 from moderation.settings import Settings
+from worker.metrics import BUCKETS
 from worker.triton_client import InferenceUnavailable, TritonClient
+
+# In this module rather than worker.metrics: one model's round is this module's business.
+MODEL_SECONDS = Histogram(
+    "dfmod_worker_model_seconds",
+    "Time one model took to answer an item's request (the client's view: wire, queue, compute)",
+    ["model"],
+    buckets=BUCKETS,
+)
+MODEL_FAILURES = Counter(
+    "dfmod_worker_model_failures_total",
+    "Requests to one model that got no answer (the verdict came from the others, partial)",
+    ["model"],
+)
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +154,13 @@ class ModelSet:
                 exc if isinstance(exc, InferenceUnavailable) else InferenceUnavailable(str(exc))
             )
             logger.warning("model %s did not answer: %s", name, exc)
+            MODEL_FAILURES.labels(name).inc()
             latency = (time.perf_counter() - start) * 1000
             kind = "unavailable" if isinstance(exc, InferenceUnavailable) else "error"
             return ModelAnswer(name, None, None, latency, kind)
         self._skip_until.pop(name, None)
         latency = (time.perf_counter() - start) * 1000
+        MODEL_SECONDS.labels(name).observe(latency / 1000)
         return ModelAnswer(name, str(result.model_version), result.logits, latency)
 
     def close(self) -> None:

@@ -29,7 +29,7 @@ from moderation.submissions import get_submission
 from tests.ensemble import third_party
 from tests.worker.conftest import WorkerEnv, _migrated_db, worker_env  # noqa: F401 (fixtures)
 from worker import scoring
-from worker.models import get_model_set
+from worker.models import MODEL_FAILURES, get_model_set
 from worker.triton_client import InferenceResult, InferenceUnavailable
 
 
@@ -243,7 +243,9 @@ def test_a_failing_second_model_gives_a_partial_verdict_not_a_lost_item(
 ) -> None:
     repo = _repo(tmp_path, demo=False, second=True)
     stubs = [Stub("deepfake_detector", 5.0), Stub("residual_detector", 0.0, fail=True)]
+    failures = MODEL_FAILURES.labels("residual_detector")._value.get()
     verdict = _run(worker_env, stubs, model_repository=repo)
+    assert MODEL_FAILURES.labels("residual_detector")._value.get() == failures + 1
     assert verdict["ensemble"]["partial"] is True
     assert verdict["ensemble"]["missing"] == ["residual_detector"]
     assert [m["p_fake"] is None for m in verdict["models"]] == [False, True]
