@@ -29,3 +29,21 @@ def test_compose_loads_every_model_of_the_repository() -> None:
     command = compose["services"]["triton"]["command"]
     loaded = {c.split("=", 1)[1] for c in command if c.startswith("--load-model=")}
     assert loaded == set(servable_models(REPOSITORY))
+
+
+def test_import_and_ensemble_work_without_torch() -> None:
+    """The README's default install has no torch: the commands and the worker side import
+    without it (torch is made unimportable in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['scipy'] = None\n"
+        "import moderation.model_import, moderation.ensemble, moderation.ensemble_cli\n"
+        "import moderation.model_cli, moderation.tenant_models, worker.models, worker.scoring\n"
+        "from moderation.ensemble import repository_models\n"
+        f"print(len(repository_models({str(REPOSITORY)!r})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"
