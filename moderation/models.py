@@ -221,6 +221,8 @@ class Verdict(Base):
     flag_at: Mapped[float] = mapped_column(Float)
     # Videos only: sampled frames' scores and the aggregation (moderation.video); None for images.
     frames: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Grad-CAM map and top regions (moderation.explanation); None when the model gave no map.
+    explanation: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     submission: Mapped[Submission] = relationship(back_populates="verdict")

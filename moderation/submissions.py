@@ -53,6 +53,7 @@ class VerdictView:
     flag_at: float
     created_at: dt.datetime
     frames: dict[str, Any] | None = None  # videos only (see moderation.video)
+    explanation: dict[str, Any] | None = None  # Grad-CAM (see moderation.explanation)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class SubmissionView:
                 "thresholds": {"pass_below": v.pass_below, "flag_at": v.flag_at},
                 "created_at": _iso(v.created_at),
                 "video": v.frames,
+                "explanation": v.explanation,
             }
         failure = None
         if self.failure_reason is not None:
@@ -197,6 +199,7 @@ def verdict_view(verdict: Any) -> VerdictView:
         v.flag_at,
         v.created_at,
         v.frames,
+        getattr(v, "explanation", None),
     )
 
 
