@@ -1,18 +1,22 @@
 """Detector throughput on this machine, side by side in one run.
 
 Prints training images/s, inference images/s for eager PyTorch and ONNX Runtime (fp32 and INT8)
-at batch 1, 8 and 32, and the model files' sizes. Uses a model version's checkpoint when present
-(default: version 1), else a randomly initialised detector; numbers depend on the CPU and on what
-else runs, so compare ratios within one run.
+at batch 1, 8 and 32, the model files' sizes, and what the served ``cam`` output (Grad-CAM as
+forward operations) costs: the served graph against the same weights exported with ``logit`` only,
+measured in alternating rounds so drift on a shared machine hits both alike. Uses a model
+version's checkpoint when present (default: version 1), else a randomly initialised detector;
+numbers depend on the CPU and on what else runs, so compare ratios within one run.
 
     python benchmarks/bench_model.py            # about a minute on 2 cores
     python benchmarks/bench_model.py --seconds 5 --threads 4
+    python benchmarks/bench_model.py --cam-only --rounds 7   # only the cam cost
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -82,12 +86,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-batch", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the cam cost")
+    parser.add_argument("--cam-only", action="store_true", help="measure only the cam cost")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, source = load_model(args.checkpoint)
     wrapper = ExportWrapper(model).eval()
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, Path(tmp) / "model.onnx")
+        plain = export_onnx(model, Path(tmp) / "model.logit.onnx", cam=False)
+        served = {
+            "logit only": onnx_session(plain, threads=args.threads),
+            "logit + cam": onnx_session(fp32, threads=args.threads),
+        }
+        cam = cam_cost(served, args.seconds, args.rounds)
+        if args.cam_only:
+            print(f"model: {source}; threads: {args.threads}; {args.seconds:.1f} s per cell")
+            _print_cam(cam, args.rounds)
+            return
         int8 = quantize_int8(fp32, Path(tmp) / "model.int8.onnx", _images(16))
         sessions = {
             "onnx fp32": onnx_session(fp32, threads=args.threads),
@@ -97,6 +113,40 @@ def main() -> None:
         rows = _inference_rows(wrapper, sessions, args.seconds)
     train = {n: training_rate(n, args.train_batch, args.seconds) for n in (2, 8, 14)}
     _print(source, args, rows, sizes, train)
+    _print_cam(cam, args.rounds)
+
+
+def cam_cost(
+    sessions: dict[str, Any], seconds: float, rounds: int
+) -> dict[int, tuple[float, float, float]]:
+    """Returns per batch (logit-only images/s, with-cam images/s, median ratio) over rounds."""
+    out = {}
+    for batch in BATCHES:
+        feed = {contract.INPUT_NAME: _images(batch)}
+        rates: dict[str, list[float]] = {name: [] for name in sessions}
+        for index in range(rounds):
+            order = list(sessions) if index % 2 == 0 else list(reversed(sessions))
+            for name in order:
+
+                def run(session: Any = sessions[name], feed: dict = feed) -> None:
+                    session.run(None, feed)
+
+                rates[name].append(images_per_second(run, batch, seconds))
+        plain, with_cam = rates["logit only"], rates["logit + cam"]
+        ratios = [c / p for p, c in zip(plain, with_cam, strict=True)]
+        median = statistics.median
+        out[batch] = (median(plain), median(with_cam), median(ratios))
+    return out
+
+
+def _print_cam(cam: dict[int, tuple[float, float, float]], rounds: int) -> None:
+    print(f"\ncam output cost (onnx fp32, median of {rounds} alternating rounds)")
+    print(f"{'batch':>5} | {'logit only':>12} | {'logit + cam':>12} | ratio | cost")
+    for batch, (plain, with_cam, ratio) in cam.items():
+        print(
+            f"{batch:>5} | {plain:>12.1f} | {with_cam:>12.1f} | {ratio:5.3f} | "
+            f"{100 * (1 - ratio):+.1f} %"
+        )
 
 
 def _inference_rows(

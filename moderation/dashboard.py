@@ -51,6 +51,24 @@ class QueueItem:
     has_media: bool
     status: str
     video: dict[str, Any] | None = None  # videos: the verdict's per-frame scores (strip)
+    explanation: dict[str, Any] | None = None  # the stored Grad-CAM map and regions
+
+    @property
+    def heatmap_missing(self) -> str | None:
+        """Returns why no Grad-CAM overlay can be drawn from a stored map (None: it can)."""
+        if self.explanation and self.explanation.get("cam"):
+            return None
+        return (
+            f"No Grad-CAM map stored: model version {self.model_version} was exported "
+            "without the cam output."
+        )
+
+    def frame_heatmap_missing(self, index: int) -> str | None:
+        """Returns why a video frame has no stored map (None: it has one)."""
+        frames = (self.explanation or {}).get("frames") or []
+        if 0 <= index < len(frames) and frames[index].get("cam"):
+            return None
+        return f"No Grad-CAM map stored for this frame (model version {self.model_version})."
 
 
 def queue_items(
@@ -89,6 +107,7 @@ def queue_items(
             bool(sub.blob_sha256),
             sub.status,
             ver.frames,
+            ver.explanation,
         )
         for sub, ver, name in rows
     ]

@@ -189,29 +189,19 @@ def media(submission_id: str) -> Any:
 @bp.get("/gradcam/<submission_id>")
 @login_required
 def gradcam(submission_id: str) -> Any:
-    from moderation.gradcam import HeatmapUnavailable, cached_overlay
-    from moderation.preprocess import ImageLimits, MediaRejected
+    """The item's Grad-CAM overlay from its stored map (a PNG that says why when there is none)."""
+    from webhook_api.overlays import item_overlay
 
-    app_state = state()
-    with session_scope(app_state.session_factory) as db:
-        row = db.get(Submission, submission_id)
-        if row is None or row.verdict is None or not row.blob_sha256:
-            abort(404, description=f"no scored media for {submission_id}")
-        sha, name, version = row.blob_sha256, row.verdict.model_name, row.verdict.model_version
-    settings = app_state.settings
-    try:
-        png = cached_overlay(
-            cache_dir=Path(settings.data_dir) / "gradcam",
-            submission_id=submission_id,
-            version=version,
-            data=app_state.blobs.get(sha),
-            checkpoint=Path(settings.model_repository) / name / version / "checkpoint.pt",
-            limits=ImageLimits.from_settings(settings),
-        )
-    except (HeatmapUnavailable, BlobNotFound, MediaRejected) as exc:
-        abort(404, description=f"no heatmap for {submission_id}: {exc}")
+    result = item_overlay(submission_id)
+    if result is None:
+        abort(404, description=f"no scored item {submission_id}")
+    return _png(result.png, drawn=result.drawn)
+
+
+def _png(png: bytes, *, drawn: bool = True) -> Response:
     response = Response(png, mimetype="image/png")
     response.headers["Cache-Control"] = "private, max-age=3600"
+    response.headers["X-Heatmap"] = "drawn" if drawn else "unavailable"
     return response
 
 
@@ -219,9 +209,9 @@ def gradcam(submission_id: str) -> Any:
 @login_required
 def frame(submission_id: str, index: int) -> Any:
     """A video's sampled frame as PNG (``?heatmap=1``: its Grad-CAM overlay)."""
-    from moderation.gradcam import HeatmapUnavailable, cached_overlay
     from moderation.preprocess import MediaRejected
     from moderation.video import VideoLimits, frame_png
+    from webhook_api.overlays import frame_overlay
 
     app_state = state()
     with session_scope(app_state.session_factory) as db:
@@ -231,23 +221,16 @@ def frame(submission_id: str, index: int) -> Any:
         frames = row.verdict.frames["frames"]
         if not 0 <= index < len(frames):
             abort(404, description=f"frame {index}; expected 0..{len(frames) - 1}")
-        sha, name, version = row.blob_sha256, row.verdict.model_name, row.verdict.model_version
+        sha = row.blob_sha256
     settings, at = app_state.settings, float(frames[index]["timestamp_s"])
     try:
         png = frame_png(app_state.blobs.get(sha), VideoLimits.from_settings(settings), at)
-        if request.args.get("heatmap"):
-            png = cached_overlay(
-                cache_dir=Path(settings.data_dir) / "gradcam",
-                submission_id=f"{submission_id}-frame{index}",
-                version=version,
-                data=png,
-                checkpoint=Path(settings.model_repository) / name / version / "checkpoint.pt",
-            )
-    except (HeatmapUnavailable, BlobNotFound, MediaRejected, LookupError) as exc:
+    except (BlobNotFound, MediaRejected, LookupError) as exc:
         abort(404, description=f"no frame {index} for {submission_id}: {exc}")
-    response = Response(png, mimetype="image/png")
-    response.headers["Cache-Control"] = "private, max-age=3600"
-    return response
+    if request.args.get("heatmap"):
+        result = frame_overlay(submission_id, index, png)
+        return _png(result.png, drawn=result.drawn)
+    return _png(png)
 
 
 def _enqueue_delivery(delivery_id: str) -> None:
@@ -296,9 +279,12 @@ def audit() -> Any:
 @bp.get("/overview")
 @login_required
 def overview() -> Any:
+    from webhook_api.versions import repository_view
+
+    repository = repository_view(state().settings)
     with session_scope(state().session_factory) as db:
         data = dashboard.overview(session=db)
-        return render_template("review/overview.html", data=data)
+        return render_template("review/overview.html", data=data, repository=repository)
 
 
 @bp.post("/callbacks/<delivery_id>/replay")
