@@ -12,9 +12,14 @@ the identity):
 - attention ``g = sigmoid(W2 relu(BN(W1 s + b1)) + b2)``:
   ``d logit / d s = v * g + W1ᵀ (k1 * [h1 > 0] * W2ᵀ (v * s * g * (1 - g)))``.
 
-No autograd runs at serving time: the exported ONNX graph is these matrix products. The map is
-scaled to [0, 1] by its maximum (all zeros when no position speaks for "fake").
-:func:`autograd_cam` is the reference the export and the tests compare against.
+No autograd runs at serving time: the exported ONNX graph is these matrix products.
+
+Scaling: Grad-CAM is usually divided by its maximum. A map whose positive evidence is a sliver of
+the evidence present (most real images: the channels' contributions nearly cancel) would then be
+stretched to full heat, and its shape would be float32 rounding, different between onnxruntime and
+PyTorch. So the map is divided by ``max(peak, WEAK_MAP * S)``, ``S`` the largest total magnitude
+``sum_c |w_c F_c|`` at any position: a strong map reaches 1 as usual, a weak one stays faint.
+:func:`autograd_cam` (the reference the export and the tests compare against) scales the same way.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from torch import nn
 
 from training.model import DeepfakeDetector, ExportWrapper
 
-# Below this maximum the map is treated as empty (no position raises the fake logit).
-CAM_FLOOR = 1e-12
+# A map whose peak is below this fraction of the largest evidence magnitude stays faint (< 1).
+WEAK_MAP = 0.25
+CAM_FLOOR = 1e-12  # guards the division for an all-zero feature map
 _M = TypeVar("_M", bound=nn.Module)
 
 
@@ -83,9 +89,17 @@ def cam_from_features(
     pooled = features.mean(dim=(2, 3))
     logit, grad = head_gradient(model, pooled)
     weights = grad / (features.shape[2] * features.shape[3])
-    heat = torch.relu(torch.einsum("bc,bchw->bhw", weights, features))
+    signed = torch.einsum("bc,bchw->bhw", weights, features)
+    magnitude = torch.einsum("bc,bchw->bhw", weights.abs(), features.abs())
+    return logit, scale_map(signed, magnitude)
+
+
+def scale_map(signed: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """Returns ReLU(signed) [B, H, W] divided by max(peak, WEAK_MAP * largest magnitude)."""
+    heat = torch.relu(signed)
     peak = heat.amax(dim=(1, 2), keepdim=True)
-    return logit, torch.where(peak > CAM_FLOOR, heat / peak.clamp_min(CAM_FLOOR), 0 * heat)
+    scale = torch.maximum(peak, WEAK_MAP * magnitude.amax(dim=(1, 2), keepdim=True))
+    return heat / scale.clamp_min(CAM_FLOOR)
 
 
 class CamExportWrapper(ExportWrapper):
@@ -104,6 +118,5 @@ def autograd_cam(model: DeepfakeDetector, images: torch.Tensor) -> torch.Tensor:
         logit = model.classifier(model.attention(features).mean(dim=(2, 3)))
         (grad,) = torch.autograd.grad(logit.sum(), features)
     weights = grad.mean(dim=(2, 3), keepdim=True)
-    heat = torch.relu((weights * features).sum(dim=1)).detach()
-    peak = heat.amax(dim=(1, 2), keepdim=True)
-    return torch.where(peak > CAM_FLOOR, heat / peak.clamp_min(CAM_FLOOR), torch.zeros_like(heat))
+    contributions = (weights * features).detach()
+    return scale_map(contributions.sum(dim=1), contributions.abs().sum(dim=1))
