@@ -9,6 +9,7 @@ is still a PNG that says why in words, so no ``<img>`` in the dashboard is ever 
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 from dataclasses import dataclass
@@ -66,10 +67,28 @@ def unavailable_reason(explanation: dict[str, Any] | None, version: str) -> str 
     return NO_MAP.format(version=version) + "."
 
 
+def torch_installed() -> bool:
+    """Returns whether torch can be imported here (without importing it)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def on_demand_versions(model_name: str, versions: list[str]) -> set[str]:
+    """Returns the versions whose map-less verdicts get an on-demand heatmap (torch, checkpoint)."""
+    if not torch_installed():
+        return set()
+    root = Path(state().settings.model_repository) / model_name
+    return {v for v in versions if (root / v / "checkpoint.pt").is_file()}
+
+
 def _autograd(item: _Item, submission_id: str, data: bytes) -> bytes | None:
     """Returns the on-demand heatmap of an older verdict when torch is installed, else None."""
-    from moderation.gradcam import HeatmapUnavailable, cached_overlay
-
+    try:
+        from moderation.gradcam import HeatmapUnavailable, cached_overlay
+    except ImportError:
+        return None
     settings = state().settings
     try:
         return cached_overlay(

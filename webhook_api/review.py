@@ -35,6 +35,7 @@ from moderation.db import session_scope
 from moderation.models import Submission
 from moderation.reviewers import authenticate
 from moderation.reviews import Decision, ReviewError, decide
+from webhook_api import overlays
 from webhook_api.state import state
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ def queue() -> Any:
             status=status,
         )
         choices = dashboard.filter_choices(session=db)
+    on_demand = overlays.on_demand_versions(state().settings.model_name, choices["versions"])
     return render_template(
         "review/queue.html",
         items=items,
@@ -165,6 +167,7 @@ def queue() -> Any:
         status=status,
         statuses=dashboard.QUEUE_STATUSES,
         bands=dashboard.SCORE_BANDS,
+        on_demand=on_demand,
     )
 
 
@@ -190,9 +193,7 @@ def media(submission_id: str) -> Any:
 @login_required
 def gradcam(submission_id: str) -> Any:
     """The item's Grad-CAM overlay from its stored map (a PNG that says why when there is none)."""
-    from webhook_api.overlays import item_overlay
-
-    result = item_overlay(submission_id)
+    result = overlays.item_overlay(submission_id)
     if result is None:
         abort(404, description=f"no scored item {submission_id}")
     return _png(result.png, drawn=result.drawn)
@@ -211,7 +212,6 @@ def frame(submission_id: str, index: int) -> Any:
     """A video's sampled frame as PNG (``?heatmap=1``: its Grad-CAM overlay)."""
     from moderation.preprocess import MediaRejected
     from moderation.video import VideoLimits, frame_png
-    from webhook_api.overlays import frame_overlay
 
     app_state = state()
     with session_scope(app_state.session_factory) as db:
@@ -228,7 +228,7 @@ def frame(submission_id: str, index: int) -> Any:
     except (BlobNotFound, MediaRejected, LookupError) as exc:
         abort(404, description=f"no frame {index} for {submission_id}: {exc}")
     if request.args.get("heatmap"):
-        result = frame_overlay(submission_id, index, png)
+        result = overlays.frame_overlay(submission_id, index, png)
         return _png(result.png, drawn=result.drawn)
     return _png(png)
 
