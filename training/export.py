@@ -261,8 +261,25 @@ class _Calibration:
         return None if batch is None else {contract.INPUT_NAME: batch}
 
 
+def _logit_only(onnx_path: Path, out_path: Path) -> Path:
+    """Returns a copy of the graph that computes ``logit`` alone (the path itself if it does)."""
+    import onnx
+    from onnx.utils import Extractor
+
+    model = onnx.load(str(onnx_path))
+    if [o.name for o in model.graph.output] == [contract.OUTPUT_NAME]:
+        return onnx_path
+    pruned = Extractor(model).extract_model([contract.INPUT_NAME], [contract.OUTPUT_NAME])
+    onnx.save(pruned, str(out_path))
+    return out_path
+
+
 def quantize_int8(onnx_path: Path, out_path: Path, calibration_images: np.ndarray) -> Path:
-    """Writes a statically quantised INT8 (QDQ) copy of an ONNX model, calibrated on images."""
+    """Writes a statically quantised INT8 (QDQ) copy of an ONNX model, calibrated on images.
+
+    The copy computes ``logit`` only: the quantiser cannot share a weight between the head's Gemm
+    and the Grad-CAM gradient's MatMul (per-channel axes differ), and INT8 is measured, not served.
+    """
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -278,16 +295,20 @@ def quantize_int8(onnx_path: Path, out_path: Path, calibration_images: np.ndarra
             return self.inner.get_next()
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    quantize_static(
-        str(onnx_path),
-        str(out_path),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["Conv", "Gemm", "MatMul"],
-    )
+    pruned = out_path.with_name(f".{out_path.stem}.logit.onnx")
+    try:
+        quantize_static(
+            str(_logit_only(onnx_path, pruned)),
+            str(out_path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+        )
+    finally:
+        pruned.unlink(missing_ok=True)
     return out_path
 
 
