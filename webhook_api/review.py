@@ -32,6 +32,7 @@ from flask.blueprints import BlueprintSetupState
 from moderation import dashboard
 from moderation.blobs import BlobNotFound
 from moderation.db import session_scope
+from moderation.explanation import placard
 from moderation.models import Submission
 from moderation.reviewers import authenticate
 from moderation.reviews import Decision, ReviewError, decide
@@ -181,8 +182,8 @@ def media(submission_id: str) -> Any:
         abort(404, description=f"no stored media for {submission_id}")
     try:
         data = state().blobs.get(sha)
-    except BlobNotFound:
-        abort(404, description=f"media of {submission_id} is gone from the blob store")
+    except BlobNotFound:  # the queue's <img> shows why instead of breaking
+        return _png(placard("The media of this item is gone from the blob store."))
     response = Response(data, mimetype=content_type or "application/octet-stream")
     response.headers["Cache-Control"] = "private, max-age=3600"
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -196,13 +197,15 @@ def gradcam(submission_id: str) -> Any:
     result = overlays.item_overlay(submission_id)
     if result is None:
         abort(404, description=f"no scored item {submission_id}")
-    return _png(result.png, drawn=result.drawn)
+    return _png(result.png, heatmap=result.drawn)
 
 
-def _png(png: bytes, *, drawn: bool = True) -> Response:
+def _png(png: bytes, *, heatmap: bool | None = None) -> Response:
+    """Returns a PNG response; ``heatmap`` says whether a requested overlay was drawn."""
     response = Response(png, mimetype="image/png")
     response.headers["Cache-Control"] = "private, max-age=3600"
-    response.headers["X-Heatmap"] = "drawn" if drawn else "unavailable"
+    if heatmap is not None:
+        response.headers["X-Heatmap"] = "drawn" if heatmap else "unavailable"
     return response
 
 
@@ -225,11 +228,13 @@ def frame(submission_id: str, index: int) -> Any:
     settings, at = app_state.settings, float(frames[index]["timestamp_s"])
     try:
         png = frame_png(app_state.blobs.get(sha), VideoLimits.from_settings(settings), at)
-    except (BlobNotFound, MediaRejected, LookupError) as exc:
-        abort(404, description=f"no frame {index} for {submission_id}: {exc}")
+    except BlobNotFound:  # the strip's <img> shows why instead of breaking
+        return _png(placard("The video is gone from the blob store."))
+    except (MediaRejected, LookupError) as exc:
+        return _png(placard(f"Frame {index} cannot be shown: {exc}"))
     if request.args.get("heatmap"):
         result = overlays.frame_overlay(submission_id, index, png)
-        return _png(result.png, drawn=result.drawn)
+        return _png(result.png, heatmap=result.drawn)
     return _png(png)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,3 +87,18 @@ def test_overlay__media_gone_or_unreadable__a_placard(
     response = client.get(f"/review/gradcam/{item}")
     assert response.status_code == 200 and response.headers["X-Heatmap"] == "unavailable"
     assert Image.open(io.BytesIO(response.data)).format == "PNG"
+
+
+def test_media_gone__queue_images_are_placards_not_broken(
+    client: FlaskClient, settings: Settings
+) -> None:
+    item = _explained_item(settings)
+    for blob in Path(settings.blob_dir).rglob("*"):
+        if blob.is_file():
+            blob.unlink()
+    login(client)
+    for path in (f"/review/media/{item}", f"/review/gradcam/{item}"):
+        response = client.get(path)
+        assert response.status_code == 200 and response.mimetype == "image/png", path
+        assert Image.open(io.BytesIO(response.data)).format == "PNG"
+    assert client.get(f"/review/gradcam/{item}").headers["X-Heatmap"] == "unavailable"
