@@ -59,8 +59,8 @@ class QueueItem:
         if self.explanation and self.explanation.get("cam"):
             return None
         return (
-            f"No Grad-CAM map stored: model version {self.model_version} was exported "
-            "without the cam output."
+            f"No Grad-CAM map stored with this verdict (model version {self.model_version}; "
+            "versions exported before the cam output give none)."
         )
 
     def frame_heatmap_missing(self, index: int) -> str | None:

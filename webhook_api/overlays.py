@@ -28,8 +28,8 @@ from webhook_api.state import state
 logger = logging.getLogger(__name__)
 
 NO_MAP = (
-    "No Grad-CAM map is stored for this item: model version {version} was exported "
-    "without the cam output"
+    "No Grad-CAM map is stored with this verdict (model version {version}; versions exported "
+    "before the cam output give none)"
 )
 
 
@@ -139,7 +139,8 @@ def frame_overlay(submission_id: str, index: int, frame_png: bytes) -> Overlay:
         heat = _autograd(item, f"{submission_id}-frame{index}", frame_png) if item else None
         if heat is not None:
             return Overlay(heat, True)
-        return Overlay(placard(NO_MAP.format(version=version) + " for this frame."), False)
+        reason = f"No Grad-CAM map is stored for this frame (model version {version})."
+        return Overlay(placard(reason), False)
     try:
         picture = Image.open(io.BytesIO(frame_png))
         return Overlay(overlay(picture, frames[index]["cam"]), True)

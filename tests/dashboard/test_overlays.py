@@ -66,7 +66,7 @@ def test_queue__overlay_control_and_regions_or_a_reason_in_words(
     assert f'data-src="/review/gradcam/{explained}"' in page
     assert "of the map at x 0–46, y 0–17" in page  # the region, in the original's pixels
     assert f"/review/gradcam/{older}" not in page  # no image that could only be a placard
-    assert "No Grad-CAM map stored: model version 1 was exported without the cam output" in page
+    assert "No Grad-CAM map stored with this verdict (model version 1;" in page
     placard = client.get(f"/review/gradcam/{older}")
     assert placard.status_code == 200 and placard.headers["X-Heatmap"] == "unavailable"
     assert Image.open(io.BytesIO(placard.data)).format == "PNG"
