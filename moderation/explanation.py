@@ -121,17 +121,24 @@ def oriented_size(data: bytes) -> tuple[int, int] | None:
 
 
 def overlay(picture: Image.Image, cam: Any, *, max_side: int = 640) -> bytes:
-    """Returns a PNG of the picture (at most ``max_side`` px) with the map blended over it."""
+    """Returns a PNG of the picture (at most ``max_side`` px) with the map blended over it and
+    its regions outlined in white (the largest share with the thickest line)."""
     rgb = ImageOps.exif_transpose(picture).convert("RGB")
     rgb.thumbnail((max_side, max_side))
-    heat_image = Image.fromarray(check_cam(cam), mode="F").resize(
-        rgb.size, Image.Resampling.BILINEAR
-    )
-    heat = np.clip(np.asarray(heat_image, dtype=np.float32), 0.0, 1.0)
-    blended = (1 - OVERLAY_ALPHA) * np.asarray(rgb, dtype=np.float32) + OVERLAY_ALPHA * colorize(
-        heat
-    )
-    return _png(Image.fromarray(blended.astype(np.uint8), "RGB"))
+    heat_map = check_cam(cam)
+    small = Image.fromarray(heat_map, mode="F")
+    heat = np.asarray(small.resize(rgb.size, Image.Resampling.BILINEAR), dtype=np.float32)
+    color = colorize(np.clip(heat, 0.0, 1.0))
+    blended = (1 - OVERLAY_ALPHA) * np.asarray(rgb, dtype=np.float32) + OVERLAY_ALPHA * color
+    result = Image.fromarray(blended.astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(result)
+    width, height = result.size
+    for rank, region in enumerate(regions(heat_map, width=width, height=height)):
+        x0, y0, x1, y1 = region["box"]
+        line = max(1, min(width, height) // (80 * (rank + 1)))
+        box = (x0, y0, max(x0, x1 - 1), max(y0, y1 - 1))
+        draw.rectangle(box, outline=(255, 255, 255), width=line)
+    return _png(result)
 
 
 def placard(text: str, *, size: tuple[int, int] = (320, 120)) -> bytes:

@@ -85,6 +85,8 @@ def test_overlay__a_png_of_the_picture_hot_where_the_map_is() -> None:
     assert drawn.shape == (70, 140, 3)
     hot, cold = drawn[2, 2], drawn[-2, -2]
     assert hot[0] > hot[2] and cold[2] > cold[0]  # red where the map peaks, blue elsewhere
+    assert drawn[0, 5].tolist() == [255, 255, 255]  # the region's outline (box 0..20 x 0..10)
+    assert drawn[0, 60].tolist() != [255, 255, 255]
 
 
 def test_placard__a_real_png_that_carries_words() -> None:
