@@ -227,6 +227,8 @@ class Verdict(Base):
     decision_reason: Mapped[str | None] = mapped_column(String(60), default=None)
     # The C2PA manifest's summary (moderation.provenance); None when the file carries none.
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Grad-CAM map and top regions (moderation.explanation); None when the model gave no map.
+    explanation: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     submission: Mapped[Submission] = relationship(back_populates="verdict")

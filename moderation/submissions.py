@@ -56,6 +56,7 @@ class VerdictView:
     frames: dict[str, Any] | None = None  # videos only (see moderation.video)
     decision_reason: str | None = None  # None: "model" (verdicts stored before reasons were)
     provenance: dict[str, Any] | None = None  # the C2PA summary (moderation.provenance)
+    explanation: dict[str, Any] | None = None  # Grad-CAM (see moderation.explanation)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class SubmissionView:
                 },
                 "created_at": _iso(v.created_at),
                 "video": v.frames,
+                "explanation": v.explanation,
             }
         failure = None
         if self.failure_reason is not None:
@@ -222,6 +224,7 @@ def verdict_view(verdict: Any) -> VerdictView:
         v.frames,
         getattr(v, "decision_reason", None),
         getattr(v, "provenance", None),
+        getattr(v, "explanation", None),
     )
 
 

@@ -152,6 +152,48 @@ _SCHEMAS: dict[str, Any] = {
                 "oneOf": [{"$ref": "#/components/schemas/VideoScores"}, {"type": "null"}],
                 "description": "Videos only: per-frame scores and how p_fake was aggregated",
             },
+            "explanation": {
+                "oneOf": [{"$ref": "#/components/schemas/Explanation"}, {"type": "null"}],
+                "description": "Grad-CAM of the model's fake score; null for model versions "
+                "without the cam output",
+            },
+        },
+    },
+    "Explanation": {
+        "type": "object",
+        "properties": {
+            "cam": {
+                "type": "array",
+                "description": "7x7 Grad-CAM map in [0, 1], rows top to bottom",
+                "items": {"type": "array", "items": {"type": "number"}},
+            },
+            "regions": {
+                "type": "array",
+                "description": "Up to three hot regions, largest share of the map first",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "box": {
+                            "type": "array",
+                            "items": {"type": "integer"},
+                            "description": "[x0, y0, x1, y1] in the upright original's pixels",
+                        },
+                        "share": {"type": "number", "minimum": 0, "maximum": 1},
+                    },
+                },
+            },
+            "frames": {
+                "type": "array",
+                "description": "Videos only: each scored frame's map and regions",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "timestamp_s": {"type": "number"},
+                        "cam": {"type": "array", "items": {"type": "array"}},
+                        "regions": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            },
         },
     },
     "Provenance": {

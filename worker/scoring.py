@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from moderation.blobs import BlobStore
 from moderation.contract import ModelMetadata
 from moderation.db import session_scope
+from moderation.explanation import explain, oriented_size, video_explain
 from moderation.models import Status, Submission, Tenant, Verdict, new_id, utcnow
 from moderation.policy import apply_provenance, calibrate, decide, resolve_thresholds
 from moderation.preprocess import ImageLimits, MediaRejected, decode_image, image_to_input
@@ -192,8 +193,8 @@ def _frame_entry(frame: Frame, full: float, crops: list[float]) -> tuple[float, 
 
 def _video_scores(
     frames: list[Frame], logits: np.ndarray, temperature: float
-) -> tuple[float, float, dict[str, Any]]:
-    """Returns (video p_fake, logit of the top frame, the stored per-frame record)."""
+) -> tuple[float, int, dict[str, Any]]:
+    """Returns (video p_fake, index of the top frame, the stored per-frame record)."""
     calibrated = [calibrate(float(x), temperature) for x in logits]
     scores, entries, offset = [], [], len(frames)
     for index, frame in enumerate(frames):
@@ -210,7 +211,25 @@ def _video_scores(
         "suspicious_timestamps_s": [frames[i].timestamp for i in chosen],
         "drivers": [entries[i]["driver"] for i in chosen],
     }
-    return p_fake, float(logits[chosen[0]]), record
+    return p_fake, chosen[0], record
+
+
+def _explanation(
+    result: InferenceResult, frames: list[Frame] | None, size: tuple[int, int] | None, top: int
+) -> dict[str, Any] | None:
+    """Returns the verdict's explanation from the served maps; None when the version has none."""
+    if result.cams is None:
+        return None
+    try:
+        if frames is None:
+            width, height = size or (0, 0)
+            return explain(result.cams[0], width=width, height=height)
+        # Full frames come first in the batch; face crops (after them) have no map of their own.
+        keys = [(f.timestamp, f.size) for f in frames]
+        return video_explain(keys, result.cams[: len(frames)], top=top)
+    except ValueError as exc:  # a malformed map must not lose the verdict
+        logger.warning("explanation dropped: %s", exc)
+        return None
 
 
 def _record_verdict(
@@ -221,15 +240,17 @@ def _record_verdict(
     claimed: _Claimed,
     frames: list[Frame] | None = None,
     provenance: dict[str, Any] | None = None,
+    *,
+    size: tuple[int, int] | None = None,
 ) -> ScoreResult:
     logits = np.asarray(result.logits, dtype=np.float64).reshape(-1)
     meta = model_metadata(settings.model_repository, result.model_name, result.model_version)
-    record = None
+    record, top = None, 0
     if frames is None:
-        logit = float(logits[0])
-        p_fake = calibrate(logit, meta.temperature)
+        p_fake = calibrate(float(logits[0]), meta.temperature)
     else:
-        p_fake, logit, record = _video_scores(frames, logits, meta.temperature)
+        p_fake, top, record = _video_scores(frames, logits, meta.temperature)
+    logit = float(logits[top])
     thresholds = resolve_thresholds(
         model_pass_below=meta.pass_below,
         model_flag_at=meta.flag_at,
@@ -254,6 +275,7 @@ def _record_verdict(
         "frames": record,
         "decision_reason": reason,
         "provenance": provenance,
+        "explanation": _explanation(result, frames, size, top),
         "created_at": now,
     }
     try:
@@ -293,7 +315,7 @@ def score_submission(
         data = blobs.get(claimed.blob_sha256)
     with stage("provenance"):  # from the stored bytes as uploaded, before any decoding
         provenance = read_provenance(data, ProvenanceLimits.from_settings(settings))
-    frames, video_limits = None, VideoLimits.from_settings(settings)
+    frames, size, video_limits = None, None, VideoLimits.from_settings(settings)
     try:
         if is_video(data, video_limits):
             with stage("decode"):
@@ -305,6 +327,7 @@ def score_submission(
                 image, fmt = decode_image(data, limits)
             with stage("resize"):
                 images = image_to_input(image, size=limits.size, what=f"{fmt} image")[np.newaxis]
+                size = oriented_size(data) or image.size
     except MediaRejected as exc:
         with stage("database"):
             return fail_submission(
@@ -318,5 +341,12 @@ def score_submission(
         result = client.infer(images)
     with stage("database"):
         return _record_verdict(
-            session_factory, submission_id, result, settings, claimed, frames, provenance
+            session_factory,
+            submission_id,
+            result,
+            settings,
+            claimed,
+            frames,
+            provenance,
+            size=size,
         )

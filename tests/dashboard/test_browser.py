@@ -71,11 +71,6 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("dashboard-stack")
-    # The served copy leaves checkpoints out; Grad-CAM needs version 1's, beside its ONNX file.
-    version_dir = Path(triton_server.repository) / "deepfake_detector" / "1"  # type: ignore[attr-defined]
-    checkpoint = PROJECT_ROOT / "model_repository" / "deepfake_detector" / "1" / "checkpoint.pt"
-    if not (version_dir / "checkpoint.pt").exists():
-        shutil.copy2(checkpoint, version_dir / "checkpoint.pt")
     with embedded_stack(root, {**triton_env(triton_server), **E2E_ENV}) as started:
         command = [sys.executable, "-m", "moderation.cli", "reviewer", "create", "alice"]
         created = subprocess.run(
@@ -154,12 +149,12 @@ def test_login_decide_callback_and_replay(
     first, second = (page.locator(f"li.item[data-id='{i}']") for i in ids)
     first.wait_for()
     assert first.locator("img").first.evaluate("img => img.complete && img.naturalWidth > 0")
-    page.keyboard.press("h")  # the Grad-CAM overlay of the current item, computed on demand
+    page.keyboard.press("h")  # the current item's overlay, drawn from its stored Grad-CAM map
     heatmap = first.locator("details.heatmap img")
     heatmap.wait_for()
     page.wait_for_function(
-        "el => el.complete && el.naturalWidth === 224", arg=heatmap.element_handle()
-    )
+        "el => el.complete && el.naturalWidth === 96", arg=heatmap.element_handle()
+    )  # the uploaded picture's own size (tests.e2e.conftest.image_bytes)
     _shot(page, "02-queue")
 
     page.keyboard.press("f")  # the first (oldest) item is current: decide it fake
