@@ -221,6 +221,10 @@ class Verdict(Base):
     flag_at: Mapped[float] = mapped_column(Float)
     # Videos only: sampled frames' scores and the aggregation (moderation.video); None for images.
     frames: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # What decided it ("model", "bank_match:fake", ...); None on verdicts older than the field.
+    decision_reason: Mapped[str | None] = mapped_column(String(40), default=None)
+    # The evidence besides the model: {"match": {...} | None, "provenance": {...} | None}.
+    signals: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     submission: Mapped[Submission] = relationship(back_populates="verdict")
@@ -312,3 +316,7 @@ class Reviewer(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# Known-media banks live in their own module; imported here so Base.metadata holds every table.
+from moderation import bank_models  # noqa: E402, F401
