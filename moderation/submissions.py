@@ -53,6 +53,8 @@ class VerdictView:
     flag_at: float
     created_at: dt.datetime
     frames: dict[str, Any] | None = None  # videos only (see moderation.video)
+    decision_reason: str | None = None  # None on verdicts older than the field: "model"
+    signals: dict[str, Any] | None = None  # match / provenance (see moderation.signal_policy)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class SubmissionView:
                 "thresholds": {"pass_below": v.pass_below, "flag_at": v.flag_at},
                 "created_at": _iso(v.created_at),
                 "video": v.frames,
+                "decision_reason": v.decision_reason or "model",
+                "signals": _signals_json(v),
             }
         failure = None
         if self.failure_reason is not None:
@@ -141,6 +145,22 @@ class StoredResponse:
     status: int
     body: dict[str, Any]
     submission_id: str | None
+
+
+def _signals_json(v: VerdictView) -> dict[str, Any]:
+    """Returns ``verdict.signals``: the model's part always, match and provenance or null."""
+    stored = v.signals or {}
+    model = {
+        "name": v.model_name,
+        "version": v.model_version,
+        "p_fake": v.p_fake,
+        "decision": stored.get("model", {}).get("decision", v.decision),
+    }
+    return {
+        "model": model,
+        "match": stored.get("match"),
+        "provenance": stored.get("provenance"),
+    }
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -197,6 +217,8 @@ def verdict_view(verdict: Any) -> VerdictView:
         v.flag_at,
         v.created_at,
         v.frames,
+        getattr(v, "decision_reason", None),
+        getattr(v, "signals", None),
     )
 
 

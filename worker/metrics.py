@@ -38,6 +38,8 @@ STAGES = (
     "blob",
     "decode",
     "resize",
+    "hash",
+    "match",
     "inference",
     "database",
     "callback",
