@@ -51,6 +51,8 @@ class QueueItem:
     has_media: bool
     status: str
     video: dict[str, Any] | None = None  # videos: the verdict's per-frame scores (strip)
+    decision_reason: str = "model"
+    match: dict[str, Any] | None = None  # the bank match (verdict.signals.match), if any
 
 
 def queue_items(
@@ -89,6 +91,8 @@ def queue_items(
             bool(sub.blob_sha256),
             sub.status,
             ver.frames,
+            ver.decision_reason or "model",
+            (ver.signals or {}).get("match"),
         )
         for sub, ver, name in rows
     ]

@@ -118,6 +118,59 @@ _SCHEMAS: dict[str, Any] = {
                 "oneOf": [{"$ref": "#/components/schemas/VideoScores"}, {"type": "null"}],
                 "description": "Videos only: per-frame scores and how p_fake was aggregated",
             },
+            "decision_reason": {
+                "type": "string",
+                "description": "What decided: model, bank_match:fake, bank_match:real, or a "
+                "reason another signal adds (e.g. provenance:ai_generated)",
+            },
+            "signals": {"$ref": "#/components/schemas/Signals"},
+        },
+    },
+    "Signals": {
+        "type": "object",
+        "description": "The evidence behind the decision, each part null when absent",
+        "properties": {
+            "model": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "version": {"type": "string"},
+                    "p_fake": {"type": "number", "minimum": 0, "maximum": 1},
+                    "decision": {
+                        "type": "string",
+                        "description": "What the model's thresholds alone would decide",
+                    },
+                },
+            },
+            "match": {"oneOf": [{"$ref": "#/components/schemas/BankMatch"}, {"type": "null"}]},
+            "provenance": {"type": ["object", "null"], "description": "Content provenance"},
+        },
+    },
+    "BankMatch": {
+        "type": "object",
+        "description": "The known-media bank entry the item matched (PDQ / per-second vPDQ)",
+        "properties": {
+            "bank": {"type": "string"},
+            "bank_id": {"type": "string"},
+            "verdict": {"type": "string", "enum": ["fake", "real"]},
+            "distance": {"type": "integer", "minimum": 0, "maximum": 256},
+            "signal_type": {"type": "string", "enum": ["pdq", "vpdq"]},
+            "entry_id": {"type": "integer"},
+            "frame_share": {"type": "number", "description": "Videos: share of frames matched"},
+            "origin": {
+                "type": "object",
+                "description": "Where the entry came from: a review (submission, review, "
+                "reviewer) or an import (import_source, external_id, added_by)",
+                "properties": {
+                    "source": {"type": "string", "enum": ["review", "import", "file"]},
+                    "submission": {"type": ["string", "null"]},
+                    "review": {"type": ["string", "null"]},
+                    "reviewer": {"type": ["string", "null"]},
+                    "import_source": {"type": ["string", "null"]},
+                    "external_id": {"type": ["string", "null"]},
+                    "added_by": {"type": ["string", "null"]},
+                },
+            },
         },
     },
     "VideoScores": {
