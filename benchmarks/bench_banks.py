@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from moderation.bank_index import HashIndex
+from moderation.bank_index import SPLITS, HashIndex
 
 MAX_DISTANCE = 31
 
@@ -64,7 +64,7 @@ def _time(calls: list[Callable[[], object]]) -> tuple[list[float], list[float], 
     return seconds, cpu, results
 
 
-def bench_index(hashes: int, queries: int, seed: int, sql: bool) -> None:
+def bench_index(hashes: int, queries: int, seed: int, sql: bool, chunks: int) -> None:
     import faiss
 
     faiss.omp_set_num_threads(1)
@@ -72,7 +72,7 @@ def bench_index(hashes: int, queries: int, seed: int, sql: bool) -> None:
     codes = rng.integers(0, 256, size=(hashes, 32), dtype=np.uint8)
     before = _rss_mb()
     started = time.perf_counter()
-    index = HashIndex(MAX_DISTANCE)
+    index = HashIndex(MAX_DISTANCE, chunks)
     for start in range(0, hashes, 100_000):
         stop = min(start + 100_000, hashes)
         index.add(np.arange(start, stop, dtype=np.int64), codes[start:stop])
@@ -87,7 +87,8 @@ def bench_index(hashes: int, queries: int, seed: int, sql: bool) -> None:
         [int(t) in {i for i, _ in f} for t, f in zip(targets, near_found, strict=True)]
     )
     false = sum(bool(f) for f in far_found)
-    print(f"index: {hashes:,} random PDQ hashes, faiss IndexBinaryMultiHash (11 x 23 bits)")
+    split = f"{chunks} x {SPLITS[chunks]} bits"
+    print(f"index: {hashes:,} random PDQ hashes, faiss IndexBinaryMultiHash ({split})")
     print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the start")
     print(
         f"  build {build_s:.1f} s, index memory (RSS added) {added_mb:.0f} MB, peak RSS "
@@ -103,13 +104,34 @@ def bench_index(hashes: int, queries: int, seed: int, sql: bool) -> None:
         bench_matcher(codes, near[: min(queries, 500)], rng)
 
 
-def bench_matcher(codes: np.ndarray, near: np.ndarray, rng: np.random.Generator) -> None:
-    """Times BankMatcher.match end to end over an SQLite bank holding ``codes``."""
+def fill_bank(url: str, codes: np.ndarray, *, name: str = "bench-fake") -> None:
+    """Adds a shared fake bank holding ``codes`` to a migrated database (one transaction)."""
     from sqlalchemy import insert
 
-    from moderation.bank_index import BankMatcher
     from moderation.bank_models import BankEntry
     from moderation.banks import bump_generation, create_bank
+    from moderation.db import make_engine, make_session_factory, session_scope
+    from moderation.mediahash import PDQ
+
+    engine = make_engine(url)
+    try:
+        with session_scope(make_session_factory(engine)) as s:
+            bank = create_bank(session=s, name=name, verdict="fake").id
+            generation = bump_generation(s)
+            for start in range(0, len(codes), 50_000):
+                rows = [
+                    {"bank_id": bank, "signal_type": PDQ, "pdq": bytes(c).hex(), "quality": 100,
+                     "source": "import", "added_generation": generation}
+                    for c in codes[start : start + 50_000]
+                ]  # fmt: skip
+                s.execute(insert(BankEntry), rows)
+    finally:
+        engine.dispose()
+
+
+def bench_matcher(codes: np.ndarray, near: np.ndarray, rng: np.random.Generator) -> None:
+    """Times BankMatcher.match end to end over an SQLite bank holding ``codes``."""
+    from moderation.bank_index import BankMatcher
     from moderation.db import make_engine, make_session_factory, migrate, session_scope
     from moderation.mediahash import PDQ, MediaHash, PdqHash
     from moderation.tenants import create_tenant
@@ -117,18 +139,10 @@ def bench_matcher(codes: np.ndarray, near: np.ndarray, rng: np.random.Generator)
     folder = tempfile.mkdtemp(prefix="bench-banks-")
     url = f"sqlite:///{Path(folder) / 'banks.db'}"
     migrate(url)
+    fill_bank(url, codes)
     factory = make_session_factory(make_engine(url))
     with session_scope(factory) as s:
         tenant = create_tenant(session=s, name="bench").tenant_id
-        bank = create_bank(session=s, name="bench-fake", verdict="fake").id
-        generation = bump_generation(s)
-        rows = [
-            {"bank_id": bank, "signal_type": PDQ, "pdq": bytes(c).hex(), "quality": 100,
-             "source": "import", "added_generation": generation}
-            for c in codes
-        ]  # fmt: skip
-        for start in range(0, len(rows), 50_000):
-            s.execute(insert(BankEntry), rows[start : start + 50_000])
     matcher = BankMatcher(session_factory=factory)
     started = time.perf_counter()
     matcher.sync()
@@ -209,13 +223,14 @@ def main() -> None:
     index.add_argument("--hashes", type=int, default=1_000_000)
     index.add_argument("--queries", type=int, default=2000)
     index.add_argument("--sql", action="store_true", help="also time BankMatcher over SQLite")
+    index.add_argument("--chunks", type=int, default=16, choices=sorted(SPLITS))
     robust = sub.add_parser("robustness")
     robust.add_argument("--images", type=int, default=200)
     robust.add_argument("--size", type=int, default=640)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.what == "index":
-        bench_index(args.hashes, args.queries, args.seed, args.sql)
+        bench_index(args.hashes, args.queries, args.seed, args.sql, args.chunks)
     else:
         bench_robustness(args.images, args.size, args.seed)
 

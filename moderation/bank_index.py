@@ -1,10 +1,10 @@
 """Matching media against the banks: an in-process faiss index kept in step with SQL.
 
 Each process (API or worker) holds one :class:`BankMatcher`. Hashes live in faiss binary
-multi-index-hashing indexes (``IndexBinaryMultiHash``, the structure Meta's HMA uses for PDQ): 11
-chunks of 23 bits with up to ``max_distance // 11`` flipped bits probed per chunk, which by the
-pigeonhole principle finds every hash within ``max_distance`` exactly (candidates are then checked
-on all 256 bits). Before each lookup the matcher reads
+multi-index-hashing indexes (``IndexBinaryMultiHash``, as Meta's HMA uses for PDQ): 16 chunks of
+16 bits with up to ``max_distance // 16`` flipped bits probed per chunk, which by the pigeonhole
+principle finds every hash within ``max_distance`` exactly (candidates are then checked on all
+256 bits). Before each lookup the matcher reads
 the bank generation (one primary-key SELECT); when it moved, it adds the entries added since the
 generation it holds. Removed entries are not taken out of the index: the few candidates a search
 returns are read back from SQL with their banks, and removed entries, other tenants' banks and
@@ -32,8 +32,10 @@ from moderation.mediahash import PDQ, VPDQ, MediaHash, hex_to_bytes
 logger = logging.getLogger(__name__)
 
 BITS = 256
-CHUNKS = 11  # of CHUNK_BITS each: for distance 31, 2 flips per chunk (docs/design.md)
-CHUNK_BITS = 23
+# Chunks -> bits per chunk. 16 x 16 (HMA's) is the default; 11 x 23 takes a third of the CPU per
+# lookup and nearly three times the memory (docs/design.md, docs/performance.md).
+SPLITS = {16: 16, 11: 23}
+DEFAULT_CHUNKS = 16
 REBUILD_DEAD_SHARE = 0.25
 LOAD_BATCH = 50_000
 
@@ -69,12 +71,14 @@ class Match:
 class HashIndex:
     """Binary PDQ hashes with int64 ids, searched by Hamming radius (exact, multi-index hashing)."""
 
-    def __init__(self, max_distance: int) -> None:
+    def __init__(self, max_distance: int, chunks: int = DEFAULT_CHUNKS) -> None:
         import faiss
 
+        if chunks not in SPLITS:
+            raise ValueError(f"chunks {chunks}; expected one of {sorted(SPLITS)}")
         self.max_distance = max_distance
-        inner = faiss.IndexBinaryMultiHash(BITS, CHUNKS, CHUNK_BITS)
-        inner.nflip = max_distance // CHUNKS
+        inner = faiss.IndexBinaryMultiHash(BITS, chunks, SPLITS[chunks])
+        inner.nflip = max_distance // chunks
         self._inner = inner  # the IDMap does not own it: keep it alive
         self.index = faiss.IndexBinaryIDMap(inner)
 
