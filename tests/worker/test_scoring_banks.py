@@ -140,3 +140,25 @@ def test_video_matches_by_share_of_frames(env: WorkerEnv) -> None:
     assert verdict.signals is not None
     assert verdict.signals["match"]["signal_type"] == "vpdq"
     assert verdict.signals["match"]["frame_share"] == 1.0
+
+
+def test_openapi_document_describes_the_verdict_with_a_match(env: WorkerEnv) -> None:
+    from webhook_api.openapi import document
+
+    image = photo(106)
+    _bank(env, "fake", jpeg(image), tenant=env.tenant_id)
+    sub_id, _verdict = _score(env, reupload(image))
+    with session_scope(env.session_factory) as s:
+        view = get_submission(session=s, submission_id=sub_id, tenant_id=None)
+    assert view is not None
+    verdict = view.to_json()["verdict"]
+    schemas = document()["components"]["schemas"]
+    match_schema = schemas["BankMatch"]["properties"]
+    assert set(verdict) <= set(schemas["Verdict"]["properties"])
+    assert set(verdict["signals"]) == set(schemas["Signals"]["properties"])
+    assert set(verdict["signals"]["model"]) <= set(
+        schemas["Signals"]["properties"]["model"]["properties"]
+    )
+    assert set(verdict["signals"]["match"]) <= set(match_schema)
+    assert set(verdict["signals"]["match"]["origin"]) <= set(match_schema["origin"]["properties"])
+    assert verdict["signals"]["match"]["verdict"] in match_schema["verdict"]["enum"]
