@@ -14,6 +14,7 @@ entries make up a quarter of it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import defaultdict
@@ -21,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.bank_models import Bank, BankEntry, BankVerdict
-from moderation.banks import EntryInfo, _entry_info, current_generation
+from moderation.banks import EntryInfo, current_generation
 from moderation.db import session_scope
 from moderation.mediahash import PDQ, VPDQ, MediaHash, hex_to_bytes
 
@@ -66,6 +67,27 @@ class Match:
         if self.frame_share is not None:
             out["frame_share"] = round(self.frame_share, 4)
         return out
+
+
+_ENTRY_FIELDS = tuple(f.name for f in dataclasses.fields(EntryInfo))
+# Core, not ORM: a lookup reads a handful of rows, and loading entities would cost more than it.
+_CANDIDATES = (
+    select(
+        *(BankEntry.__table__.c[name] for name in _ENTRY_FIELDS),
+        Bank.name.label("bank_name"),
+        Bank.verdict.label("bank_verdict"),
+    )
+    .join(Bank, Bank.id == BankEntry.bank_id)
+    .where(
+        BankEntry.id.in_(bindparam("ids", expanding=True)),
+        BankEntry.removed_at.is_(None),
+        or_(Bank.tenant_id.is_(None), Bank.tenant_id == bindparam("tenant_id")),
+    )
+)
+
+
+def _row_entry(row: Any) -> EntryInfo:
+    return EntryInfo(**{name: row[name] for name in _ENTRY_FIELDS})
 
 
 class HashIndex:
@@ -231,15 +253,9 @@ class BankMatcher:
     ) -> Match | None:
         with session_scope(self.session_factory) as session:
             rows = session.execute(
-                select(BankEntry, Bank.name, Bank.verdict)
-                .join(Bank, Bank.id == BankEntry.bank_id)
-                .where(
-                    BankEntry.id.in_(list(candidates)),
-                    BankEntry.removed_at.is_(None),
-                    or_(Bank.tenant_id.is_(None), Bank.tenant_id == tenant_id),
-                )
+                _CANDIDATES, {"ids": list(candidates), "tenant_id": tenant_id}
             ).all()
-            found = [(_entry_info(e), name, verdict) for e, name, verdict in rows]
+            found = [(_row_entry(r._mapping), r.bank_name, r.bank_verdict) for r in rows]
         if not found:
             return None
         # A fake bank outranks a real one (someone judged this media manipulated), then distance.
