@@ -12,6 +12,7 @@ copies, over the demo generator's camera-style photos.
 
     python benchmarks/bench_banks.py index --hashes 1000000 --queries 2000
     python benchmarks/bench_banks.py robustness --images 200
+    python benchmarks/bench_banks.py hashcost
 """
 
 from __future__ import annotations
@@ -216,6 +217,38 @@ def bench_robustness(images: int, size: int, seed: int) -> None:
         )
 
 
+def bench_hash_cost(images: int, repeats: int) -> None:
+    """Times, per image, the worker's decode and resize beside the PDQ hash of the decoded picture
+    (bench_pipeline's photo-like images, 0.1-3 MP JPEG and PNG)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_decode import make_images
+
+    from moderation.mediahash import image_pdq
+    from moderation.preprocess import DEFAULT_LIMITS, decode_image, image_to_input
+
+    data = [d for _, d in make_images(images)]
+    decode, resize, pdq = [], [], []
+    for _ in range(repeats):
+        for blob in data:
+            started = time.thread_time()
+            image, _fmt = decode_image(blob, DEFAULT_LIMITS)
+            decoded = time.thread_time()
+            image_to_input(image)
+            resized = time.thread_time()
+            image_pdq(image)
+            decode.append(decoded - started)
+            resize.append(resized - decoded)
+            pdq.append(time.thread_time() - resized)
+    mean = {k: 1000 * float(np.mean(v)) for k, v in (("decode", decode), ("resize", resize),
+                                                      ("pdq", pdq))}  # fmt: skip
+    print(f"hash cost: {len(data)} images x {repeats}, CPU ms per image (mean)")
+    share = mean["pdq"] / (mean["decode"] + mean["resize"])
+    print(f"  decode {mean['decode']:.2f}  resize {mean['resize']:.2f}  PDQ {mean['pdq']:.2f}  "
+          f"PDQ / (decode + resize) {share:.2f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -224,6 +257,9 @@ def main() -> None:
     index.add_argument("--queries", type=int, default=2000)
     index.add_argument("--sql", action="store_true", help="also time BankMatcher over SQLite")
     index.add_argument("--chunks", type=int, default=16, choices=sorted(SPLITS))
+    cost = sub.add_parser("hashcost")
+    cost.add_argument("--images", type=int, default=24)
+    cost.add_argument("--repeats", type=int, default=3)
     robust = sub.add_parser("robustness")
     robust.add_argument("--images", type=int, default=200)
     robust.add_argument("--size", type=int, default=640)
@@ -231,6 +267,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "index":
         bench_index(args.hashes, args.queries, args.seed, args.sql, args.chunks)
+    elif args.what == "hashcost":
+        bench_hash_cost(args.images, args.repeats)
     else:
         bench_robustness(args.images, args.size, args.seed)
 

@@ -24,8 +24,8 @@ PDQ = "pdq"
 VPDQ = "vpdq"
 HASH_HEX_CHARS = 64
 # Pictures are hashed at most this large on their longer side: PDQ reduces every picture to 64x64
-# anyway, and a 12-megapixel photo would otherwise cost about two seconds of CPU.
-MAX_SIDE = 512
+# anyway, and a 12-megapixel photo would otherwise cost about two seconds of CPU (docs/design.md).
+MAX_SIDE = 256
 # PDQ's own guidance: hashes of quality below 50 are unreliable for matching.
 MIN_QUALITY = 50
 _BITS = 1 << np.arange(7, -1, -1, dtype=np.uint8)
