@@ -347,9 +347,10 @@ def _tenant_bank(session: Session, tenant_id: str, verdict: str) -> str:
     if found is not None:
         return str(found)
     tenant_name = session.scalar(select(Tenant.name).where(Tenant.id == tenant_id))
-    return create_bank(
-        session=session, name=f"{tenant_name}-{verdict}", verdict=verdict, tenant=tenant_id
-    ).id
+    name = f"{tenant_name}-{verdict}"
+    if session.scalar(select(Bank.id).where(Bank.name == name)) is not None:
+        name = f"{name}-{tenant_id}"  # the plain name is another bank's (shared or renamed)
+    return create_bank(session=session, name=name, verdict=verdict, tenant=tenant_id).id
 
 
 def record_decision(

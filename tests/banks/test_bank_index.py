@@ -177,3 +177,22 @@ def test_reupload_stays_within_distance() -> None:
         assert original.quality >= 50
         assert int(bin(int(original.hex, 16) ^ int(copy.hex, 16)).count("1")) <= 31
     assert np is not None
+
+
+def test_decision_bank_name_taken_by_another_bank(
+    factory: sessionmaker[Session], database_url: str
+) -> None:
+    from moderation.models import Tenant
+
+    tenant = create_test_tenant(database_url, name="acme")[0]
+    with session_scope(factory) as s:
+        banks.create_bank(session=s, name="acme-fake", verdict="real")  # shared, same name
+    submission = _decided_submission(factory, tenant, _hash(9))
+    with session_scope(factory) as s:
+        banks.record_decision(
+            session=s, submission_id=submission, label="fake", reviewer="a", review_id="r"
+        )
+        names = {b.name: b for b in banks.list_banks(session=s)}
+        assert s.get(Tenant, tenant) is not None
+    own = names[f"acme-fake-{tenant}"]
+    assert own.verdict == "fake" and own.tenant_id == tenant and own.size == 1
