@@ -491,6 +491,8 @@ STAGE_ORDER = (
     "blob",
     "decode",
     "resize",
+    "hash",
+    "match",
     "inference",
     "callback_queue",
     "callback",

@@ -1,15 +1,15 @@
 """Matching media against the banks: an in-process faiss index kept in step with SQL.
 
-Each process (API or worker) holds one :class:`BankMatcher`. Hashes live in faiss binary
-multi-index-hashing indexes (``IndexBinaryMultiHash``, as Meta's HMA uses for PDQ): 16 chunks of
-16 bits with up to ``max_distance // 16`` flipped bits probed per chunk, which by the pigeonhole
-principle finds every hash within ``max_distance`` exactly (candidates are then checked on all
-256 bits). Before each lookup the matcher reads
-the bank generation (one primary-key SELECT); when it moved, it adds the entries added since the
-generation it holds. Removed entries are not taken out of the index: the few candidates a search
-returns are read back from SQL with their banks, and removed entries, other tenants' banks and
-entries the index has not caught up with fall out there. The index is rebuilt once removed
-entries make up a quarter of it.
+Each worker process holds one :class:`BankMatcher`. Hashes live in faiss binary multi-index-hashing
+indexes (``IndexBinaryMultiHash``, as Meta's HMA uses for PDQ): 16 chunks of 16 bits with up to
+``max_distance // 16`` flipped bits probed per chunk, which by the pigeonhole principle finds
+every hash within ``max_distance`` exactly (candidates are then checked on all 256 bits). Before
+each lookup the matcher compares the bank generation in SQL with the one it holds (the scorer
+reads it in the statement that claims the submission, so an unchanged bank costs no query); when
+it moved, it adds the entries added since. Removed entries are not taken out of the index: the
+few candidates a search returns are read back from SQL with their banks, and removed entries,
+other tenants' banks and entries the index has not caught up with fall out there. The index is
+rebuilt once removed entries make up a quarter of it.
 """
 
 from __future__ import annotations
@@ -212,9 +212,15 @@ class BankMatcher:
         codes = np.stack([hex_to_bytes(f["pdq"]) for f in frames])
         self.frames.add(np.arange(start, start + len(frames), dtype=np.int64), codes)
 
-    def match(self, *, media: MediaHash, tenant_id: str) -> Match | None:
-        """Returns the best match of a submission's hash in the banks its tenant sees, or None."""
-        self.sync()
+    def match(
+        self, *, media: MediaHash, tenant_id: str, generation: int | None = None
+    ) -> Match | None:
+        """Returns the best match of a submission's hash in the banks its tenant sees, or None.
+
+        ``generation``: the bank generation the caller has just read (the scorer's claim returns
+        it), which spares the lookup its own read when the index holds it already."""
+        if generation is None or generation > self.generation:
+            self.sync()
         candidates: dict[int, tuple[int, float | None]]
         if media.signal_type == PDQ:
             assert media.pdq is not None

@@ -23,7 +23,7 @@ from sqlalchemy import Table, bindparam, insert, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from moderation.bank_models import BankPolicy, MediaHashRow
+from moderation.bank_models import BankPolicy, BankState, MediaHashRow
 from moderation.banks import DEFAULT_POLICY, Policy
 from moderation.blobs import BlobStore
 from moderation.contract import ModelMetadata
@@ -88,6 +88,7 @@ class _Claimed:
     tenant_flag_at: float | None
     tenant_id: str = ""
     policy: Policy = DEFAULT_POLICY
+    bank_generation: int | None = None  # read by the claim: the matcher syncs only if it moved
 
 
 def _tenant_column(name: str) -> Any:
@@ -131,6 +132,10 @@ _CLAIM = (
         _SUBMISSIONS.c.tenant_id,
         _policy_column("on_fake"),
         _policy_column("on_real"),
+        select(BankState.generation)
+        .where(literal_column("bank_state.id") == 1)
+        .scalar_subquery()
+        .label("bank_generation"),
     )
 )
 _STATE = select(_SUBMISSIONS.c.status).where(_SUBMISSIONS.c.id == bindparam("submission_id"))
@@ -163,7 +168,12 @@ def _claim(
     if row.policy_on_fake is not None:
         policy = Policy(row.policy_on_fake, row.policy_on_real)
     claimed = _Claimed(
-        row.blob_sha256, row.tenant_pass_below, row.tenant_flag_at, row.tenant_id, policy
+        row.blob_sha256,
+        row.tenant_pass_below,
+        row.tenant_flag_at,
+        row.tenant_id,
+        policy,
+        row.bank_generation or 0,
     )
     return claimed, Status.SCORING
 
@@ -380,7 +390,10 @@ def score_submission(
     signals = Signals(media)
     if matcher is not None and media is not None:
         with stage("match"):
-            signals = Signals(media, matcher.match(media=media, tenant_id=claimed.tenant_id))
+            found = matcher.match(
+                media=media, tenant_id=claimed.tenant_id, generation=claimed.bank_generation
+            )
+            signals = Signals(media, found)
     # One call for all of a video's frames: they fill Triton's dynamic batcher together.
     with stage("inference"):
         result = client.infer(images)
