@@ -264,6 +264,19 @@ def triton_times(server: TritonServer) -> dict[str, float]:
     return totals
 
 
+def _fill_bank(database: str, entries: int) -> None:
+    """Migrates the database and adds a shared fake bank of random PDQ hashes (none of the
+    benchmark's images match: the lookup runs, the model decides)."""
+    from bench_banks import fill_bank
+
+    from moderation.db import migrate
+
+    migrate(database)
+    codes = np.random.default_rng(7).integers(0, 256, size=(entries, 32), dtype=np.uint8)
+    fill_bank(database, codes)
+    print(f"bank of {entries:,} random PDQ hashes added", flush=True)
+
+
 @contextlib.contextmanager
 def started_stack(args: argparse.Namespace, root: Path, server: TritonServer) -> Iterator[Stack]:
     worker_args: tuple[str, ...] = ("--concurrency", str(args.worker_concurrency))
@@ -287,6 +300,8 @@ def started_stack(args: argparse.Namespace, root: Path, server: TritonServer) ->
             database = f"sqlite:///{root / 'data' / 'dfmod.db'}"
             broker = f"sqla+sqlite:///{root / 'data' / 'broker.db'}"
         (root / "data").mkdir(parents=True, exist_ok=True)
+        if args.bank_entries:
+            _fill_bank(database, args.bank_entries)
         stack = Stack(
             name=args.backend,
             root=root,
@@ -477,6 +492,8 @@ STAGE_ORDER = (
     "provenance",
     "decode",
     "resize",
+    "hash",
+    "match",
     "inference",
     "callback_queue",
     "callback",
@@ -543,6 +560,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--worker-concurrency", type=int, default=4, help="worker threads/procs")
     parser.add_argument("--pool", choices=("threads", "prefork", "solo"), default=None)
     parser.add_argument("--skip-naive", action="store_true", help="leave out the naive server")
+    parser.add_argument(
+        "--bank-entries", type=int, default=0, help="a shared bank of N random PDQ hashes"
+    )
     args = parser.parse_args()
     if args.quick:
         args.images, args.requests, args.concurrency = 12, 24, "8"

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retrain": ("training.loop_cli:retrain_command", "Retrain on review labels, gate, deploy N+1."),
     "rollback": ("training.loop_cli:rollback_command", "Serve the previous version again as N+1."),
     "reviewer": ("moderation.reviewers:reviewer_group", "Manage dashboard reviewer accounts."),
+    "bank": ("moderation.bank_cli:bank_group", "Manage known-media banks of PDQ hashes."),
 }
 
 

@@ -72,6 +72,8 @@ class QueueItem:
             return None
         return f"No Grad-CAM map stored for this frame (model version {self.model_version})."
 
+    match: dict[str, Any] | None = None  # the bank match (verdict.signals.match), if any
+
 
 def queue_items(
     *,
@@ -112,6 +114,7 @@ def queue_items(
             ver.decision_reason or "model",
             ver.provenance,
             ver.explanation,
+            (ver.signals or {}).get("match"),
         )
         for sub, ver, name in rows
     ]

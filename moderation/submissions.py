@@ -57,6 +57,7 @@ class VerdictView:
     decision_reason: str | None = None  # None: "model" (verdicts stored before reasons were)
     provenance: dict[str, Any] | None = None  # the C2PA summary (moderation.provenance)
     explanation: dict[str, Any] | None = None  # Grad-CAM (see moderation.explanation)
+    signals: dict[str, Any] | None = None  # the model's own decision and the bank match
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class SubmissionView:
                 "thresholds": {"pass_below": v.pass_below, "flag_at": v.flag_at},
                 "signals": {
                     "model": _model_signal(v, model_label),
-                    "match": None,
+                    "match": (v.signals or {}).get("match"),
                     "provenance": v.provenance,
                 },
                 "created_at": _iso(v.created_at),
@@ -225,6 +226,7 @@ def verdict_view(verdict: Any) -> VerdictView:
         getattr(v, "decision_reason", None),
         getattr(v, "provenance", None),
         getattr(v, "explanation", None),
+        getattr(v, "signals", None),
     )
 
 

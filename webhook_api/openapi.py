@@ -111,7 +111,8 @@ _SCHEMAS: dict[str, Any] = {
             "decision": {"type": "string", "enum": ["auto_passed", "auto_flagged", "needs_review"]},
             "decision_reason": {
                 "type": "string",
-                "description": "What decided: model, provenance:ai_generated (more may come)",
+                "description": "What decided: model, bank_match:fake, bank_match:real, "
+                "provenance:ai_generated",
                 "example": "model",
             },
             "signals": {
@@ -132,7 +133,10 @@ _SCHEMAS: dict[str, Any] = {
                             },
                         },
                     },
-                    "match": {"type": ["object", "null"]},
+                    "match": {
+                        "oneOf": [{"$ref": "#/components/schemas/BankMatch"}, {"type": "null"}],
+                        "description": "The known-media bank entry matched; null when none",
+                    },
                     "provenance": {
                         "oneOf": [{"$ref": "#/components/schemas/Provenance"}, {"type": "null"}],
                         "description": "The file's C2PA manifest; null when it carries none",
@@ -192,6 +196,33 @@ _SCHEMAS: dict[str, Any] = {
                         "cam": {"type": "array", "items": {"type": "array"}},
                         "regions": {"type": "array", "items": {"type": "object"}},
                     },
+                },
+            },
+        },
+    },
+    "BankMatch": {
+        "type": "object",
+        "description": "The known-media bank entry the item matched (PDQ / per-second vPDQ)",
+        "properties": {
+            "bank": {"type": "string"},
+            "bank_id": {"type": "string"},
+            "verdict": {"type": "string", "enum": ["fake", "real"]},
+            "distance": {"type": "integer", "minimum": 0, "maximum": 256},
+            "signal_type": {"type": "string", "enum": ["pdq", "vpdq"]},
+            "entry_id": {"type": "integer"},
+            "frame_share": {"type": "number", "description": "Videos: share of frames matched"},
+            "origin": {
+                "type": "object",
+                "description": "Where the entry came from: a review (submission, review, "
+                "reviewer) or an import (import_source, external_id, added_by)",
+                "properties": {
+                    "source": {"type": "string", "enum": ["review", "import", "file"]},
+                    "submission": {"type": ["string", "null"]},
+                    "review": {"type": ["string", "null"]},
+                    "reviewer": {"type": ["string", "null"]},
+                    "import_source": {"type": ["string", "null"]},
+                    "external_id": {"type": ["string", "null"]},
+                    "added_by": {"type": ["string", "null"]},
                 },
             },
         },

@@ -303,3 +303,7 @@ def replay(delivery_id: str) -> Any:
     logger.info("callback %s replayed by %s", delivery_id, session["reviewer"])
     flash(f"Callback {delivery_id} queued for another attempt.")
     return redirect(url_for("review.overview"))
+
+
+# The bank pages register their routes on this blueprint.
+from webhook_api import review_banks  # noqa: E402, F401

@@ -19,25 +19,30 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from moderation.bank_models import BankPolicy, BankState, MediaHashRow
+from moderation.banks import DEFAULT_POLICY, Policy
 from moderation.blobs import BlobStore
 from moderation.contract import ModelMetadata
 from moderation.db import session_scope
 from moderation.explanation import explain, oriented_size, video_explain
+from moderation.mediahash import MediaHash, video_hash
 from moderation.models import Status, Submission, Tenant, Verdict, new_id, utcnow
 from moderation.policy import apply_provenance, calibrate, decide, resolve_thresholds
 from moderation.preprocess import ImageLimits, MediaRejected, decode_image, image_to_input
 from moderation.provenance import ProvenanceLimits, read_provenance
 from moderation.settings import Settings
+from moderation.signal_policy import decide_with_signals
 from moderation.submissions import columns_view, submission_view, verdict_view
 from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
 from worker.callbacks import EVENT_FAILED, EVENT_SCORED, add_outbox, insert_outbox
 from worker.metrics import observe_since, stage
 
 if TYPE_CHECKING:
+    from moderation.bank_index import BankMatcher, Match
     from worker.triton_client import InferenceResult, TritonClient
 
 logger = logging.getLogger(__name__)
@@ -47,6 +52,8 @@ MAX_DETAIL_CHARS = 1000
 _SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
 _TENANTS: Table = Tenant.__table__  # type: ignore[assignment]
 _VERDICTS: Table = Verdict.__table__  # type: ignore[assignment]
+_POLICIES: Table = BankPolicy.__table__  # type: ignore[assignment]
+_HASHES: Table = MediaHashRow.__table__  # type: ignore[assignment]
 
 
 class Outcome(str, enum.Enum):
@@ -75,12 +82,15 @@ def model_metadata(repository: Path, name: str, version: str) -> ModelMetadata:
 
 @dataclass(frozen=True)
 class _Claimed:
-    """A claimed submission: its blob, and its tenant's policy at claim time."""
+    """A claimed submission: its blob, and its tenant's thresholds and policies at claim time."""
 
     blob_sha256: str
     tenant_pass_below: float | None
     tenant_flag_at: float | None
     tenant_provenance_policy: str | None = None
+    tenant_id: str = ""
+    policy: Policy = DEFAULT_POLICY
+    bank_generation: int | None = None  # read by the claim: the matcher syncs only if it moved
 
 
 def _tenant_column(name: str) -> Any:
@@ -89,6 +99,16 @@ def _tenant_column(name: str) -> Any:
         .where(_TENANTS.c.id == _SUBMISSIONS.c.tenant_id)
         .scalar_subquery()
         .label(f"tenant_{name}")
+    )
+
+
+def _policy_column(name: str) -> Any:
+    return (
+        select(_POLICIES.c[name])
+        # Qualified by hand: inside RETURNING both sides would render as a bare "tenant_id".
+        .where(literal_column("bank_policies.tenant_id") == literal_column("submissions.tenant_id"))
+        .scalar_subquery()
+        .label(f"policy_{name}")
     )
 
 
@@ -112,6 +132,13 @@ _CLAIM = (
         _tenant_column("pass_below"),
         _tenant_column("flag_at"),
         _tenant_column("provenance_policy"),
+        _SUBMISSIONS.c.tenant_id,
+        _policy_column("on_fake"),
+        _policy_column("on_real"),
+        select(BankState.generation)
+        .where(literal_column("bank_state.id") == 1)
+        .scalar_subquery()
+        .label("bank_generation"),
     )
 )
 _STATE = select(_SUBMISSIONS.c.status).where(_SUBMISSIONS.c.id == bindparam("submission_id"))
@@ -140,8 +167,17 @@ def _claim(
             return None, Status.FETCHING if status in SCORABLE else status
     if row.attempts == 1:
         observe_since("queue", row.queued_at or row.created_at)
+    policy = DEFAULT_POLICY
+    if row.policy_on_fake is not None:
+        policy = Policy(row.policy_on_fake, row.policy_on_real)
     claimed = _Claimed(
-        row.blob_sha256, row.tenant_pass_below, row.tenant_flag_at, row.tenant_provenance_policy
+        row.blob_sha256,
+        row.tenant_pass_below,
+        row.tenant_flag_at,
+        row.tenant_provenance_policy,
+        row.tenant_id,
+        policy,
+        row.bank_generation or 0,
     )
     return claimed, Status.SCORING
 
@@ -232,6 +268,27 @@ def _explanation(
         return None
 
 
+@dataclass(frozen=True)
+class Signals:
+    """What the worker found besides the model: the media's hash and its bank match."""
+
+    media: MediaHash | None = None
+    match: Match | None = None
+
+
+def _hash_row(submission_id: str, media: MediaHash | None) -> dict[str, Any] | None:
+    if media is None or media.pdq is None:
+        return None
+    return {
+        "submission_id": submission_id,
+        "signal_type": media.signal_type,
+        "pdq": media.pdq.hex,
+        "quality": media.pdq.quality,
+        "frames": media.frames_json(),
+        "created_at": utcnow(),
+    }
+
+
 def _record_verdict(
     factory: sessionmaker[Session],
     submission_id: str,
@@ -240,6 +297,7 @@ def _record_verdict(
     claimed: _Claimed,
     frames: list[Frame] | None = None,
     provenance: dict[str, Any] | None = None,
+    signals: Signals = Signals(),
     *,
     size: tuple[int, int] | None = None,
 ) -> ScoreResult:
@@ -257,9 +315,17 @@ def _record_verdict(
         tenant_pass_below=claimed.tenant_pass_below,
         tenant_flag_at=claimed.tenant_flag_at,
     )
-    decision = decide(p_fake, pass_below=thresholds.pass_below, flag_at=thresholds.flag_at)
-    policy = claimed.tenant_provenance_policy or settings.provenance_policy
-    decision, reason = apply_provenance(decision, provenance, policy=policy)
+    model_decision = decide(p_fake, pass_below=thresholds.pass_below, flag_at=thresholds.flag_at)
+    match = signals.match
+    decision, reason = decide_with_signals(
+        model_decision=model_decision,
+        match_verdict=None if match is None else match.verdict,
+        policy=claimed.policy,
+    )
+    provenance_policy = claimed.tenant_provenance_policy or settings.provenance_policy
+    decision, reason = apply_provenance(
+        decision, provenance, policy=provenance_policy, reason=reason
+    )
     now = utcnow()
     verdict = {
         "id": new_id("ver"),
@@ -276,8 +342,13 @@ def _record_verdict(
         "decision_reason": reason,
         "provenance": provenance,
         "explanation": _explanation(result, frames, size, top),
+        "signals": {
+            "model": {"p_fake": p_fake, "decision": model_decision},
+            "match": None if match is None else match.to_json(),
+        },
         "created_at": now,
     }
+    hash_row = _hash_row(submission_id, signals.media)
     try:
         with session_scope(factory) as session:
             row = session.execute(
@@ -287,13 +358,17 @@ def _record_verdict(
                 status = session.execute(_STATE, {"submission_id": submission_id}).scalar()
                 return ScoreResult(Outcome.NOOP, status)
             session.execute(insert(_VERDICTS), verdict)
+            if hash_row is not None:
+                session.execute(insert(_HASHES), hash_row)
             # The verdict just written, and no reviews: a scorable submission was never reviewed.
             view = columns_view(row._mapping, verdict=verdict_view(SimpleNamespace(**verdict)))
             delivery_id = insert_outbox(session, view=view, event_type=EVENT_SCORED)
     except IntegrityError:  # another worker stored the verdict first
         logger.info("score: verdict for %s already stored by another run", submission_id)
         return ScoreResult(Outcome.NOOP)
-    logger.info("submission %s scored p_fake=%.4f -> %s", submission_id, p_fake, decision)
+    logger.info(
+        "submission %s scored p_fake=%.4f -> %s (%s)", submission_id, p_fake, decision, reason
+    )
     return ScoreResult(Outcome.SCORED, decision, delivery_id)
 
 
@@ -304,8 +379,12 @@ def score_submission(
     blobs: BlobStore,
     client: TritonClient,
     settings: Settings,
+    matcher: BankMatcher | None = None,
 ) -> ScoreResult:
-    """Scores one submission (see the module docstring); raises InferenceUnavailable to retry."""
+    """Scores one submission (see the module docstring); raises InferenceUnavailable to retry.
+
+    The media's perceptual hash is stored with the verdict; with a ``matcher`` it is also looked
+    up in the banks the submission's tenant sees."""
     with stage("database"):
         claimed, status = _claim(session_factory, submission_id)
     if claimed is None:
@@ -316,15 +395,20 @@ def score_submission(
     with stage("provenance"):  # from the stored bytes as uploaded, before any decoding
         provenance = read_provenance(data, ProvenanceLimits.from_settings(settings))
     frames, size, video_limits = None, None, VideoLimits.from_settings(settings)
+    media: MediaHash | None = None
     try:
         if is_video(data, video_limits):
             with stage("decode"):
                 frames = load_video(data, video_limits)
             images = _video_batch(frames)
+            with stage("hash"):
+                media = video_hash(data, max_seconds=video_limits.max_seconds)
         else:
             limits = ImageLimits.from_settings(settings)
             with stage("decode"):
                 image, fmt = decode_image(data, limits)
+            with stage("hash"):
+                media = _image_hash(image)
             with stage("resize"):
                 images = image_to_input(image, size=limits.size, what=f"{fmt} image")[np.newaxis]
                 size = oriented_size(data) or image.size
@@ -336,6 +420,13 @@ def score_submission(
                 reason=exc.reason,
                 detail=exc.detail,
             )
+    signals = Signals(media)
+    if matcher is not None and media is not None:
+        with stage("match"):
+            found = matcher.match(
+                media=media, tenant_id=claimed.tenant_id, generation=claimed.bank_generation
+            )
+            signals = Signals(media, found)
     # One call for all of a video's frames: they fill Triton's dynamic batcher together.
     with stage("inference"):
         result = client.infer(images)
@@ -348,5 +439,17 @@ def score_submission(
             claimed,
             frames,
             provenance,
+            signals,
             size=size,
         )
+
+
+def _image_hash(image: Any) -> MediaHash | None:
+    """Returns the picture's PDQ hash, or None when PDQ cannot read it (no match, no failure)."""
+    from moderation.mediahash import PDQ, image_pdq
+
+    try:
+        return MediaHash(PDQ, image_pdq(image))
+    except (OSError, ValueError) as exc:
+        logger.warning("no PDQ hash: %s", exc)
+        return None

@@ -3,6 +3,8 @@
 API and worker run as subprocesses on the real Triton; callbacks go to a real loopback receiver.
 A reviewer logs in, decides an item with the keyboard, sees it leave the queue, the tenant gets
 the signed ``submission.decided`` callback, and a dead callback is replayed from the overview.
+A decision made with the keyboard settles a re-upload of the same photo through the bank; the
+item page links the item that created the entry, and the banks page removes it.
 Screenshots land in ``test-artifacts/dashboard/``.
 """
 
@@ -182,4 +184,49 @@ def test_login_decide_callback_and_replay(
     replayed = _decided(callback_receiver, 4)[-1]
     assert replayed.headers["webhook-id"] == webhook_id
     assert replayed.json()["type"] == "submission.decided"
+    page.close()
+
+
+def test_decision_in_the_browser_decides_the_reupload_by_bank(stack: Stack, browser: Any) -> None:
+    """Decide a photo fake with the keyboard; its re-upload (JPEG q60, 70 %) is flagged by the
+    bank; the item page links the item that created the entry; the banks page removes it."""
+    from tests.banks.conftest import jpeg, photo, reupload
+
+    tenant = stack.tenant()
+    _everything_to_review(stack, tenant.id)
+    image = photo(400)
+    first = stack.submit_file(tenant.api_key, jpeg(image, 92), filename="a.jpg").json()["id"]
+    assert stack.wait_final(tenant.api_key, first)["status"] == "needs_review"
+
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{stack.api_url}/review/login")
+    page.fill("input[name=name]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]:has-text('Log in')")
+    page.goto(f"{stack.api_url}/review/?tenant={tenant.id}")
+    item = page.locator(f"li.item[data-id='{first}']")
+    item.wait_for()
+    page.keyboard.press("f")
+    item.wait_for(state="detached")
+
+    again = stack.submit_file(tenant.api_key, reupload(image, quality=60, scale=0.7))
+    body = stack.wait_final(tenant.api_key, again.json()["id"])
+    assert (body["status"], body["verdict"]["decision_reason"]) == (
+        "auto_flagged",
+        "bank_match:fake",
+    )
+    page.goto(f"{stack.api_url}/review/item/{body['id']}")
+    assert "bank_match:fake" in page.locator("b.reason").inner_text()
+    _shot(page, "05-bank-match")
+    page.click("a.origin")
+    page.wait_for_url(f"{stack.api_url}/review/item/{first}")
+    page.goto(f"{stack.api_url}/review/banks")
+    entry = page.locator(f"tr[data-entry='{body['verdict']['signals']['match']['entry_id']}']")
+    _shot(page, "06-banks")
+    entry.locator("input[name=reason]").fill("wrong call")
+    entry.locator("button:has-text('Remove')").click()
+    page.wait_for_url(f"{stack.api_url}/review/banks")
+    assert "removed" in page.locator(".flash").inner_text()
+    assert entry.count() == 0
     page.close()
