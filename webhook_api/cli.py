@@ -40,7 +40,7 @@ def gunicorn_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "threads": settings.api_threads,
         "timeout": 60,
         "graceful_timeout": 20,
-        "accesslog": "-",
+        "accesslog": "/dev/stderr",  # logs go to standard error; standard output stays clean
         "errorlog": "-",
         "loglevel": settings.log_level.lower(),
         "preload_app": False,

@@ -27,6 +27,7 @@ from webhook_api.openapi import SERVER_STATUSES, document
 
 pytestmark = pytest.mark.integration
 KEY: list[str] = []
+ROOT: list[Path] = []
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +47,15 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "DFMOD_MAX_UPLOAD_BYTES": "1000",
     }
     log = open(root / "api.log", "wb")  # noqa: SIM115 - closed below
+    out = open(root / "stdout.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "moderation.cli", "api"],
         env=env,
         cwd=PROJECT_ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        stdout=out,
+        stderr=log,
     )
+    ROOT.append(root)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -69,6 +72,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+        out.close()
 
 
 def _raw(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -140,3 +144,12 @@ def test_every_operation_documents_the_server_statuses() -> None:
                 assert "application/problem+json" in response["content"], (path, method, status)
     get_one = doc["paths"]["/v1/submissions/{submission_id}"]["get"]
     assert "404" in get_one["responses"]
+
+
+def test_the_server_logs_to_stderr_only(api: str) -> None:
+    assert requests.get(f"{api}/healthz", timeout=10).ok
+    deadline = time.monotonic() + 10
+    while b'"GET /healthz' not in (ROOT[0] / "api.log").read_bytes():
+        assert time.monotonic() < deadline, "no access log line on standard error"
+        time.sleep(0.1)
+    assert (ROOT[0] / "stdout.log").read_bytes() == b""
