@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from moderation.db import migrate
@@ -48,3 +50,35 @@ def test_json_output_is_one_line_per_document_and_logs_go_to_stderr(tmp_path: Pa
 
 def test_a_usage_error_exits_2() -> None:
     assert _dfmod("tenant", "create", env={}).returncode == 2
+
+
+def test_the_worker_prints_nothing_on_stdout(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'dfmod.db'}"
+    migrate(url)
+    env = {
+        **os.environ,
+        "DFMOD_DATABASE_URL": url,
+        "DFMOD_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+        "DFMOD_DATA_DIR": str(tmp_path),
+        "DFMOD_TRITON_GRPC_PORT": "1",
+    }
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moderation.cli", "worker", "--concurrency", "1"],
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while b" ready." not in err.read_bytes():
+                assert proc.poll() is None, err.read_text()
+                assert time.monotonic() < deadline, err.read_text()
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    assert out.read_bytes() == b"", out.read_text()
+    assert b"celery@" in err.read_bytes()  # the banner, on standard error
