@@ -65,13 +65,16 @@ HttpUrl = Annotated[
 TextHttpUrl = Annotated[
     str, StringConstraints(max_length=MAX_URL_LENGTH, pattern="^$|" + URL_PATTERN)
 ]
-ExternalId = Annotated[str, StringConstraints(max_length=MAX_EXTERNAL_ID_LENGTH)]
+# Any text but NUL, which PostgreSQL cannot store in a text column.
+ExternalId = Annotated[
+    str, StringConstraints(max_length=MAX_EXTERNAL_ID_LENGTH, pattern=r"^[^\x00]*$")
+]
 
 # What each field expects, in the words of the 422 errors.
 EXPECTED = {
     "media_url": "an http(s) URL",
     "callback_url": "an http(s) URL",
-    "external_id": f"a string of at most {MAX_EXTERNAL_ID_LENGTH} characters",
+    "external_id": f"a string of at most {MAX_EXTERNAL_ID_LENGTH} characters, without NUL",
     "metadata": "a JSON object",
     "status": f"one of {', '.join(Status.ALL)}",
     "limit": f"an integer from 1 to {MAX_PAGE_SIZE}",

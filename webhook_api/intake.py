@@ -200,12 +200,17 @@ def parse_multipart(request: Request, allowlist: tuple[Network, ...], max_bytes:
     return Intake(
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),
-        filename=(upload.filename or None) and upload.filename[:255],
-        content_type=(upload.mimetype or None) and upload.mimetype[:100],
+        filename=_recorded(upload.filename, 255),
+        content_type=_recorded(upload.mimetype, 100),
         callback_url=fields.callback_url,
         external_id=fields.external_id,
         metadata=fields.metadata or {},
     )
+
+
+def _recorded(value: str | None, length: int) -> str | None:
+    """Returns a client-given name as recorded: without NUL (PostgreSQL refuses it), shortened."""
+    return (value or "").replace("\x00", "")[:length] or None
 
 
 def is_raw_media_type(mimetype: str) -> bool:

@@ -4,6 +4,7 @@ the OpenAPI document's schemas; the document and /docs are generated from them."
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
 from typing import Any
 
@@ -138,3 +139,20 @@ def test_docs_page_renders_the_document_without_external_assets(client: FlaskCli
         assert f'id="schema-{name}"' in html
     assert not re.search(r"<(script|link|img)\b", html)
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+
+
+def test_text_with_nul_characters_is_stored_or_refused_never_a_500(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    url = "http://127.0.0.1:9/a.png"
+    named = client.post(
+        "/v1/submissions", json={"media_url": url, "external_id": "a\u0000b"}, headers=auth
+    )
+    assert named.status_code == 422 and named.get_json()["errors"][0]["field"] == "external_id"
+    meta = {"k\u0000": "v\u0000"}
+    stored = client.post("/v1/submissions", json={"media_url": url, "metadata": meta}, headers=auth)
+    assert stored.status_code == 202, stored.get_data(as_text=True)
+    assert stored.get_json()["metadata"] == meta
+    upload = {"file": (io.BytesIO(b"bytes"), "a\u0000.png", "image/png")}
+    form = client.post("/v1/submissions", data=upload, headers=auth)
+    assert form.status_code == 202, form.get_data(as_text=True)

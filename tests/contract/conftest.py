@@ -1,4 +1,5 @@
-"""The stack the contract tests run against: the real API (gunicorn) and worker on Triton."""
+"""The stacks the contract tests run against: the real API (gunicorn) and worker on Triton, on
+SQLite with the SQLite broker and on PostgreSQL with Redis."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.stack import Stack, embedded_stack, triton_env
+from tests.fixtures.stack import Stack, embedded_stack, pg_redis_stack, triton_env
 
 CONTRACT_ENV = {
     "DFMOD_MAX_UPLOAD_BYTES": str(256 * 1024),
@@ -15,8 +16,20 @@ CONTRACT_ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("contract-stack")
-    with embedded_stack(root, {**triton_env(triton_server), **CONTRACT_ENV}) as started:
+@pytest.fixture(scope="module", params=["embedded", "pg-redis"])
+def stack(
+    request: pytest.FixtureRequest, triton_server: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp(f"contract-{request.param}")
+    env = {**triton_env(triton_server), **CONTRACT_ENV}
+    if request.param == "embedded":
+        started = embedded_stack(root, env)
+    else:
+        started = pg_redis_stack(
+            root,
+            env,
+            postgres_url=request.getfixturevalue("postgres_url"),
+            redis_url=request.getfixturevalue("redis_url"),
+        )
+    with started:
         yield started
