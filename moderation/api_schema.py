@@ -48,11 +48,12 @@ JSON_FIELDS = ("media_url", *OPTIONAL_FIELDS)
 RAW_VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm", "video/x-matroska")
 RAW_TYPES = ("image/*", *RAW_VIDEO_TYPES, "application/octet-stream")
 
-# An http(s) URL with a host, no credentials and a valid port, in printable ASCII (percent-encode
-# the rest): what the SSRF guard parses. Whether
-# its host resolves to a public address is decided at submission time (422 when it does not).
+# An http(s) URL with a host (a name or an [IPv6] literal), no credentials and a valid port, in
+# printable ASCII (percent-encode the rest): what the SSRF guard parses. Whether its host resolves
+# to a public address is decided at submission time (422 when it does not).
 _PORT = r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
-URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~-]+" + _PORT + r"(?:[/?#][!-~]*)?$"
+_HOST = r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])"
+URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://" + _HOST + _PORT + r"(?:[/?#][!-~]*)?$"
 # 1-255 printable ASCII characters; spaces and tabs around them are HTTP's, not the key's.
 IDEMPOTENCY_KEY_PATTERN = r"^[ \t]*[!-~](?:[ -~]{0,253}[!-~])?[ \t]*$"
 # An opaque cursor: the last row's creation time (microseconds since the epoch) and its id.

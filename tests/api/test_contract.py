@@ -156,3 +156,12 @@ def test_text_with_nul_characters_is_stored_or_refused_never_a_500(
     upload = {"file": (io.BytesIO(b"bytes"), "a\u0000.png", "image/png")}
     form = client.post("/v1/submissions", data=upload, headers=auth)
     assert form.status_code == 202, form.get_data(as_text=True)
+
+
+def test_ipv6_literal_urls_pass_the_schema_and_the_guard(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    body = {"media_url": "http://[::1]:9/a.png"}  # the test app allow-lists ::1
+    response = client.post("/v1/submissions", json=body, headers=auth)
+    assert response.status_code == 202, response.get_data(as_text=True)
+    assert re.search(s.URL_PATTERN, body["media_url"])
