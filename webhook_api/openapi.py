@@ -35,7 +35,9 @@ SERVER_STATUSES = {
         f"More than {s.MAX_HEADER_FIELDS} header fields, or one longer than "
         f"{s.MAX_HEADER_FIELD_BYTES} bytes"
     ),
+    417: "An Expect header other than 100-continue (the HTTP server)",
     500: "An internal error; it was logged and nothing internal is in the body",
+    501: "A Transfer-Encoding other than chunked (the HTTP server)",
 }
 STATUS_TEXT = {
     400: "Bad request (malformed JSON, or malformed HTTP)",

@@ -118,6 +118,13 @@ def test_a_malformed_request_is_a_400_problem(api: str) -> None:
     _problem(status, headers, body, 400)
 
 
+def test_unsupported_transfer_coding_and_expectation_are_problems(api: str) -> None:
+    request = b"POST /v1/submissions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: br\r\n\r\n"
+    _problem(*_raw(api, request), 501)
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n"
+    _problem(*_raw(api, request), 417)
+
+
 def test_framework_errors_through_gunicorn_are_problems(api: str) -> None:
     missing = requests.get(f"{api}/nowhere", timeout=10)
     assert missing.status_code == 404
