@@ -215,9 +215,9 @@ def smoke_check(api_url: str, api_key: str, image: bytes) -> None:
 
     with Client(api_url, api_key) as dfmod:
         submitted = dfmod.submit_bytes(image)  # the worker reads the bytes, not the type
-        done = dfmod.wait(submitted["id"], timeout_s=REQUEST_DEADLINE_S)
-    if done["verdict"] is None:
-        raise RuntimeError(f"the stack did not score the smoke-check image: {done['failure']}")
+        done = dfmod.wait(submitted.id, timeout_s=REQUEST_DEADLINE_S)
+    if done.verdict is None:
+        raise RuntimeError(f"the stack did not score the smoke-check image: {done.failure}")
 
 
 def scraped_totals(

@@ -5,12 +5,12 @@
     with Client("http://127.0.0.1:8080", api_key) as dfmod:
         submitted = dfmod.submit_file("photo.jpg", idempotency_key="post-123",
                                       callback_url="https://platform.example/hooks/dfmod")
-        done = dfmod.wait(submitted["id"], timeout_s=60)
-        print(done["status"], done["verdict"]["p_fake"])
+        done = dfmod.wait(submitted.id, timeout_s=60)
+        print(done.status, done.verdict.p_fake if done.verdict else done.failure)
 
-Submissions come back as the API's JSON (``dict``; the fields are those of
-:class:`moderation.api_schema.SubmissionOut`). Errors raise :class:`ApiError` carrying the RFC 9457
-problem. :func:`verify_webhook` checks a callback's Standard Webhooks signature.
+Submissions come back as :class:`moderation.api_schema.SubmissionOut`, the same model the server
+builds them with (fields a newer server adds are ignored). Errors raise :class:`ApiError` carrying
+the RFC 9457 problem. :func:`verify_webhook` checks a callback's Standard Webhooks signature.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from moderation.api_schema import SubmissionList, SubmissionOut
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class Client:
         """Closes the connection pool."""
         self.http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(
             method, f"{self.base_url}{path}", timeout=self.timeout_s, **kwargs
         )
@@ -83,8 +85,10 @@ class Client:
             except ValueError:
                 problem = {"detail": response.text[:500]}
             raise ApiError(response.status_code, problem if isinstance(problem, dict) else {})
-        body: dict[str, Any] = response.json()
-        return body
+        return response.json()
+
+    def _submission(self, method: str, path: str, **kwargs: Any) -> SubmissionOut:
+        return SubmissionOut.model_validate(self._request(method, path, **kwargs))
 
     @staticmethod
     def _fields(
@@ -106,13 +110,13 @@ class Client:
         callback_url: str | None = None,
         external_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> SubmissionOut:
         """Submits media bytes as the raw body (fields as query parameters); returns the 202
         body."""
         params = self._fields(callback_url, external_id, metadata)
         if "metadata" in params:
             params["metadata"] = json.dumps(params["metadata"])
-        return self._request(
+        return self._submission(
             "POST",
             "/v1/submissions",
             data=data,
@@ -128,13 +132,13 @@ class Client:
         callback_url: str | None = None,
         external_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> SubmissionOut:
         """Submits a file as a multipart upload; returns the 202 body."""
         fields = self._fields(callback_url, external_id, metadata)
         if "metadata" in fields:
             fields["metadata"] = json.dumps(fields["metadata"])
         with open(path, "rb") as handle:
-            return self._request(
+            return self._submission(
                 "POST",
                 "/v1/submissions",
                 files={"file": (Path(path).name, handle, "application/octet-stream")},
@@ -150,16 +154,16 @@ class Client:
         callback_url: str | None = None,
         external_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> SubmissionOut:
         """Submits a media URL for the worker to fetch; returns the 202 body."""
         body = {"media_url": media_url, **self._fields(callback_url, external_id, metadata)}
-        return self._request(
+        return self._submission(
             "POST", "/v1/submissions", json=body, headers=self._key(idempotency_key)
         )
 
-    def get(self, submission_id: str) -> dict[str, Any]:
+    def get(self, submission_id: str) -> SubmissionOut:
         """Returns one submission."""
-        return self._request("GET", f"/v1/submissions/{submission_id}")
+        return self._submission("GET", f"/v1/submissions/{submission_id}")
 
     def wait(
         self,
@@ -168,43 +172,43 @@ class Client:
         timeout_s: float = 120.0,
         first_delay_s: float = 0.1,
         max_delay_s: float = 5.0,
-    ) -> dict[str, Any]:
+    ) -> SubmissionOut:
         """Returns the submission once it is final (scored, decided or failed), polling with
         exponential back-off; raises TimeoutError after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         delay = first_delay_s
         while True:
             submission = self.get(submission_id)
-            if submission["status"] in FINAL_STATUSES:
+            if submission.status in FINAL_STATUSES:
                 return submission
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(
-                    f"{submission_id} is still {submission['status']} after {timeout_s}s"
+                    f"{submission_id} is still {submission.status} after {timeout_s}s"
                 )
             time.sleep(min(delay, left))
             delay = min(delay * 2, max_delay_s)
 
     def list_page(
         self, *, status: str | None = None, limit: int = 50, cursor: str | None = None
-    ) -> dict[str, Any]:
+    ) -> SubmissionList:
         """Returns one page: ``items``, ``next_cursor`` (None on the last page), ``next``."""
         params: dict[str, Any] = {"limit": limit}
         if status is not None:
             params["status"] = status
         if cursor is not None:
             params["cursor"] = cursor
-        return self._request("GET", "/v1/submissions", params=params)
+        return SubmissionList.model_validate(self._request("GET", "/v1/submissions", params=params))
 
     def iter_submissions(
         self, *, status: str | None = None, page_size: int = 50
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[SubmissionOut]:
         """Yields every submission, newest first, following the cursors."""
         cursor = None
         while True:
             page = self.list_page(status=status, limit=page_size, cursor=cursor)
-            yield from page["items"]
-            cursor = page["next_cursor"]
+            yield from page.items
+            cursor = page.next_cursor
             if cursor is None:
                 return
 

@@ -53,22 +53,22 @@ def test_submit_wait_list_and_verify_callbacks(
             external_id="post-1",
             metadata={"user": 7},
         )
-        assert again["id"] == first["id"]
+        assert again.id == first.id
         from_file = dfmod.submit_file(photo, idempotency_key="client-2", callback_url=hook)
         from_url = dfmod.submit_url(
             callback_receiver.url("/media.png"), idempotency_key="client-3", callback_url=hook
         )
-        ids = [first["id"], from_file["id"], from_url["id"]]
+        ids = [first.id, from_file.id, from_url.id]
         done = [dfmod.wait(i, timeout_s=90) for i in ids]
-        assert all(d["status"] in FINAL and d["status"] != "failed" for d in done), done
-        assert done[0]["metadata"] == {"user": 7} and done[0]["external_id"] == "post-1"
-        assert 0.0 <= done[0]["verdict"]["p_fake"] <= 1.0
+        assert all(d.status in FINAL and d.status != "failed" for d in done), done
+        assert done[0].metadata == {"user": 7} and done[0].external_id == "post-1"
+        assert done[0].verdict is not None and 0.0 <= done[0].verdict.p_fake <= 1.0
 
         pages = [dfmod.list_page(limit=1)]
-        while pages[-1]["next_cursor"]:
-            pages.append(dfmod.list_page(limit=1, cursor=pages[-1]["next_cursor"]))
-        assert [p["items"][0]["id"] for p in pages] == ids[::-1]  # newest first
-        assert [s["id"] for s in dfmod.iter_submissions(page_size=2)] == ids[::-1]
+        while pages[-1].next_cursor:
+            pages.append(dfmod.list_page(limit=1, cursor=pages[-1].next_cursor))
+        assert [p.items[0].id for p in pages] == ids[::-1]  # newest first
+        assert [s.id for s in dfmod.iter_submissions(page_size=2)] == ids[::-1]
 
         with pytest.raises(ApiError) as refused:
             dfmod.submit_url("ftp://example.com/a.png")
