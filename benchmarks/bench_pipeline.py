@@ -208,6 +208,18 @@ def submitter(
     return send, uploads
 
 
+def smoke_check(api_url: str, api_key: str, image: bytes) -> None:
+    """Submits one image with the package's client and waits for its verdict, so a stack that
+    does not score fails before the load instead of measuring errors."""
+    from moderation.client import Client
+
+    with Client(api_url, api_key) as dfmod:
+        submitted = dfmod.submit_bytes(image)  # the worker reads the bytes, not the type
+        done = dfmod.wait(submitted.id, timeout_s=REQUEST_DEADLINE_S)
+    if done.verdict is None:
+        raise RuntimeError(f"the stack did not score the smoke-check image: {done.failure}")
+
+
 def scraped_totals(
     text: str, name: str, label: str, where: dict[str, str] | None = None
 ) -> dict[str, dict[str, float]]:
@@ -325,7 +337,9 @@ def run_stack(
         started_stack(args, root, server) as stack,
     ):
         watcher = cleanup.enter_context(CallbackWatcher())
-        send, uploads = submitter(watcher, stack.tenant().api_key, images)
+        api_key = stack.tenant().api_key
+        smoke_check(stack.api_url, api_key, images[0])
+        send, uploads = submitter(watcher, api_key, images)
         closed_loop("warm-up", stack.api_url, send, uploads, concurrency=2, total=4)
         roots = {name: proc.pid for name, proc in stack.procs.items()}
         roots["triton"] = server._process.pid if server._process else 0

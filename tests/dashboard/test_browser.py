@@ -230,3 +230,28 @@ def test_decision_in_the_browser_decides_the_reupload_by_bank(stack: Stack, brow
     assert "removed" in page.locator(".flash").inner_text()
     assert entry.count() == 0
     page.close()
+
+
+def test_api_docs_page_renders_the_openapi_document(stack: Stack, browser: Any) -> None:
+    doc = stack.http.get(f"{stack.api_url}/openapi.json", timeout=10).json()
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    page.set_default_timeout(WAIT_MS)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(f"{stack.api_url}/docs")
+    assert page.locator("h1").inner_text() == doc["info"]["title"]
+    operations = page.locator("section.operation")
+    assert operations.count() == sum(len(item) for item in doc["paths"].values())
+    create = page.locator("section#createSubmission")
+    assert "/v1/submissions" in create.locator("h3").inner_text()
+    statuses = create.locator("tr[data-status]").evaluate_all(
+        "rows => rows.map(r => r.dataset.status)"
+    )
+    assert set(statuses) == set(doc["paths"]["/v1/submissions"]["post"]["responses"])
+    assert {"414", "431", "413", "405"} <= set(statuses)
+    create.locator("a[href='#schema-SubmissionOut']").first.click()
+    assert page.locator("section#schema-SubmissionOut").is_visible()
+    assert page.url.endswith("#schema-SubmissionOut")
+    _shot(page, "05-api-docs")
+    assert requested and all(url.startswith(stack.api_url) for url in requested), requested
+    page.close()
