@@ -62,20 +62,38 @@ def test_submission_json_keeps_todays_fields_and_matches_its_schema() -> None:
     assert body["created_at"] == "2026-11-30T12:00:00+00:00"  # today's timestamp format
     assert body["verdict"]["model"] == {"name": "deepfake_detector", "version": "1"}
     assert body["verdict"]["label"] == "fake" and body["verdict"]["video"] is None
-    for name in ("decision_reason", "signals", "explanation", "models"):
+    assert body["verdict"]["decision_reason"] == "model"  # rows stored before reasons were
+    assert body["verdict"]["signals"] == {
+        "model": {
+            "name": "deepfake_detector",
+            "version": "1",
+            "p_fake": 0.9,
+            "label": "fake",
+            "decision": "auto_flagged",
+        },
+        "match": None,
+        "provenance": None,
+    }
+    for name in ("explanation", "models"):
         assert body["verdict"][name] is None
     _schema_validator("SubmissionOut").validate(body)
     _schema_validator("SubmissionOut").validate(_view().to_json())
 
 
 def test_the_verdict_carries_the_signals_fields_with_open_sub_objects() -> None:
+    match = {
+        "bank": "acme",
+        "bank_id": "bank_1",
+        "verdict": "fake",
+        "distance": 3,
+        "signal_type": "pdq",
+        "entry_id": 7,
+        "origin": {"source": "review", "submission": "sub_0", "reviewer": "alice"},
+        "later": True,
+    }
     verdict = _verdict(
         decision_reason="bank_match:fake",
-        signals={
-            "model": {"p_fake": 0.9},
-            "match": {"bank": "acme", "distance": 3, "later": True},
-            "provenance": None,
-        },
+        signals={"model": {"p_fake": 0.9, "decision": "auto_flagged"}, "match": match},
         explanation={"cam": [[0.1] * 7] * 7, "regions": [{"box": [0, 0, 4, 4], "share": 0.4}]},
         models=[{"name": "deepfake_detector", "version": "1", "p_fake": 0.9, "latency_ms": 4.0}],
     )
