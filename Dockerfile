@@ -14,7 +14,10 @@ COPY moderation ./moderation
 COPY webhook_api ./webhook_api
 COPY worker ./worker
 COPY training ./training
-RUN pip install . \
+# pdqhash is a source package: g++ builds it, then goes.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ \
+    && pip install . \
+    && apt-get purge -y g++ && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 dfmod \
     && mkdir -p /data /models \
     && chown dfmod /data

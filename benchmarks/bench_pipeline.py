@@ -214,6 +214,18 @@ def submitter(
     return send, uploads
 
 
+def smoke_check(api_url: str, api_key: str, image: bytes) -> None:
+    """Submits one image with the package's client and waits for its verdict, so a stack that
+    does not score fails before the load instead of measuring errors."""
+    from moderation.client import Client
+
+    with Client(api_url, api_key) as dfmod:
+        submitted = dfmod.submit_bytes(image)  # the worker reads the bytes, not the type
+        done = dfmod.wait(submitted.id, timeout_s=REQUEST_DEADLINE_S)
+    if done.verdict is None:
+        raise RuntimeError(f"the stack did not score the smoke-check image: {done.failure}")
+
+
 def scraped_totals(
     text: str, name: str, label: str, where: dict[str, str] | None = None
 ) -> dict[str, dict[str, float]]:
@@ -270,6 +282,19 @@ def triton_times(server: TritonServer) -> dict[str, float]:
     return totals
 
 
+def _fill_bank(database: str, entries: int) -> None:
+    """Migrates the database and adds a shared fake bank of random PDQ hashes (none of the
+    benchmark's images match: the lookup runs, the model decides)."""
+    from bench_banks import fill_bank
+
+    from moderation.db import migrate
+
+    migrate(database)
+    codes = np.random.default_rng(7).integers(0, 256, size=(entries, 32), dtype=np.uint8)
+    fill_bank(database, codes)
+    print(f"bank of {entries:,} random PDQ hashes added", flush=True)
+
+
 @contextlib.contextmanager
 def started_stack(args: argparse.Namespace, root: Path, server: TritonServer) -> Iterator[Stack]:
     worker_args: tuple[str, ...] = ("--concurrency", str(args.worker_concurrency))
@@ -293,6 +318,8 @@ def started_stack(args: argparse.Namespace, root: Path, server: TritonServer) ->
             database = f"sqlite:///{root / 'data' / 'dfmod.db'}"
             broker = f"sqla+sqlite:///{root / 'data' / 'broker.db'}"
         (root / "data").mkdir(parents=True, exist_ok=True)
+        if args.bank_entries:
+            _fill_bank(database, args.bank_entries)
         stack = Stack(
             name=args.backend,
             root=root,
@@ -316,7 +343,9 @@ def run_stack(
         started_stack(args, root, server) as stack,
     ):
         watcher = cleanup.enter_context(CallbackWatcher())
-        send, uploads = submitter(watcher, stack.tenant().api_key, images)
+        api_key = stack.tenant().api_key
+        smoke_check(stack.api_url, api_key, images[0])
+        send, uploads = submitter(watcher, api_key, images)
         closed_loop("warm-up", stack.api_url, send, uploads, concurrency=2, total=4)
         roots = {name: proc.pid for name, proc in stack.procs.items()}
         roots["triton"] = server._process.pid if server._process else 0
@@ -548,6 +577,8 @@ STAGE_ORDER = (
     "provenance",
     "decode",
     "resize",
+    "hash",
+    "match",
     "inference",
     "callback_queue",
     "callback",
@@ -614,6 +645,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--worker-concurrency", type=int, default=4, help="worker threads/procs")
     parser.add_argument("--pool", choices=("threads", "prefork", "solo"), default=None)
     parser.add_argument("--skip-naive", action="store_true", help="leave out the naive server")
+    parser.add_argument(
+        "--bank-entries", type=int, default=0, help="a shared bank of N random PDQ hashes"
+    )
     parser.add_argument(
         "--compare-models", action="store_true", help="one model against two (only this table)"
     )

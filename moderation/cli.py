@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Fit the calibrated ensemble of models.",
     ),
     "reviewer": ("moderation.reviewers:reviewer_group", "Manage dashboard reviewer accounts."),
+    "bank": ("moderation.bank_cli:bank_group", "Manage known-media banks of PDQ hashes."),
 }
 
 
@@ -69,7 +70,21 @@ class LazyGroup(click.Group):
             formatter.write_dl(sorted(rows))
 
 
-@click.group(cls=LazyGroup)
+EXIT_CODES = """\b
+Output: results go to standard output, every --json output one JSON document per line ending
+with a newline; logs and hints go to standard error.
+
+\b
+Exit codes:
+  0  success
+  1  error: the message on standard error says what was wrong and what was expected
+     (also: a server that `dfmod up` or `dfmod triton` runs stopped with an error)
+  2  usage error (an unknown option, a bad argument); `dfmod scan`: a file was rejected
+  3  `dfmod retrain`: the gate refused the challenger (nothing was written or deployed)
+"""
+
+
+@click.group(cls=LazyGroup, epilog=EXIT_CODES)
 @click.option("--log-level", default=None, help="Logging level (default: DFMOD_LOG_LEVEL or INFO).")
 def main(log_level: str | None) -> None:
     """dfmod: deepfake moderation backend."""

@@ -2,8 +2,10 @@
 
 Input ``image`` is UINT8 [batch, 224, 224, 3] RGB; ImageNet normalisation happens inside the
 exported graph so clients send 150 KB per image and training and serving cannot disagree on it.
-Output ``logit`` is FP32 [batch, 1]. Calibration and decision thresholds travel with each model
-version in ``metadata.json`` beside the model file.
+Output ``logit`` is FP32 [batch, 1]; output ``cam`` is FP32 [batch, 7, 7], the Grad-CAM map of the
+fake logit over the last feature map in [0, 1] (versions exported before it have ``logit`` only
+and keep working: clients ask for ``cam`` only when the served model lists it). Calibration and
+decision thresholds travel with each model version in ``metadata.json`` beside the model file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from typing import Any
 MODEL_NAME = "deepfake_detector"
 INPUT_NAME = "image"
 OUTPUT_NAME = "logit"
+CAM_NAME = "cam"
+CAM_SIZE = 7  # the last feature map's height and width for a 224 x 224 input
+CAM_SHAPE = (CAM_SIZE, CAM_SIZE)  # per item, batch axis first in tensors
 INPUT_SIZE = 224
 INPUT_CHANNELS = 3
 INPUT_SHAPE = (INPUT_SIZE, INPUT_SIZE, INPUT_CHANNELS)  # per item, batch axis first in tensors

@@ -53,6 +53,26 @@ class QueueItem:
     video: dict[str, Any] | None = None  # videos: the verdict's per-frame scores (strip)
     decision_reason: str = "model"
     provenance: dict[str, Any] | None = None  # the C2PA summary (moderation.provenance)
+    explanation: dict[str, Any] | None = None  # the stored Grad-CAM map and regions
+
+    @property
+    def heatmap_missing(self) -> str | None:
+        """Returns why no Grad-CAM overlay can be drawn from a stored map (None: it can)."""
+        if self.explanation and self.explanation.get("cam"):
+            return None
+        return (
+            f"No Grad-CAM map stored with this verdict (model version {self.model_version}; "
+            "versions exported before the cam output give none)."
+        )
+
+    def frame_heatmap_missing(self, index: int) -> str | None:
+        """Returns why a video frame has no stored map (None: it has one)."""
+        frames = (self.explanation or {}).get("frames") or []
+        if 0 <= index < len(frames) and frames[index].get("cam"):
+            return None
+        return f"No Grad-CAM map stored for this frame (model version {self.model_version})."
+
+    match: dict[str, Any] | None = None  # the bank match (verdict.signals.match), if any
 
 
 def queue_items(
@@ -93,6 +113,8 @@ def queue_items(
             ver.frames,
             ver.decision_reason or "model",
             ver.provenance,
+            ver.explanation,
+            (ver.signals or {}).get("match"),
         )
         for sub, ver, name in rows
     ]

@@ -1,6 +1,8 @@
-"""Grad-CAM heatmaps for the review dashboard: where the detector looked, per item, on demand.
+"""On-demand Grad-CAM for verdicts stored without a map (model versions exported before ``cam``).
 
-The overlay is computed from the model version's ``checkpoint.pt`` (beside its ONNX file in the
+Verdicts of versions with the ``cam`` output carry their map, and the dashboard draws those with
+``moderation.explanation`` alone; this module is the fallback where torch is installed. The overlay
+is computed from the model version's ``checkpoint.pt`` (beside its ONNX file in the
 model repository) on the exact preprocessed pixels the scorer saw, then cached as a PNG under the
 data folder, so each item costs one forward and backward pass once. torch and the training code
 are imported lazily: the API runs without them until a reviewer asks for a heatmap.
@@ -18,11 +20,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from moderation.explanation import OVERLAY_ALPHA, colorize
 from moderation.preprocess import DEFAULT_LIMITS, ImageLimits, load_image
 
 logger = logging.getLogger(__name__)
 
-OVERLAY_ALPHA = 0.45
 _model_lock = threading.Lock()
 
 
@@ -59,14 +61,6 @@ def cam(model: Any, image: np.ndarray) -> np.ndarray:
     heat = F.interpolate(heat, size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
     peak = float(heat.max())
     return (heat / peak).numpy() if peak > 0 else np.zeros(image.shape[:2], dtype=np.float32)
-
-
-def colorize(heat: np.ndarray) -> np.ndarray:
-    """Returns uint8 RGB of a blue-to-red ramp for values in [0, 1]."""
-    red = np.clip(1.5 - np.abs(4 * heat - 3), 0, 1)
-    green = np.clip(1.5 - np.abs(4 * heat - 2), 0, 1)
-    blue = np.clip(1.5 - np.abs(4 * heat - 1), 0, 1)
-    return (np.stack([red, green, blue], axis=-1) * 255).astype(np.uint8)
 
 
 def overlay_png(*, data: bytes, checkpoint: Path, limits: ImageLimits = DEFAULT_LIMITS) -> bytes:

@@ -225,10 +225,15 @@ class Verdict(Base):
     flag_at: Mapped[float] = mapped_column(Float)
     # Videos only: sampled frames' scores and the aggregation (moderation.video); None for images.
     frames: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
-    # What decided ``decision`` ("model", "provenance:ai_generated" …); None on older rows: model.
+    # What decided ``decision`` ("model", "bank_match:fake", "provenance:ai_generated" …);
+    # None on verdicts older than the field: the model.
     decision_reason: Mapped[str | None] = mapped_column(String(60), default=None)
     # The C2PA manifest's summary (moderation.provenance); None when the file carries none.
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Grad-CAM map and top regions (moderation.explanation); None when the model gave no map.
+    explanation: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # The model's own decision and the bank match: {"model": {...}, "match": {...} | None}.
+    signals: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     # Each enabled model's result [{name, version, p_fake, latency_ms[, error]}] and how p_fake
     # combined them (moderation.ensemble); None on rows stored before several models were.
     models: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
@@ -324,3 +329,7 @@ class Reviewer(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# Known-media banks live in their own module; imported here so Base.metadata holds every table.
+from moderation import bank_models  # noqa: E402, F401

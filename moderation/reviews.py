@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from moderation.models import Review, Status, Submission, utcnow
@@ -68,6 +68,7 @@ def decide(
 
     Everything happens in the caller's transaction; enqueue the delivery task after commit. The
     status moves with a conditional update, so two reviewers deciding at once cannot both win.
+    The item's hash goes into the tenant's bank for the label (unless its policy says not to).
     """
     from worker.callbacks import add_outbox
 
@@ -82,8 +83,45 @@ def decide(
     review = add_review(
         session, submission_id=submission_id, reviewer=reviewer, label=label, note=note or None
     )
+    _file_in_bank(session, review)
     submission = session.get(Submission, submission_id)
     assert submission is not None  # the update above found it
     session.refresh(submission)
     delivery = add_outbox(session, submission=submission, event_type=EVENT_DECIDED)
     return Decision(submission_id, review.id, delivery.id if delivery else None)
+
+
+def _file_in_bank(session: Session, review: Review) -> None:
+    from moderation.banks import record_decision
+
+    record_decision(
+        session=session,
+        submission_id=review.submission_id,
+        label=review.label,
+        reviewer=review.reviewer,
+        review_id=review.id,
+    )
+
+
+def reverse(
+    session: Session, *, submission_id: str, reviewer: str, label: str, note: str | None = None
+) -> Decision:
+    """Reverses a decided submission's label: a new Review, and its bank entry moves to the
+    tenant's bank for the new label. No second ``submission.decided`` callback is sent."""
+    sub = session.get(Submission, submission_id)
+    if sub is None or sub.status != Status.DECIDED:
+        raise ReviewError(f"submission {submission_id!r} is not decided; expected a decided item")
+    latest = session.scalar(
+        select(Review.label)
+        .where(Review.submission_id == submission_id)
+        .order_by(Review.created_at.desc(), Review.id.desc())
+        .limit(1)
+    )
+    if latest == label.strip().lower():
+        raise ReviewError(f"submission {submission_id!r} is already decided {latest}")
+    review = add_review(
+        session, submission_id=submission_id, reviewer=reviewer, label=label, note=note or None
+    )
+    _file_in_bank(session, review)
+    logger.info("decision on %s reversed to %s by %s", submission_id, review.label, reviewer)
+    return Decision(submission_id, review.id, None)

@@ -111,6 +111,15 @@ class Settings:
         16,
         "Largest C2PA manifest store read (MB, as stored or decompressed); larger: invalid",
     )
+    bank_match_distance: int = _setting(
+        31, "Largest PDQ Hamming distance (0-255) that counts as a bank match (PDQ's own: 31)"
+    )
+    bank_video_match_share: float = _setting(
+        0.8, "Share of a video's per-second hashes (and of the bank video's) that must match"
+    )
+    bank_min_quality: int = _setting(
+        50, "Lowest PDQ quality (0-100) of a hash that is looked up in the banks"
+    )
     fetch_timeout_s: float = _setting(10.0, "Total time limit for fetching a media_url")
     callback_timeout_s: float = _setting(10.0, "Time a callback receiver has to answer 2xx")
     callback_dispatch_threads: int = _setting(

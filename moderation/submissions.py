@@ -20,6 +20,24 @@ from typing import Any
 from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from moderation.api_schema import (
+    MAX_PAGE_SIZE,
+    BankMatch,
+    EnsembleOut,
+    Explanation,
+    FailureOut,
+    MediaOut,
+    ModelRef,
+    ModelScore,
+    ModelSignal,
+    Provenance,
+    ReviewOut,
+    Signals,
+    SubmissionOut,
+    Thresholds,
+    VerdictOut,
+    VideoScores,
+)
 from moderation.models import (
     IdempotencyRecord,
     Review,
@@ -33,7 +51,6 @@ from moderation.policy import REASON_MODEL, REASON_PROVENANCE_AI, decide
 
 logger = logging.getLogger(__name__)
 
-MAX_PAGE_SIZE = 100
 _SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
 
 
@@ -56,8 +73,10 @@ class VerdictView:
     frames: dict[str, Any] | None = None  # videos only (see moderation.video)
     decision_reason: str | None = None  # None: "model" (verdicts stored before reasons were)
     provenance: dict[str, Any] | None = None  # the C2PA summary (moderation.provenance)
-    models: list[dict[str, Any]] | None = None  # each model's result (moderation.ensemble)
-    ensemble: dict[str, Any] | None = None  # how p_fake combined them
+    explanation: dict[str, Any] | None = None  # Grad-CAM (see moderation.explanation)
+    signals: dict[str, Any] | None = None  # the model's own decision and the bank match
+    models: list[dict[str, Any]] | None = None  # each detector's own score, where stored
+    ensemble: dict[str, Any] | None = None  # how p_fake combined them (moderation.ensemble)
 
 
 @dataclass(frozen=True)
@@ -91,62 +110,65 @@ class SubmissionView:
     review: ReviewView | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """Returns the API representation (ISO 8601 UTC timestamps)."""
-        verdict = None
-        if self.verdict is not None:
-            v = self.verdict
-            model_label = "fake" if v.p_fake >= 0.5 else "real"
-            reason = v.decision_reason or REASON_MODEL
-            verdict = {
-                "p_fake": v.p_fake,
-                "label": "ai_generated" if reason == REASON_PROVENANCE_AI else model_label,
-                "decision": v.decision,
-                "decision_reason": reason,
-                "model": {"name": v.model_name, "version": v.model_version},
-                "thresholds": {"pass_below": v.pass_below, "flag_at": v.flag_at},
-                "signals": {
-                    "model": _model_signal(v, model_label),
-                    "match": None,
-                    "provenance": v.provenance,
-                },
-                "created_at": _iso(v.created_at),
-                "video": v.frames,
-                "models": v.models
-                if v.models is not None
-                else [
-                    {
-                        "name": v.model_name,
-                        "version": v.model_version,
-                        "p_fake": v.p_fake,
-                        "latency_ms": None,
-                    }
-                ],
-                "ensemble": v.ensemble,
-            }
-        failure = None
-        if self.failure_reason is not None:
-            failure = {"reason": self.failure_reason, "detail": self.failure_detail}
-        return {
-            "id": self.id,
-            "status": self.status,
-            "media": {
-                "kind": self.media_kind,
-                "url": self.media_url,
-                "sha256": self.blob_sha256,
-                "size_bytes": self.size_bytes,
-            },
-            "callback_url": self.callback_url,
-            "external_id": self.external_id,
-            "metadata": self.metadata,
-            "verdict": verdict,
-            "review": None
-            if self.review is None
-            else {"label": self.review.label, "created_at": _iso(self.review.created_at)},
-            "failure": failure,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
-            "completed_at": _iso(self.completed_at),
-        }
+        """Returns the API representation (:class:`~moderation.api_schema.SubmissionOut`)."""
+        return submission_out(self).model_dump(mode="json")
+
+
+def submission_out(view: SubmissionView) -> SubmissionOut:
+    """Returns the response model of a submission (validated on the way)."""
+    verdict = None
+    if view.verdict is not None:
+        v = view.verdict
+        model_label = "fake" if v.p_fake >= 0.5 else "real"
+        reason = v.decision_reason or REASON_MODEL
+        match = (v.signals or {}).get("match")
+        verdict = VerdictOut(
+            p_fake=v.p_fake,
+            label="ai_generated" if reason == REASON_PROVENANCE_AI else model_label,  # type: ignore[arg-type]
+            decision=v.decision,  # type: ignore[arg-type]
+            model=ModelRef(name=v.model_name, version=v.model_version),
+            thresholds=Thresholds(pass_below=v.pass_below, flag_at=v.flag_at),
+            created_at=v.created_at,
+            video=None if v.frames is None else VideoScores.model_validate(v.frames),
+            decision_reason=reason,
+            signals=Signals(
+                model=_model_signal(v, model_label),
+                match=None if match is None else BankMatch.model_validate(match),
+                provenance=None
+                if v.provenance is None
+                else Provenance.model_validate(v.provenance),
+            ),
+            explanation=None
+            if v.explanation is None
+            else Explanation.model_validate(v.explanation),
+            models=None if v.models is None else [ModelScore.model_validate(m) for m in v.models],
+            ensemble=None if v.ensemble is None else EnsembleOut.model_validate(v.ensemble),
+        )
+    failure = None
+    if view.failure_reason is not None:
+        failure = FailureOut(reason=view.failure_reason, detail=view.failure_detail)
+    review = None
+    if view.review is not None:
+        review = ReviewOut(label=view.review.label, created_at=view.review.created_at)  # type: ignore[arg-type]
+    return SubmissionOut(
+        id=view.id,
+        status=view.status,
+        media=MediaOut(
+            kind=view.media_kind,  # type: ignore[arg-type]
+            url=view.media_url,
+            sha256=view.blob_sha256,
+            size_bytes=view.size_bytes,
+        ),
+        callback_url=view.callback_url,
+        external_id=view.external_id,
+        metadata=view.metadata,
+        verdict=verdict,
+        review=review,
+        failure=failure,
+        created_at=view.created_at,
+        updated_at=view.updated_at,
+        completed_at=view.completed_at,
+    )
 
 
 @dataclass(frozen=True)
@@ -167,20 +189,16 @@ class StoredResponse:
     submission_id: str | None
 
 
-def _model_signal(v: VerdictView, label: str) -> dict[str, Any]:
+def _model_signal(v: VerdictView, label: str) -> ModelSignal:
     """Returns what the model alone said: its score, label and the decision of its thresholds."""
     own = decide(v.p_fake, pass_below=v.pass_below, flag_at=v.flag_at)
-    return {
-        "name": v.model_name,
-        "version": v.model_version,
-        "p_fake": v.p_fake,
-        "label": label,
-        "decision": own,
-    }
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.astimezone(dt.timezone.utc).isoformat()
+    return ModelSignal(
+        name=v.model_name,
+        version=v.model_version,
+        p_fake=v.p_fake,
+        label=label,  # type: ignore[arg-type]
+        decision=own,  # type: ignore[arg-type]
+    )
 
 
 def _view(row: Submission) -> SubmissionView:
@@ -235,6 +253,8 @@ def verdict_view(verdict: Any) -> VerdictView:
         v.frames,
         getattr(v, "decision_reason", None),
         getattr(v, "provenance", None),
+        getattr(v, "explanation", None),
+        getattr(v, "signals", None),
         getattr(v, "models", None),
         getattr(v, "ensemble", None),
     )
@@ -324,14 +344,28 @@ def get_submission(
     return None if row is None else _view(row)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_LAST_MICROSECONDS = (dt.datetime.max.replace(tzinfo=dt.timezone.utc) - _EPOCH) // dt.timedelta(
+    microseconds=1
+)
+
+
 def encode_cursor(created_at: dt.datetime, submission_id: str) -> str:
-    """Returns an opaque cursor pointing just after ``(created_at, id)``."""
-    raw = json.dumps([created_at.astimezone(dt.timezone.utc).isoformat(), submission_id])
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    """Returns an opaque cursor pointing just after ``(created_at, id)``: the time in
+    microseconds since the epoch, a dot, the id (``CURSOR_PATTERN`` in moderation.api_schema)."""
+    micros = (created_at.astimezone(dt.timezone.utc) - _EPOCH) // dt.timedelta(microseconds=1)
+    return f"{micros}.{submission_id}"
 
 
 def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
-    """Returns ``(created_at, id)`` from a cursor; raises :class:`InvalidCursor`."""
+    """Returns ``(created_at, id)`` from a cursor; raises :class:`InvalidCursor`.
+
+    Any cursor the pattern allows is accepted (a time past the calendar's end reads as its end);
+    the base64 cursors of earlier versions still decode."""
+    micros, dot, submission_id = cursor.partition(".")
+    if dot and micros.isascii() and micros.isdigit() and submission_id:
+        offset = dt.timedelta(microseconds=min(int(micros), _LAST_MICROSECONDS))
+        return _EPOCH + offset, submission_id
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         stamp, submission_id = json.loads(raw)

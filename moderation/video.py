@@ -80,12 +80,13 @@ class Frame:
     pixels: np.ndarray
     scene_change: bool
     crops: tuple[Crop, ...] = ()
+    size: tuple[int, int] = (0, 0)  # the decoded frame's width and height (explanation boxes)
 
 
 def _frame(timestamp: float, image: Image.Image, change: bool, limits: VideoLimits) -> Frame:
     pixels = image_to_input(image, size=limits.size, what="video frame")
     crops = face_crops(image, count=limits.faces, size=limits.size) if limits.faces else ()
-    return Frame(round(timestamp, 3), pixels, change, crops)
+    return Frame(round(timestamp, 3), pixels, change, crops, image.size)
 
 
 def sniff_video(data: bytes) -> str | None:

@@ -18,3 +18,8 @@ def test_readme_commands_are_what_ci_runs() -> None:
     assert "bash scripts/test" in README
     assert "bash scripts/test" in (ROOT / ".ci" / "run").read_text()
     assert ".venv/bin/dfmod up" in README
+
+
+def test_readme_walk_through_uses_the_client() -> None:
+    assert "from moderation.client import Client" in README
+    assert "verify_webhook(" in README

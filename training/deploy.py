@@ -66,12 +66,33 @@ def repository_versions(model_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit())
 
 
+def _check_outputs(source: Path, target: ServingTarget) -> None:
+    """Refuses a model file without an output the repository's config.pbtxt names (``cam``)."""
+    import onnxruntime as ort
+
+    config = target.model_dir / "config.pbtxt"
+    if not config.is_file() or f'name: "{contract.CAM_NAME}"' not in config.read_text():
+        return
+    try:
+        session = ort.InferenceSession(
+            str(source / contract.ONNX_FILENAME), providers=["CPUExecutionProvider"]
+        )
+    except Exception:  # not a model at all: Triton refuses it and the live version stays
+        return
+    if contract.CAM_NAME not in {o.name for o in session.get_outputs()}:
+        raise DeployError(
+            f"{source.name}/{contract.ONNX_FILENAME} has no {contract.CAM_NAME!r} output, which "
+            f"{config.name} names; re-export it first: python -m training.reexport {source}"
+        )
+
+
 def publish(
     *, source: Path, target: ServingTarget, extra: dict[str, Any] | None = None
 ) -> tuple[int, Path]:
     """Copies a version folder in as the next number (temporary folder, then rename)."""
     if not (source / contract.ONNX_FILENAME).is_file():
         raise DeployError(f"{source} has no {contract.ONNX_FILENAME}; expected a version folder")
+    _check_outputs(source, target)
     version = next_version(target.model_dir)
     final = target.model_dir / str(version)
     staging = target.model_dir / f".{version}.incoming"

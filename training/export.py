@@ -1,9 +1,10 @@
 """Export a trained detector as a numbered Triton model version, checked against PyTorch itself.
 
-The exported graph takes the contract's uint8 NHWC ``image`` and returns ``logit`` [batch, 1] with
-ImageNet normalisation inside, so serving can never drift from training. Every export re-runs the
-same inputs through PyTorch and the exported model and refuses to write a version whose logits
-differ by more than :data:`PARITY_TOLERANCE`.
+The exported graph takes the contract's uint8 NHWC ``image`` and returns ``logit`` [batch, 1] and
+``cam`` [batch, 7, 7] (Grad-CAM written as forward operations, :mod:`training.cam`) with ImageNet
+normalisation inside, so serving can never drift from training. Every export re-runs the same
+inputs through PyTorch and the exported model and refuses to write a version whose logits or maps
+differ by more than :data:`PARITY_TOLERANCE` (the maps from torch autograd's Grad-CAM).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import onnxruntime as ort
 import torch
 
 from moderation import contract
+from training.cam import CamExportWrapper, autograd_cam
 from training.checkpoint import save_checkpoint
 from training.model import DeepfakeDetector, ExportWrapper
 
@@ -62,15 +64,20 @@ def _example_input(batch: int = 2) -> torch.Tensor:
     return torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
 
 
-def export_onnx(model: DeepfakeDetector, path: Path, *, opset: int = ONNX_OPSET) -> Path:
-    """Writes the served ONNX graph (uint8 NHWC → logit) with a dynamic batch axis."""
-    wrapper = ExportWrapper(model).eval()
+def served_outputs(*, cam: bool = True) -> list[str]:
+    """Returns the output names of an exported graph, in order."""
+    return [contract.OUTPUT_NAME, contract.CAM_NAME] if cam else [contract.OUTPUT_NAME]
+
+
+def export_onnx(
+    model: DeepfakeDetector, path: Path, *, opset: int = ONNX_OPSET, cam: bool = True
+) -> Path:
+    """Writes the served ONNX graph (uint8 NHWC → logit [, cam]) with a dynamic batch axis."""
+    wrapper = (CamExportWrapper(model) if cam else ExportWrapper(model)).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    names: dict[str, Any] = {
-        "input_names": [contract.INPUT_NAME],
-        "output_names": [contract.OUTPUT_NAME],
-    }
-    axes = {contract.INPUT_NAME: {0: "batch"}, contract.OUTPUT_NAME: {0: "batch"}}
+    outputs = served_outputs(cam=cam)
+    names: dict[str, Any] = {"input_names": [contract.INPUT_NAME], "output_names": outputs}
+    axes = {name: {0: "batch"} for name in (contract.INPUT_NAME, *outputs)}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:  # the TorchScript-based exporter gives a compact single-file graph
@@ -94,19 +101,19 @@ def export_onnx(model: DeepfakeDetector, path: Path, *, opset: int = ONNX_OPSET)
                 dynamic_shapes=({0: batch},),
                 **names,
             )
-    _check_onnx_signature(path)
+    _check_onnx_signature(path, outputs)
     return path
 
 
-def _check_onnx_signature(path: Path) -> None:
+def _check_onnx_signature(path: Path, expected: list[str]) -> None:
     import onnx
 
     graph = onnx.load(str(path)).graph
     inputs, outputs = [i.name for i in graph.input], [o.name for o in graph.output]
-    if inputs != [contract.INPUT_NAME] or outputs != [contract.OUTPUT_NAME]:
+    if inputs != [contract.INPUT_NAME] or outputs != expected:
         raise ExportParityError(
             f"exported graph has inputs {inputs} and outputs {outputs}; "
-            f"expected [{contract.INPUT_NAME!r}] and [{contract.OUTPUT_NAME!r}]"
+            f"expected [{contract.INPUT_NAME!r}] and {expected}"
         )
 
 
@@ -177,6 +184,49 @@ def check_parity(
     return report
 
 
+def onnx_cams(session: ort.InferenceSession, images: np.ndarray, *, batch: int = 32) -> np.ndarray:
+    """Returns the ``cam`` output [N, 7, 7] for uint8 NHWC images, in chunks of ``batch``."""
+    out = [
+        session.run([contract.CAM_NAME], {contract.INPUT_NAME: images[i : i + batch]})[0]
+        for i in range(0, len(images), batch)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, *contract.CAM_SHAPE), dtype=np.float32)
+
+
+def reference_cams(model: DeepfakeDetector, images: np.ndarray, *, batch: int = 32) -> np.ndarray:
+    """Returns torch autograd's Grad-CAM [N, 7, 7] for uint8 NHWC images."""
+    wrapper = ExportWrapper(model).eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch]))
+        x = x.permute(0, 3, 1, 2).to(torch.float32) * wrapper.scale - wrapper.shift
+        out.append(autograd_cam(model, x).numpy())
+    return np.concatenate(out) if out else np.zeros((0, *contract.CAM_SHAPE), dtype=np.float32)
+
+
+def check_cam_parity(
+    model: DeepfakeDetector, run_exported: Any, real_images: np.ndarray, *, random_count: int = 8
+) -> dict[str, float | int]:
+    """Compares the exported ``cam`` with autograd Grad-CAM on random and real images; raises."""
+    fresh = np.random.default_rng().integers(
+        0, 256, (random_count, *contract.INPUT_SHAPE), dtype=np.uint8
+    )
+    report: dict[str, float | int] = {
+        "random_max_abs": _max_diff(reference_cams(model, fresh), run_exported(fresh)),
+        "real_max_abs": _max_diff(reference_cams(model, real_images), run_exported(real_images)),
+        "samples": random_count + len(real_images),
+        "tolerance": PARITY_TOLERANCE,
+    }
+    worst = max(float(report["random_max_abs"]), float(report["real_max_abs"]))
+    if not np.isfinite(worst) or worst > PARITY_TOLERANCE:
+        raise ExportParityError(
+            f"exported Grad-CAM maps differ from torch autograd by {worst:.3g}; "
+            f"expected at most {PARITY_TOLERANCE}"
+        )
+    logger.info("cam parity ok: max |Δ cam| %.2e", worst)
+    return report
+
+
 def export_torchscript(model: DeepfakeDetector, path: Path) -> Path:
     """Writes a traced TorchScript module with the same uint8 NHWC signature as the ONNX graph."""
     wrapper = ExportWrapper(model).eval()
@@ -211,8 +261,25 @@ class _Calibration:
         return None if batch is None else {contract.INPUT_NAME: batch}
 
 
+def _logit_only(onnx_path: Path, out_path: Path) -> Path:
+    """Returns a copy of the graph that computes ``logit`` alone (the path itself if it does)."""
+    import onnx
+    from onnx.utils import Extractor
+
+    model = onnx.load(str(onnx_path))
+    if [o.name for o in model.graph.output] == [contract.OUTPUT_NAME]:
+        return onnx_path
+    pruned = Extractor(model).extract_model([contract.INPUT_NAME], [contract.OUTPUT_NAME])
+    onnx.save(pruned, str(out_path))
+    return out_path
+
+
 def quantize_int8(onnx_path: Path, out_path: Path, calibration_images: np.ndarray) -> Path:
-    """Writes a statically quantised INT8 (QDQ) copy of an ONNX model, calibrated on images."""
+    """Writes a statically quantised INT8 (QDQ) copy of an ONNX model, calibrated on images.
+
+    The copy computes ``logit`` only: the quantiser cannot share a weight between the head's Gemm
+    and the Grad-CAM gradient's MatMul (per-channel axes differ), and INT8 is measured, not served.
+    """
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -228,16 +295,20 @@ def quantize_int8(onnx_path: Path, out_path: Path, calibration_images: np.ndarra
             return self.inner.get_next()
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    quantize_static(
-        str(onnx_path),
-        str(out_path),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["Conv", "Gemm", "MatMul"],
-    )
+    pruned = out_path.with_name(f".{out_path.stem}.logit.onnx")
+    try:
+        quantize_static(
+            str(_logit_only(onnx_path, pruned)),
+            str(out_path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+        )
+    finally:
+        pruned.unlink(missing_ok=True)
     return out_path
 
 
@@ -294,7 +365,13 @@ def write_version(
         onnx_path = export_onnx(model, staging / contract.ONNX_FILENAME)
         session = onnx_session(onnx_path)
         parity = check_parity(model, lambda x: onnx_logits(session, x), real_images)
-        extra = {**metadata.extra, "onnx_parity": parity.as_dict(), "onnx_opset": ONNX_OPSET}
+        cam_parity = check_cam_parity(model, lambda x: onnx_cams(session, x), real_images)
+        extra = {
+            **metadata.extra,
+            "onnx_parity": parity.as_dict(),
+            "cam_parity": cam_parity,
+            "onnx_opset": ONNX_OPSET,
+        }
         final = contract.ModelMetadata(**{**metadata.__dict__, "version": version, "extra": extra})
         final.write(staging)
         save_checkpoint(staging / CHECKPOINT_FILENAME, checkpoint)

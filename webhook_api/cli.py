@@ -17,6 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from moderation.api_schema import (
+    MAX_HEADER_FIELD_BYTES,
+    MAX_HEADER_FIELDS,
+    MAX_REQUEST_LINE_BYTES,
+)
 from moderation.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -35,10 +40,14 @@ def gunicorn_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "threads": settings.api_threads,
         "timeout": 60,
         "graceful_timeout": 20,
-        "accesslog": "-",
+        "accesslog": "/dev/stderr",  # logs go to standard error; standard output stays clean
         "errorlog": "-",
         "loglevel": settings.log_level.lower(),
         "preload_app": False,
+        # The limits of moderation.api_schema, which the OpenAPI document's 414/431 cite.
+        "limit_request_line": MAX_REQUEST_LINE_BYTES,
+        "limit_request_fields": MAX_HEADER_FIELDS,
+        "limit_request_field_size": MAX_HEADER_FIELD_BYTES,
     }
     options.update({k: v for k, v in overrides.items() if v is not None})
     return options
@@ -63,6 +72,9 @@ def serve(settings: Settings, **overrides: Any) -> None:
     """Runs the API under gunicorn until interrupted."""
     from gunicorn.app.base import BaseApplication
 
+    from webhook_api import server_errors
+
+    server_errors.install()
     options = gunicorn_options(settings, **overrides)
     if options["workers"] > 1:
         # Must happen before any worker imports prometheus_client (workers import after fork).

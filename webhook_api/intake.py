@@ -4,8 +4,11 @@ Three shapes are accepted: ``multipart/form-data`` with a ``file`` part, ``appli
 with a ``media_url``, or the media itself as the body (``image/*``, the video containers the
 worker decodes, or ``application/octet-stream``) with the optional fields as query parameters.
 All may carry ``callback_url``, ``external_id`` and ``metadata`` (a JSON object; as text in a form
-field or query parameter); anything else is refused (422) so a typo never goes unnoticed. URLs are
-checked against the SSRF guard at submission time. Uploads are accepted whatever their bytes: the
+field or query parameter), in the body or as query parameters (the body's value where both give
+one); anything else is refused
+(422) so a typo never goes unnoticed. The fields are validated by the models of
+``moderation.api_schema``, which are also the OpenAPI document's schemas. URLs are checked against
+the SSRF guard at submission time. Uploads are accepted whatever their bytes: the
 worker's preprocessing is the one place deciding what is an image, so a non-image ends ``failed``
 with ``unsupported_media`` (a raw body's Content-Type is only recorded, never trusted).
 """
@@ -21,20 +24,22 @@ from typing import Any
 from flask import Request
 from werkzeug.datastructures import MultiDict
 
-from moderation.ssrf import Network, OutboundBlocked, check_url
+from moderation.api_schema import (
+    JSON_FIELDS,
+    OPTIONAL_FIELDS,
+    RAW_TYPES,
+    RAW_VIDEO_TYPES,
+    MediaUrlRequest,
+    SubmissionFields,
+)
+from moderation.ssrf import Network
 from webhook_api.multipart import read_up_to
 from webhook_api.problems import ApiProblem, validation_problem
+from webhook_api.validation import check, validate
 
 logger = logging.getLogger(__name__)
 
-OPTIONAL_FIELDS = ("callback_url", "external_id", "metadata")
-JSON_FIELDS = ("media_url", *OPTIONAL_FIELDS)
-# Raw bodies: any image/* type, the containers moderation.video decodes, or untyped bytes.
-RAW_VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm", "video/x-matroska")
-RAW_TYPES = ("image/*", *RAW_VIDEO_TYPES, "application/octet-stream")
-MAX_URL_LENGTH = 2048
-MAX_EXTERNAL_ID_LENGTH = 200
-MAX_METADATA_BYTES = 16 * 1024
+__all__ = ["JSON_FIELDS", "OPTIONAL_FIELDS", "RAW_TYPES", "RAW_VIDEO_TYPES", "Intake"]
 
 
 @dataclass
@@ -63,44 +68,6 @@ class Intake:
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
-def _check_outbound(name: str, value: Any, allowlist: tuple[Network, ...], errors: list) -> None:
-    if not isinstance(value, str) or not value:
-        errors.append({"field": name, "message": "expected an http(s) URL string"})
-    elif len(value) > MAX_URL_LENGTH:
-        errors.append({"field": name, "message": f"expected at most {MAX_URL_LENGTH} characters"})
-    else:
-        try:
-            check_url(value, allowlist=allowlist)
-        except OutboundBlocked as exc:
-            errors.append({"field": name, "message": str(exc)})
-
-
-def _check_optional(values: dict[str, Any], allowlist: tuple[Network, ...], errors: list) -> None:
-    if values.get("callback_url") is not None:
-        _check_outbound("callback_url", values["callback_url"], allowlist, errors)
-    external_id = values.get("external_id")
-    if external_id is not None and (
-        not isinstance(external_id, str) or len(external_id) > MAX_EXTERNAL_ID_LENGTH
-    ):
-        errors.append(
-            {
-                "field": "external_id",
-                "message": f"expected a string of at most {MAX_EXTERNAL_ID_LENGTH} characters",
-            }
-        )
-    metadata = values.get("metadata")
-    if metadata is not None:
-        if not isinstance(metadata, dict):
-            errors.append({"field": "metadata", "message": "expected a JSON object"})
-        elif len(json.dumps(metadata)) > MAX_METADATA_BYTES:
-            errors.append(
-                {
-                    "field": "metadata",
-                    "message": f"expected at most {MAX_METADATA_BYTES} bytes of JSON",
-                }
-            )
-
-
 def _too_large(what: str, max_bytes: int) -> ApiProblem:
     return ApiProblem(
         413,
@@ -118,6 +85,49 @@ def _unknown(names: list[str], allowed: tuple[str, ...]) -> list[dict[str, str]]
     ]
 
 
+def _query_values(request: Request) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Returns the optional fields given as query parameters (any body shape) and the errors of
+    unknown or repeated ones."""
+    args = request.args
+    errors = [
+        {
+            "field": name,
+            "message": f"unknown query parameter; expected only {', '.join(OPTIONAL_FIELDS)}",
+        }
+        for name in sorted(k for k in args if k not in OPTIONAL_FIELDS)
+    ]
+    errors += [
+        {"field": name, "message": f"given {len(args.getlist(name))} times; expected it once"}
+        for name in OPTIONAL_FIELDS
+        if len(args.getlist(name)) > 1
+    ]
+    return _text_values(args, errors), errors
+
+
+def _merge(
+    body: dict[str, Any], query: dict[str, Any], allowlist: tuple[Network, ...], errors: list
+) -> dict[str, Any]:
+    """Returns the query's fields updated with the body's: where both give one, the body's
+    value is used, and the query's must be valid all the same."""
+    shadowed = {k: v for k, v in query.items() if k in body}
+    if shadowed:
+        context = {"allowlist": allowlist}
+        errors += check(SubmissionFields, shadowed, OPTIONAL_FIELDS, context=context)[1]
+    return {**query, **body}
+
+
+def _fields(
+    values: dict[str, Any], allowlist: tuple[Network, ...], errors: list
+) -> SubmissionFields:
+    return validate(
+        SubmissionFields,
+        values,
+        OPTIONAL_FIELDS,
+        context={"allowlist": allowlist},
+        more=errors,
+    )
+
+
 def parse_json(request: Request, allowlist: tuple[Network, ...]) -> Intake:
     """Returns the intake of a JSON body; raises 400 (malformed) or 422 (invalid)."""
     try:
@@ -132,19 +142,20 @@ def parse_json(request: Request, allowlist: tuple[Network, ...]) -> Intake:
         ) from exc
     if not isinstance(body, dict):
         raise validation_problem([{"field": "(body)", "message": "expected a JSON object"}])
-    errors = _unknown([k for k in body if k not in JSON_FIELDS], JSON_FIELDS)
-    if body.get("media_url") is None:
-        errors.append({"field": "media_url", "message": "required; expected an http(s) URL"})
-    else:
-        _check_outbound("media_url", body["media_url"], allowlist, errors)
-    _check_optional(body, allowlist, errors)
-    if errors:
-        raise validation_problem(errors)
+    query, errors = _query_values(request)
+    values = _merge({k: v for k, v in body.items() if v is not None}, query, allowlist, errors)
+    parsed: MediaUrlRequest = validate(
+        MediaUrlRequest,
+        values,
+        JSON_FIELDS,
+        context={"allowlist": allowlist},
+        more=errors,
+    )
     return Intake(
-        media_url=body["media_url"],
-        callback_url=body.get("callback_url"),
-        external_id=body.get("external_id"),
-        metadata=body.get("metadata") or {},
+        media_url=parsed.media_url,
+        callback_url=parsed.callback_url,
+        external_id=parsed.external_id,
+        metadata=parsed.metadata or {},
     )
 
 
@@ -158,7 +169,7 @@ def _text_values(source: MultiDict[str, str], errors: list) -> dict[str, Any]:
         if name == "metadata":
             try:
                 values[name] = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 errors.append({"field": "metadata", "message": "expected a JSON object as text"})
                 continue
         else:
@@ -168,7 +179,8 @@ def _text_values(source: MultiDict[str, str], errors: list) -> dict[str, Any]:
 
 def parse_multipart(request: Request, allowlist: tuple[Network, ...], max_bytes: int) -> Intake:
     """Returns the intake of a multipart upload; raises 413 or 422 problems."""
-    errors = _unknown(
+    query, errors = _query_values(request)
+    errors += _unknown(
         [k for k in request.form if k not in OPTIONAL_FIELDS], ("file", *OPTIONAL_FIELDS)
     )
     errors += _unknown([k for k in request.files if k != "file"], ("file", *OPTIONAL_FIELDS))
@@ -177,25 +189,28 @@ def parse_multipart(request: Request, allowlist: tuple[Network, ...], max_bytes:
         errors.append(
             {"field": "file", "message": f"expected exactly one 'file' part, got {len(uploads)}"}
         )
-    values = _text_values(request.form, errors)
-    _check_optional(values, allowlist, errors)
+    values = _merge(_text_values(request.form, errors), query, allowlist, errors)
     data = uploads[0].read(max_bytes + 1) if len(uploads) == 1 else b""
     if len(uploads) == 1 and not data:
         errors.append({"field": "file", "message": "the file is empty; expected image bytes"})
     if len(data) > max_bytes:
         raise _too_large("the file", max_bytes)
-    if errors:
-        raise validation_problem(errors)
+    fields = _fields(values, allowlist, errors)
     upload = uploads[0]
     return Intake(
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),
-        filename=(upload.filename or None) and upload.filename[:255],
-        content_type=(upload.mimetype or None) and upload.mimetype[:100],
-        callback_url=values.get("callback_url"),
-        external_id=values.get("external_id"),
-        metadata=values.get("metadata") or {},
+        filename=_recorded(upload.filename, 255),
+        content_type=_recorded(upload.mimetype, 100),
+        callback_url=fields.callback_url,
+        external_id=fields.external_id,
+        metadata=fields.metadata or {},
     )
+
+
+def _recorded(value: str | None, length: int) -> str | None:
+    """Returns a client-given name as recorded: without NUL (PostgreSQL refuses it), shortened."""
+    return (value or "").replace("\x00", "")[:length] or None
 
 
 def is_raw_media_type(mimetype: str) -> bool:
@@ -219,61 +234,29 @@ def _read_body(request: Request, max_bytes: int) -> bytes:
 
 def parse_raw(request: Request, allowlist: tuple[Network, ...], max_bytes: int) -> Intake:
     """Returns the intake of a raw media body with its fields in the query; raises 413 or 422."""
-    args = request.args
-    errors = [
-        {
-            "field": name,
-            "message": f"unknown query parameter; expected only {', '.join(OPTIONAL_FIELDS)}",
-        }
-        for name in sorted(k for k in args if k not in OPTIONAL_FIELDS)
-    ]
-    errors += [
-        {"field": name, "message": f"given {len(args.getlist(name))} times; expected it once"}
-        for name in OPTIONAL_FIELDS
-        if len(args.getlist(name)) > 1
-    ]
-    values = _text_values(args, errors)
-    _check_optional(values, allowlist, errors)
+    values, errors = _query_values(request)
     data = _read_body(request, max_bytes)
     if not data:
         errors.append(
             {"field": "(body)", "message": "the body is empty; expected the media's bytes"}
         )
-    if errors:
-        raise validation_problem(errors)
+    fields = _fields(values, allowlist, errors)
     return Intake(
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),
         content_type=request.mimetype[:100],
-        callback_url=values.get("callback_url"),
-        external_id=values.get("external_id"),
-        metadata=values.get("metadata") or {},
+        callback_url=fields.callback_url,
+        external_id=fields.external_id,
+        metadata=fields.metadata or {},
     )
-
-
-def _no_query(request: Request) -> None:
-    """Refuses query parameters beside a multipart or JSON body, whose fields are in the body."""
-    if request.args:
-        raise validation_problem(
-            [
-                {
-                    "field": name,
-                    "message": "query parameters are read only with a raw media body; "
-                    "expected the fields in the multipart or JSON body",
-                }
-                for name in sorted(request.args)
-            ]
-        )
 
 
 def parse_submission(request: Request, allowlist: tuple[Network, ...], max_bytes: int) -> Intake:
     """Returns the validated intake of a submission request, whatever its content type."""
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
-        _no_query(request)
         return parse_multipart(request, allowlist, max_bytes)
     if mimetype == "application/json" or mimetype.endswith("+json"):
-        _no_query(request)
         return parse_json(request, allowlist)
     if is_raw_media_type(mimetype):
         return parse_raw(request, allowlist, max_bytes)

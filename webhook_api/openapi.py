@@ -1,331 +1,159 @@
-"""The OpenAPI 3.1 document served at ``/openapi.json``.
+"""The OpenAPI 3.1 document served at ``/openapi.json``, generated from the API's models.
 
-Kept as data beside the routes; ``tests/api/test_openapi.py`` asserts that its paths and methods
-equal the application's URL map, so the document cannot drift from the code. Routes under
-:data:`UNDOCUMENTED_PREFIXES` (HTML dashboard, static files) are not part of the JSON API.
+Every schema comes from the pydantic models of :mod:`moderation.api_schema` (the same ones that
+validate requests and build responses); this module only says which operation takes and answers
+which model, with which statuses. ``tests/api/test_ops.py`` asserts that its paths and methods equal
+the application's URL map. Routes under :data:`UNDOCUMENTED_PREFIXES` (HTML dashboard, static
+files) are not part of the JSON API.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from typing import Any
 
-from moderation.models import Status
-from moderation.submissions import MAX_PAGE_SIZE
-from webhook_api.intake import RAW_TYPES
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from moderation import api_schema as s
 
 logger = logging.getLogger(__name__)
 
 UNDOCUMENTED_PREFIXES = ("/static", "/review", "/dashboard")
-PROBLEM = {"$ref": "#/components/responses/Problem"}
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+REF = "#/components/schemas/{model}"
+
+# Statuses any request may get from the HTTP server or the framework, whatever the operation.
+SERVER_STATUSES = {
+    400: "The request is not well-formed HTTP (the HTTP server or the framework refused it)",
+    405: "The path does not take this method; `Allow` lists those it takes",
+    413: "The body is larger than the API reads (DFMOD_MAX_UPLOAD_BYTES plus room for fields)",
+    414: f"The request line is longer than {s.MAX_REQUEST_LINE_BYTES} bytes",
+    431: (
+        f"More than {s.MAX_HEADER_FIELDS} header fields, or one longer than "
+        f"{s.MAX_HEADER_FIELD_BYTES} bytes"
+    ),
+    417: "An Expect header other than 100-continue (the HTTP server)",
+    500: "An internal error; it was logged and nothing internal is in the body",
+    501: "A Transfer-Encoding other than chunked (the HTTP server)",
+}
+STATUS_TEXT = {
+    400: "Bad request (malformed JSON, or malformed HTTP)",
+    401: "Missing or invalid API key",
+    404: "Not found",
+    409: "Idempotency-Key reused with a different request",
+    415: "Content-Type not accepted; the detail lists the accepted ones",
+    422: "Invalid fields; `errors` names each one and what was expected",
+    429: "Over the tenant's submissions per minute; see `Retry-After`",
+    503: "Not ready",
+}
+_HEADERS = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    405: {"Allow": {"schema": {"type": "string"}, "required": True}},
+    429: {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True}},
+}
+_FIELD_IN_QUERY = (
+    "As a query parameter it goes with any body shape; where the body gives it too, the body's "
+    "value is used."
+)
 
 
-def _problems(*codes: int) -> dict[str, Any]:
-    return {str(code): PROBLEM for code in codes}
+def _schemas() -> dict[str, Any]:
+    models: list[tuple[type[BaseModel], Any]] = [(m, "serialization") for m in s.RESPONSE_MODELS]
+    models += [(m, "validation") for m in s.REQUEST_MODELS]
+    _, top = models_json_schema(models, ref_template=REF)
+    return dict(top["$defs"])
 
 
-def _json(schema_ref: str, description: str) -> dict[str, Any]:
+def _problem(status: int, description: str) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": REF.format(model="Problem")}}},
+    }
+    if status in _HEADERS:
+        response["headers"] = _HEADERS[status]
+    return response
+
+
+def _json(model: str, description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}},
     }
 
 
-_OPTIONAL_PROPS = {
-    "callback_url": {"type": "string", "format": "uri", "maxLength": 2048},
-    "external_id": {"type": "string", "maxLength": 200},
-    "metadata": {"type": "object", "description": "Any JSON object up to 16 KiB, echoed back"},
-}
+def _responses(ok: dict[str, dict[str, Any]], *errors: int) -> dict[str, Any]:
+    statuses = {code: STATUS_TEXT[code] for code in errors}
+    statuses.update({c: d for c, d in SERVER_STATUSES.items() if c not in statuses})
+    out = dict(ok)
+    out.update({str(code): _problem(code, statuses[code]) for code in sorted(statuses)})
+    return out
 
-_RAW_BODY = {"schema": {"type": "string", "format": "binary"}}
-_RAW_ONLY = "Raw media bodies only (multipart and JSON bodies carry it in the body; 422 here)"
-_RAW_QUERY = [
-    {
-        "name": "callback_url",
-        "in": "query",
-        "description": _RAW_ONLY,
-        "schema": _OPTIONAL_PROPS["callback_url"],
-    },
-    {
-        "name": "external_id",
-        "in": "query",
-        "description": _RAW_ONLY,
-        "schema": _OPTIONAL_PROPS["external_id"],
-    },
-    {
-        "name": "metadata",
-        "in": "query",
-        "description": f"{_RAW_ONLY}: a JSON object as text, up to 16 KiB",
-        "schema": {"type": "string"},
-    },
-]
 
-_SCHEMAS: dict[str, Any] = {
-    "Submission": {
-        "type": "object",
-        "required": ["id", "status", "media", "created_at", "updated_at"],
-        "properties": {
-            "id": {"type": "string", "example": "sub_3f2c0c1e9d5b4b8e9a7d6c5b4a392817"},
-            "status": {"type": "string", "enum": list(Status.ALL)},
-            "media": {
-                "type": "object",
-                "properties": {
-                    "kind": {"type": "string", "enum": ["upload", "url"]},
-                    "url": {"type": ["string", "null"]},
-                    "sha256": {"type": ["string", "null"]},
-                    "size_bytes": {"type": ["integer", "null"]},
-                },
-            },
-            "callback_url": {"type": ["string", "null"]},
-            "external_id": {"type": ["string", "null"]},
-            "metadata": {"type": "object"},
-            "verdict": {"oneOf": [{"$ref": "#/components/schemas/Verdict"}, {"type": "null"}]},
-            "review": {
-                "type": ["object", "null"],
-                "description": "The latest human review decision, once there is one",
-                "properties": {
-                    "label": {"type": "string", "enum": ["real", "fake"]},
-                    "created_at": {"type": "string", "format": "date-time"},
-                },
-            },
-            "failure": {
-                "type": ["object", "null"],
-                "properties": {"reason": {"type": "string"}, "detail": {"type": "string"}},
-            },
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-            "completed_at": {"type": ["string", "null"], "format": "date-time"},
-        },
-    },
-    "Verdict": {
-        "type": "object",
-        "properties": {
-            "p_fake": {"type": "number", "minimum": 0, "maximum": 1},
-            "label": {
-                "type": "string",
-                "enum": ["real", "fake", "ai_generated"],
-                "description": "real/fake from p_fake; ai_generated when provenance decided",
-            },
-            "decision": {"type": "string", "enum": ["auto_passed", "auto_flagged", "needs_review"]},
-            "decision_reason": {
-                "type": "string",
-                "description": "What decided: model, provenance:ai_generated, demo_model_review "
-                "(more may come)",
-                "example": "model",
-            },
-            "signals": {
-                "type": "object",
-                "description": "Each kind of evidence on its own",
-                "properties": {
-                    "model": {
-                        "type": "object",
-                        "description": "The model's score and what its thresholds alone decide",
-                        "properties": {
-                            "name": {"type": "string"},
-                            "version": {"type": "string"},
-                            "p_fake": {"type": "number", "minimum": 0, "maximum": 1},
-                            "label": {"type": "string", "enum": ["real", "fake"]},
-                            "decision": {
-                                "type": "string",
-                                "enum": ["auto_passed", "auto_flagged", "needs_review"],
-                            },
-                        },
-                    },
-                    "match": {"type": ["object", "null"]},
-                    "provenance": {
-                        "oneOf": [{"$ref": "#/components/schemas/Provenance"}, {"type": "null"}],
-                        "description": "The file's C2PA manifest; null when it carries none",
-                    },
-                },
-            },
-            "model": {
-                "type": "object",
-                "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
-            },
-            "thresholds": {
-                "type": "object",
-                "properties": {"pass_below": {"type": "number"}, "flag_at": {"type": "number"}},
-            },
-            "created_at": {"type": "string", "format": "date-time"},
-            "video": {
-                "oneOf": [{"$ref": "#/components/schemas/VideoScores"}, {"type": "null"}],
-                "description": "Videos only: per-frame scores and how p_fake was aggregated",
-            },
-            "models": {
-                "type": "array",
-                "description": "Each enabled model's result; p_fake null (with error) when it "
-                "did not answer",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "name": {"type": "string"},
-                        "version": {"type": ["string", "null"]},
-                        "p_fake": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-                        "latency_ms": {"type": ["number", "null"]},
-                        "error": {
-                            "type": "string",
-                            "enum": ["unavailable", "error", "not_in_repository"],
-                        },
-                    },
-                },
-            },
-            "ensemble": {
-                "type": ["object", "null"],
-                "description": "How p_fake combined the models (null on verdicts stored before)",
-                "properties": {
-                    "combination": {"type": "string", "enum": ["single", "fitted", "mean"]},
-                    "version": {"type": ["integer", "null"]},
-                    "weights": {
-                        "type": ["object", "null"],
-                        "additionalProperties": {"type": "number"},
-                    },
-                    "partial": {"type": "boolean", "description": "An enabled model is missing"},
-                    "missing": {"type": "array", "items": {"type": "string"}},
-                    "demo_only": {
-                        "type": "boolean",
-                        "description": "Only demo weights carried the score: never auto-decided",
-                    },
-                    "stale": {
-                        "type": "boolean",
-                        "description": "A weighted model answered with a version other than the "
-                        "one the ensemble was fitted on: fit it again",
-                    },
-                },
-            },
-        },
-    },
-    "Provenance": {
-        "type": "object",
-        "properties": {
-            "manifest": {
-                "type": "string",
-                "enum": ["valid", "untrusted", "invalid"],
-                "description": "valid: signature and hard binding hold and the signer is "
-                "trusted; untrusted: they hold, the signer is not trusted; invalid: otherwise",
-            },
-            "ai_generated": {
-                "type": "boolean",
-                "description": "An action declares trainedAlgorithmicMedia or "
-                "compositeWithTrainedAlgorithmicMedia",
-            },
-            "digital_source_type": {"type": ["string", "null"]},
-            "digital_source_types": {"type": "array", "items": {"type": "string"}},
-            "claim_generator": {"type": ["string", "null"]},
-            "signer": {
-                "type": ["object", "null"],
-                "properties": {
-                    "common_name": {"type": ["string", "null"]},
-                    "issuer": {"type": ["string", "null"]},
-                },
-            },
-            "signature_valid": {"type": ["boolean", "null"]},
-            "hard_binding_valid": {"type": ["boolean", "null"]},
-            "validation_codes": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "C2PA validation failure codes, e.g. assertion.dataHash.mismatch",
-            },
-            "error": {
-                "type": ["string", "null"],
-                "description": "Why an invalid manifest could not be read (e.g. timeout)",
-            },
-        },
-    },
-    "VideoScores": {
-        "type": "object",
-        "properties": {
-            "rule": {"type": "string", "description": "mean of the top-k frame p_fake"},
-            "k": {"type": "integer", "minimum": 1},
-            "frames": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "timestamp_s": {"type": "number", "minimum": 0},
-                        "p_fake": {"type": "number", "minimum": 0, "maximum": 1},
-                        "scene_change": {"type": "boolean"},
-                        "frame_p_fake": {
-                            "type": "number",
-                            "description": "The full frame's score (p_fake is the max with crops)",
-                        },
-                        "crops": {
-                            "type": "array",
-                            "description": "Face crops scored with the frame (video_faces > 0)",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "box": {"type": "array", "items": {"type": "integer"}},
-                                    "p_fake": {"type": "number", "minimum": 0, "maximum": 1},
-                                },
-                            },
-                        },
-                        "driver": {
-                            "type": "string",
-                            "description": "What gave the frame its score: frame or face_<i>",
-                        },
-                    },
-                },
-            },
-            "drivers": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "The driver of each suspicious frame (frame or face_<i>)",
-            },
-            "suspicious_timestamps_s": {
-                "type": "array",
-                "items": {"type": "number"},
-                "description": "Timestamps of the top-k frames, most suspicious first",
-            },
-        },
-    },
-    "SubmissionList": {
-        "type": "object",
-        "properties": {
-            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Submission"}},
-            "next_cursor": {"type": ["string", "null"]},
-            "next": {"type": ["string", "null"], "description": "URL of the next page"},
-        },
-    },
-    "MediaUrlRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["media_url"],
-        "properties": {"media_url": {"type": "string", "format": "uri"}, **_OPTIONAL_PROPS},
-    },
-    "UploadRequest": {
-        "type": "object",
-        "required": ["file"],
-        "properties": {
-            "file": {"type": "string", "format": "binary"},
-            **_OPTIONAL_PROPS,
-            "metadata": {"type": "string", "description": "A JSON object as text"},
-        },
-    },
-    "Problem": {
-        "type": "object",
-        "description": "RFC 9457 problem details",
-        "properties": {
-            "type": {"type": "string", "format": "uri"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-            "instance": {"type": "string"},
-            "errors": {"type": "array", "items": {"type": "object"}},
-        },
-    },
-}
+def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """Returns a field's schema without its ``null`` alternative and title."""
+    options = [o for o in schema.get("anyOf", [schema]) if o.get("type") != "null"]
+    out = {k: v for k, v in options[0].items() if k != "title"}
+    if "description" in schema:
+        out["description"] = schema["description"]
+    return out
 
-_SUBMISSIONS = {
-    "post": {
+
+def _query(
+    model: type[BaseModel], names: tuple[str, ...], note: str = "", *, text: bool = False
+) -> list[dict]:
+    """Returns query parameters for ``names`` of ``model`` (``text``: empty means absent)."""
+    properties = model.model_json_schema(ref_template=REF)["properties"]
+    parameters = []
+    for name in names:
+        schema = _non_null(properties[name])
+        said = schema.pop("description", "").rstrip(".")
+        description = " ".join(p for p in (f"{said}." if said else "", note) if p)
+        parameter: dict[str, Any] = {"name": name, "in": "query", "description": description}
+        if schema.get("type") == "object":  # JSON text, e.g. metadata
+            parameter["content"] = {"application/json": {"schema": schema}}
+        else:
+            if text and "pattern" in schema:  # empty text means not given
+                schema = {**schema, "pattern": "^$|" + schema["pattern"]}
+                schema.pop("minLength", None)
+            parameter["schema"] = schema
+        parameters.append(parameter)
+    return parameters
+
+
+def _upload_body() -> dict[str, Any]:
+    raw = {
+        "schema": {"type": "string", "format": "binary", "minLength": 1},
+        "description": "The media's bytes. Any bytes are accepted (202): the worker decides from "
+        "the bytes, not the Content-Type, and a non-image ends `failed` with "
+        "`unsupported_media` (a corrupt one with `unreadable_media`).",
+    }
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"$ref": REF.format(model="UploadForm")},
+                "encoding": {"metadata": {"contentType": "application/json"}},
+            },
+            "application/json": {"schema": {"$ref": REF.format(model="MediaUrlRequest")}},
+            **{media_type: dict(raw) for media_type in s.RAW_TYPES},
+        },
+    }
+
+
+def _create_submission() -> dict[str, Any]:
+    return {
+        "operationId": "createSubmission",
         "summary": "Submit media for moderation",
         "description": (
             "Stores the upload or URL and enqueues scoring; nothing is decoded here. Three "
             "shapes: multipart/form-data with a `file` part; application/json with a "
-            "`media_url`; or the media itself as the body (" + ", ".join(RAW_TYPES) + ") with "
-            "`callback_url`, `external_id` and `metadata` (JSON text) as query parameters. "
-            "Uploads over the upload limit are 413 in every shape. The Idempotency-Key "
+            "`media_url`; or the media itself as the body (" + ", ".join(s.RAW_TYPES) + "). "
+            "`callback_url`, `external_id` and `metadata` go in the body or as query parameters "
+            "(the body's value where both give one). "
+            "Uploads over DFMOD_MAX_UPLOAD_BYTES are 413 in every shape. The Idempotency-Key "
             "fingerprint covers the media's SHA-256 (or URL) and the fields, not the shape: the "
             "same bytes and fields sent raw or as multipart are the same request."
         ),
@@ -334,112 +162,130 @@ _SUBMISSIONS = {
             {
                 "name": "Idempotency-Key",
                 "in": "header",
-                "schema": {"type": "string", "maxLength": 255},
+                "description": "Same key and same request: the first answer again; same key and "
+                "another request: 409",
+                "schema": {"type": "string", "pattern": s.IDEMPOTENCY_KEY_PATTERN},
             },
-            *_RAW_QUERY,
+            *_query(s.SubmissionFields, s.OPTIONAL_FIELDS, _FIELD_IN_QUERY, text=True),
         ],
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {"schema": {"$ref": "#/components/schemas/UploadRequest"}},
-                "application/json": {"schema": {"$ref": "#/components/schemas/MediaUrlRequest"}},
-                **{media_type: _RAW_BODY for media_type in RAW_TYPES},
+        "requestBody": _upload_body(),
+        "responses": _responses(
+            {
+                "202": {
+                    **_json("SubmissionOut", "Accepted; poll the Location"),
+                    "headers": {
+                        "Location": {"schema": {"type": "string"}, "required": True},
+                        "Idempotent-Replayed": {
+                            "schema": {"type": "string", "enum": ["true"]},
+                            "description": "Present when this is the stored first answer",
+                        },
+                    },
+                    "links": {
+                        "GetSubmission": {
+                            "operationId": "getSubmission",
+                            "parameters": {"submission_id": "$response.body#/id"},
+                        }
+                    },
+                }
             },
-        },
-        "responses": {
-            "202": {
-                **_json("Submission", "Accepted; poll the Location"),
-                "headers": {"Location": {"schema": {"type": "string"}}},
-            },
-            **_problems(400, 401, 409, 413, 415, 422, 429),
-        },
-    },
-    "get": {
+            400,
+            401,
+            409,
+            415,
+            422,
+            429,
+        ),
+    }
+
+
+def _list_submissions() -> dict[str, Any]:
+    return {
+        "operationId": "listSubmissions",
         "summary": "List submissions, newest first",
+        "security": BEARER,
+        "parameters": _query(s.ListQuery, tuple(s.ListQuery.model_fields)),
+        "responses": _responses({"200": _json("SubmissionList", "One page")}, 401, 422),
+    }
+
+
+def _get_submission() -> dict[str, Any]:
+    return {
+        "operationId": "getSubmission",
+        "summary": "Get one submission with its verdict",
         "security": BEARER,
         "parameters": [
             {
-                "name": "status",
-                "in": "query",
-                "schema": {"type": "string", "enum": list(Status.ALL)},
-            },
-            {
-                "name": "limit",
-                "in": "query",
-                "schema": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_PAGE_SIZE,
-                    "default": 50,
-                },
-            },
-            {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                "name": "submission_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1},
+            }
         ],
-        "responses": {"200": _json("SubmissionList", "One page"), **_problems(401, 422)},
-    },
-}
+        "responses": _responses(
+            {"200": _json("SubmissionOut", "The submission")},
+            401,
+            404,
+        ),
+    }
 
-_DOCUMENT: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "dfmod moderation API",
-        "version": "1",
-        "description": "Deepfake moderation: submit media, poll or receive signed callbacks.",
-    },
-    "paths": {
-        "/v1/submissions": _SUBMISSIONS,
-        "/v1/submissions/{submission_id}": {
-            "get": {
-                "summary": "Get one submission with its verdict",
-                "security": BEARER,
-                "parameters": [
-                    {
-                        "name": "submission_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
-                "responses": {"200": _json("Submission", "The submission"), **_problems(401, 404)},
-            }
-        },
+
+def _plain(operation_id: str, summary: str, media_type: str, schema: dict) -> dict[str, Any]:
+    ok = {"description": summary, "content": {media_type: {"schema": schema}}}
+    return {"operationId": operation_id, "summary": summary, "responses": _responses({"200": ok})}
+
+
+def _ops_paths() -> dict[str, Any]:
+    ready = _json("Readiness", "Database, broker and Triton all ready")
+    readyz = {
+        "operationId": "readyz",
+        "summary": "Readiness of database, broker and Triton, each reported",
+        "responses": _responses(
+            {"200": ready, "503": _json("Readiness", "At least one check failed")}
+        ),
+    }
+    return {
         "/healthz": {
-            "get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}
-        },
-        "/readyz": {
             "get": {
-                "summary": "Readiness of database, broker and Triton, each reported",
-                "responses": {
-                    "200": {"description": "All ready"},
-                    "503": {"description": "Not ready"},
-                },
+                "operationId": "healthz",
+                "summary": "Liveness",
+                "responses": _responses({"200": _json("Health", "Alive")}),
             }
         },
+        "/readyz": {"get": readyz},
         "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "responses": {"200": {"description": "Metrics"}},
-            }
+            "get": _plain("metrics", "Prometheus metrics", "text/plain", {"type": "string"})
         },
         "/openapi.json": {
-            "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}
+            "get": _plain("openapi", "This document", "application/json", {"type": "object"})
         },
-    },
-    "components": {
-        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
-        "schemas": _SCHEMAS,
-        "responses": {
-            "Problem": {
-                "description": "An RFC 9457 problem",
-                "content": {
-                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-                },
-            }
+        "/docs": {
+            "get": _plain("docs", "This document as an HTML page", "text/html", {"type": "string"})
         },
-    },
-}
+    }
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "dfmod moderation API",
+            "version": "1",
+            "description": "Deepfake moderation: submit media, poll or receive signed callbacks. "
+            "Every error is an RFC 9457 `application/problem+json` document.",
+        },
+        "paths": {
+            "/v1/submissions": {"post": _create_submission(), "get": _list_submissions()},
+            "/v1/submissions/{submission_id}": {"get": _get_submission()},
+            **_ops_paths(),
+        },
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "schemas": _schemas(),
+        },
+    }
 
 
 def document() -> dict[str, Any]:
     """Returns a copy of the OpenAPI document."""
-    return copy.deepcopy(_DOCUMENT)
+    return copy.deepcopy(_document())

@@ -1,4 +1,5 @@
-"""Operations endpoints: liveness, readiness (database, broker, Triton), metrics, OpenAPI."""
+"""Operations endpoints: liveness, readiness (database, broker, Triton), metrics, OpenAPI and its
+HTML page."""
 
 from __future__ import annotations
 
@@ -91,3 +92,11 @@ def metrics() -> Response:
 def openapi() -> Response:
     """Returns the OpenAPI 3.1 document of this API."""
     return jsonify(document())
+
+
+@bp.get("/docs")
+def docs() -> Response:
+    """Returns the OpenAPI document as an HTML page (no external assets)."""
+    from webhook_api.docs_page import render
+
+    return Response(render(), mimetype="text/html")

@@ -32,10 +32,12 @@ from flask.blueprints import BlueprintSetupState
 from moderation import dashboard
 from moderation.blobs import BlobNotFound
 from moderation.db import session_scope
+from moderation.explanation import placard
 from moderation.models import Submission
 from moderation.reviewers import authenticate
 from moderation.reviews import Decision, ReviewError, decide
 from moderation.tenant_models import ensemble_overview
+from webhook_api import overlays
 from webhook_api.state import state
 
 logger = logging.getLogger(__name__)
@@ -158,6 +160,7 @@ def queue() -> Any:
             status=status,
         )
         choices = dashboard.filter_choices(session=db)
+    on_demand = overlays.on_demand_versions(state().settings.model_name, choices["versions"])
     return render_template(
         "review/queue.html",
         items=items,
@@ -166,6 +169,7 @@ def queue() -> Any:
         status=status,
         statuses=dashboard.QUEUE_STATUSES,
         bands=dashboard.SCORE_BANDS,
+        on_demand=on_demand,
     )
 
 
@@ -179,8 +183,8 @@ def media(submission_id: str) -> Any:
         abort(404, description=f"no stored media for {submission_id}")
     try:
         data = state().blobs.get(sha)
-    except BlobNotFound:
-        abort(404, description=f"media of {submission_id} is gone from the blob store")
+    except BlobNotFound:  # the queue's <img> shows why instead of breaking
+        return _png(placard("The media of this item is gone from the blob store."))
     response = Response(data, mimetype=content_type or "application/octet-stream")
     response.headers["Cache-Control"] = "private, max-age=3600"
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -190,29 +194,19 @@ def media(submission_id: str) -> Any:
 @bp.get("/gradcam/<submission_id>")
 @login_required
 def gradcam(submission_id: str) -> Any:
-    from moderation.gradcam import HeatmapUnavailable, cached_overlay
-    from moderation.preprocess import ImageLimits, MediaRejected
+    """The item's Grad-CAM overlay from its stored map (a PNG that says why when there is none)."""
+    result = overlays.item_overlay(submission_id)
+    if result is None:
+        abort(404, description=f"no scored item {submission_id}")
+    return _png(result.png, heatmap=result.drawn)
 
-    app_state = state()
-    with session_scope(app_state.session_factory) as db:
-        row = db.get(Submission, submission_id)
-        if row is None or row.verdict is None or not row.blob_sha256:
-            abort(404, description=f"no scored media for {submission_id}")
-        sha, name, version = row.blob_sha256, row.verdict.model_name, row.verdict.model_version
-    settings = app_state.settings
-    try:
-        png = cached_overlay(
-            cache_dir=Path(settings.data_dir) / "gradcam",
-            submission_id=submission_id,
-            version=version,
-            data=app_state.blobs.get(sha),
-            checkpoint=Path(settings.model_repository) / name / version / "checkpoint.pt",
-            limits=ImageLimits.from_settings(settings),
-        )
-    except (HeatmapUnavailable, BlobNotFound, MediaRejected) as exc:
-        abort(404, description=f"no heatmap for {submission_id}: {exc}")
+
+def _png(png: bytes, *, heatmap: bool | None = None) -> Response:
+    """Returns a PNG response; ``heatmap`` says whether a requested overlay was drawn."""
     response = Response(png, mimetype="image/png")
     response.headers["Cache-Control"] = "private, max-age=3600"
+    if heatmap is not None:
+        response.headers["X-Heatmap"] = "drawn" if heatmap else "unavailable"
     return response
 
 
@@ -220,7 +214,6 @@ def gradcam(submission_id: str) -> Any:
 @login_required
 def frame(submission_id: str, index: int) -> Any:
     """A video's sampled frame as PNG (``?heatmap=1``: its Grad-CAM overlay)."""
-    from moderation.gradcam import HeatmapUnavailable, cached_overlay
     from moderation.preprocess import MediaRejected
     from moderation.video import VideoLimits, frame_png
 
@@ -232,23 +225,18 @@ def frame(submission_id: str, index: int) -> Any:
         frames = row.verdict.frames["frames"]
         if not 0 <= index < len(frames):
             abort(404, description=f"frame {index}; expected 0..{len(frames) - 1}")
-        sha, name, version = row.blob_sha256, row.verdict.model_name, row.verdict.model_version
+        sha = row.blob_sha256
     settings, at = app_state.settings, float(frames[index]["timestamp_s"])
     try:
         png = frame_png(app_state.blobs.get(sha), VideoLimits.from_settings(settings), at)
-        if request.args.get("heatmap"):
-            png = cached_overlay(
-                cache_dir=Path(settings.data_dir) / "gradcam",
-                submission_id=f"{submission_id}-frame{index}",
-                version=version,
-                data=png,
-                checkpoint=Path(settings.model_repository) / name / version / "checkpoint.pt",
-            )
-    except (HeatmapUnavailable, BlobNotFound, MediaRejected, LookupError) as exc:
-        abort(404, description=f"no frame {index} for {submission_id}: {exc}")
-    response = Response(png, mimetype="image/png")
-    response.headers["Cache-Control"] = "private, max-age=3600"
-    return response
+    except BlobNotFound:  # the strip's <img> shows why instead of breaking
+        return _png(placard("The video is gone from the blob store."))
+    except (MediaRejected, LookupError) as exc:
+        return _png(placard(f"Frame {index} cannot be shown: {exc}"))
+    if request.args.get("heatmap"):
+        result = overlays.frame_overlay(submission_id, index, png)
+        return _png(result.png, heatmap=result.drawn)
+    return _png(png)
 
 
 def _enqueue_delivery(delivery_id: str) -> None:
@@ -297,13 +285,16 @@ def audit() -> Any:
 @bp.get("/overview")
 @login_required
 def overview() -> Any:
+    from webhook_api.versions import repository_view
+
+    repository = repository_view(state().settings)
     with session_scope(state().session_factory) as db:
         data = dashboard.overview(session=db)
         settings = state().settings
         data["models"] = ensemble_overview(
             session=db, repository=settings.model_repository, default_models=settings.models
         )
-        return render_template("review/overview.html", data=data)
+        return render_template("review/overview.html", data=data, repository=repository)
 
 
 @bp.post("/callbacks/<delivery_id>/replay")
@@ -317,3 +308,7 @@ def replay(delivery_id: str) -> Any:
     logger.info("callback %s replayed by %s", delivery_id, session["reviewer"])
     flash(f"Callback {delivery_id} queued for another attempt.")
     return redirect(url_for("review.overview"))
+
+
+# The bank pages register their routes on this blueprint.
+from webhook_api import review_banks  # noqa: E402, F401

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy.exc import IntegrityError
 
+from moderation.api_schema import (
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    ListQuery,
+    SubmissionList,
+)
 from moderation.db import session_scope
 from moderation.models import MediaKind, Status
 from moderation.submissions import (
-    MAX_PAGE_SIZE,
     InvalidCursor,
     StoredResponse,
     SubmissionView,
@@ -29,6 +35,7 @@ from moderation.submissions import (
     get_submission,
     list_submissions,
     mark_received,
+    submission_out,
     update_stored_response,
 )
 from webhook_api.auth import current_tenant, require_tenant
@@ -37,12 +44,12 @@ from webhook_api.limits import check_rate, tenant_rate_limit
 from webhook_api.metrics import ENQUEUE_FAILURES, SUBMISSIONS_ACCEPTED
 from webhook_api.problems import ApiProblem, validation_problem
 from webhook_api.state import state
+from webhook_api.validation import validate
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("submissions", __name__, url_prefix="/v1/submissions")
 
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # Publishing must not hang a request when the broker is down: a few quick retries, then give up.
 PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
@@ -57,12 +64,13 @@ def _idempotency_key() -> str | None:
     if key is None:
         return None
     key = key.strip()
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
         raise validation_problem(
             [
                 {
                     "field": "Idempotency-Key",
-                    "message": f"expected 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",
+                    "message": f"expected 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII "
+                    "characters",
                 }
             ]
         )
@@ -220,52 +228,47 @@ def get_one(submission_id: str) -> Response:
     return jsonify(view.to_json())
 
 
-def _list_args() -> tuple[str | None, int, str | None]:
-    allowed = ("status", "limit", "cursor")
+def _list_args() -> ListQuery:
+    allowed = tuple(ListQuery.model_fields)
     errors = [
-        {"field": name, "message": f"unknown query parameter; expected only {', '.join(allowed)}"}
-        for name in request.args
-        if name not in allowed
+        {
+            "field": name,
+            "message": f"given {len(request.args.getlist(name))} times; expected it once",
+        }
+        for name in allowed
+        if len(request.args.getlist(name)) > 1
     ]
-    status = request.args.get("status") or None
-    if status is not None and status not in Status.ALL:
-        errors.append({"field": "status", "message": f"expected one of {', '.join(Status.ALL)}"})
-    raw_limit = request.args.get("limit", "50")
-    limit = int(raw_limit) if raw_limit.isdigit() else 0
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        errors.append(
-            {"field": "limit", "message": f"expected an integer from 1 to {MAX_PAGE_SIZE}"}
-        )
-    if errors:
-        raise validation_problem(errors)
-    return status, limit, request.args.get("cursor") or None
+    values: dict[str, Any] = dict(request.args.items())
+    if values.get("limit", "").isascii() and values.get("limit", "").isdigit():
+        values["limit"] = int(values["limit"])
+    return validate(ListQuery, values, allowed, unknown="unknown query parameter", more=errors)
 
 
 @bp.get("")
 @require_tenant
 def list_all() -> Response:
     """Returns the tenant's submissions, newest first, with an opaque ``next_cursor``."""
-    status, limit, cursor = _list_args()
+    query = _list_args()
     try:
         with session_scope(state().session_factory, read_only=True) as session:
             page = list_submissions(
                 session=session,
                 tenant_id=current_tenant().id,
-                status=status,
-                limit=limit,
-                cursor=cursor,
+                status=query.status,
+                limit=query.limit,
+                cursor=query.cursor,
             )
     except InvalidCursor as exc:
         raise validation_problem([{"field": "cursor", "message": str(exc)}]) from exc
     next_url = None
     if page.next_cursor:
         next_url = url_for(
-            "submissions.list_all", status=status, limit=limit, cursor=page.next_cursor
+            "submissions.list_all",
+            status=query.status,
+            limit=query.limit,
+            cursor=page.next_cursor,
         )
-    return jsonify(
-        {
-            "items": [v.to_json() for v in page.items],
-            "next_cursor": page.next_cursor,
-            "next": next_url,
-        }
+    listed = SubmissionList(
+        items=[submission_out(v) for v in page.items], next_cursor=page.next_cursor, next=next_url
     )
+    return jsonify(listed.model_dump(mode="json"))

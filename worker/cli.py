@@ -13,6 +13,7 @@ import atexit
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -132,6 +133,14 @@ def check_provenance_policy(settings: Settings) -> None:
         )
 
 
+def stdout_to_stderr() -> None:
+    """Points this process's standard output at standard error: Celery prints its banner and
+    shutdown notices to ``sys.__stdout__``, and a long-running worker has no results to print,
+    only logs (which go to standard error, ``dfmod --help``)."""
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+
+
 @click.command("worker")
 @click.option("-c", "--concurrency", type=int, default=None, help="Worker processes/threads.")
 @click.option("--pool", type=click.Choice(POOLS), default=None, help="Default: threads on SQLite.")
@@ -155,6 +164,7 @@ def worker_command(concurrency: int | None, pool: str | None, beat: bool) -> Non
     if beat:
         embed_beat(app, settings)
     logger.info("celery %s (broker %s)", " ".join(argv), _safe(settings.resolved_broker_url))
+    stdout_to_stderr()
     app.worker_main(argv)
 
 
@@ -167,6 +177,7 @@ def beat_command() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_celery(settings)
     schedule = settings.data_dir.resolve() / "celerybeat-schedule"
+    stdout_to_stderr()
     app.Beat(schedule=str(schedule), loglevel=settings.log_level).run()
 
 

@@ -19,6 +19,7 @@ from moderation.db import make_engine, make_session_factory
 from moderation.settings import Settings
 
 if TYPE_CHECKING:
+    from moderation.bank_index import BankMatcher
     from worker.triton_client import TritonClient
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,21 @@ class WorkerDeps:
     session_factory: sessionmaker[Session]
     blobs: BlobStore
     _client: TritonClient | None = field(default=None, repr=False)
+    _matcher: BankMatcher | None = field(default=None, repr=False)
+
+    @property
+    def matcher(self) -> BankMatcher:
+        """Returns the process's bank index (loaded from SQL on first use)."""
+        if self._matcher is None:
+            from moderation.bank_index import BankMatcher
+
+            self._matcher = BankMatcher(
+                session_factory=self.session_factory,
+                max_distance=self.settings.bank_match_distance,
+                video_share=self.settings.bank_video_match_share,
+                min_quality=self.settings.bank_min_quality,
+            )
+        return self._matcher
 
     @property
     def client(self) -> TritonClient:

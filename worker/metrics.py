@@ -40,6 +40,8 @@ STAGES = (
     "provenance",
     "decode",
     "resize",
+    "hash",
+    "match",
     "inference",
     "database",
     "callback",

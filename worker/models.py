@@ -58,6 +58,7 @@ class ModelAnswer:
     logits: np.ndarray | None
     latency_ms: float
     error: str | None = None
+    cams: np.ndarray | None = None  # the Grad-CAM maps, when the version serves them
 
 
 class ModelSet:
@@ -161,7 +162,9 @@ class ModelSet:
         self._skip_until.pop(name, None)
         latency = (time.perf_counter() - start) * 1000
         MODEL_SECONDS.labels(name).observe(latency / 1000)
-        return ModelAnswer(name, str(result.model_version), result.logits, latency)
+        return ModelAnswer(
+            name, str(result.model_version), result.logits, latency, cams=result.cams
+        )
 
     def close(self) -> None:
         """Closes every client and the thread pool."""

@@ -20,14 +20,18 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from moderation.bank_models import BankPolicy, BankState, MediaHashRow
+from moderation.banks import DEFAULT_POLICY, Policy
 from moderation.blobs import BlobStore
 from moderation.contract import INPUT_SIZE, ModelMetadata
 from moderation.db import session_scope
 from moderation.ensemble import ModelScore, combine_scores, is_demo, latest_ensemble
+from moderation.explanation import explain, oriented_size, video_explain
+from moderation.mediahash import MediaHash, video_hash
 from moderation.models import Status, Submission, Tenant, Verdict, new_id, utcnow
 from moderation.policy import (
     REASON_DEMO_MODEL,
@@ -40,14 +44,17 @@ from moderation.policy import (
 from moderation.preprocess import ImageLimits, MediaRejected, decode_image, image_to_input
 from moderation.provenance import ProvenanceLimits, read_provenance
 from moderation.settings import Settings
+from moderation.signal_policy import decide_with_signals
 from moderation.submissions import columns_view, submission_view, verdict_view
 from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
 from worker.callbacks import EVENT_FAILED, EVENT_SCORED, add_outbox, insert_outbox
 from worker.metrics import observe_since, stage
 from worker.models import ModelAnswer, ModelSet, get_model_set
+from worker.triton_client import InferenceResult
 
 if TYPE_CHECKING:
-    from worker.triton_client import InferenceResult, TritonClient
+    from moderation.bank_index import BankMatcher, Match
+    from worker.triton_client import TritonClient
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +63,8 @@ MAX_DETAIL_CHARS = 1000
 _SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
 _TENANTS: Table = Tenant.__table__  # type: ignore[assignment]
 _VERDICTS: Table = Verdict.__table__  # type: ignore[assignment]
+_POLICIES: Table = BankPolicy.__table__  # type: ignore[assignment]
+_HASHES: Table = MediaHashRow.__table__  # type: ignore[assignment]
 
 
 class Outcome(str, enum.Enum):
@@ -84,13 +93,16 @@ def model_metadata(repository: Path, name: str, version: str) -> ModelMetadata:
 
 @dataclass(frozen=True)
 class _Claimed:
-    """A claimed submission: its blob, and its tenant's policy at claim time."""
+    """A claimed submission: its blob, and its tenant's thresholds and policies at claim time."""
 
     blob_sha256: str
     tenant_pass_below: float | None
     tenant_flag_at: float | None
     tenant_provenance_policy: str | None = None
-    tenant_models: list[str] | None = None
+    tenant_id: str = ""
+    policy: Policy = DEFAULT_POLICY
+    bank_generation: int | None = None  # read by the claim: the matcher syncs only if it moved
+    tenant_models: list[str] | None = None  # dfmod tenant set-models; None: DFMOD_MODELS
 
 
 def _tenant_column(name: str) -> Any:
@@ -99,6 +111,16 @@ def _tenant_column(name: str) -> Any:
         .where(_TENANTS.c.id == _SUBMISSIONS.c.tenant_id)
         .scalar_subquery()
         .label(f"tenant_{name}")
+    )
+
+
+def _policy_column(name: str) -> Any:
+    return (
+        select(_POLICIES.c[name])
+        # Qualified by hand: inside RETURNING both sides would render as a bare "tenant_id".
+        .where(literal_column("bank_policies.tenant_id") == literal_column("submissions.tenant_id"))
+        .scalar_subquery()
+        .label(f"policy_{name}")
     )
 
 
@@ -123,6 +145,13 @@ _CLAIM = (
         _tenant_column("flag_at"),
         _tenant_column("provenance_policy"),
         _tenant_column("models"),
+        _SUBMISSIONS.c.tenant_id,
+        _policy_column("on_fake"),
+        _policy_column("on_real"),
+        select(BankState.generation)
+        .where(literal_column("bank_state.id") == 1)
+        .scalar_subquery()
+        .label("bank_generation"),
     )
 )
 _STATE = select(_SUBMISSIONS.c.status).where(_SUBMISSIONS.c.id == bindparam("submission_id"))
@@ -151,11 +180,17 @@ def _claim(
             return None, Status.FETCHING if status in SCORABLE else status
     if row.attempts == 1:
         observe_since("queue", row.queued_at or row.created_at)
+    policy = DEFAULT_POLICY
+    if row.policy_on_fake is not None:
+        policy = Policy(row.policy_on_fake, row.policy_on_real)
     claimed = _Claimed(
         row.blob_sha256,
         row.tenant_pass_below,
         row.tenant_flag_at,
         row.tenant_provenance_policy,
+        row.tenant_id,
+        policy,
+        row.bank_generation or 0,
         _model_list(row.tenant_models),
     )
     return claimed, Status.SCORING
@@ -217,8 +252,8 @@ def _frame_entry(frame: Frame, full: float, crops: list[float]) -> tuple[float, 
 
 def _video_scores(
     frames: list[Frame], logits: np.ndarray, temperature: float
-) -> tuple[float, float, dict[str, Any]]:
-    """Returns (video p_fake, logit of the top frame, the stored per-frame record)."""
+) -> tuple[float, int, dict[str, Any]]:
+    """Returns (video p_fake, index of the top frame, the stored per-frame record)."""
     calibrated = [calibrate(float(x), temperature) for x in logits]
     scores, entries, offset = [], [], len(frames)
     for index, frame in enumerate(frames):
@@ -235,14 +270,55 @@ def _video_scores(
         "suspicious_timestamps_s": [frames[i].timestamp for i in chosen],
         "drivers": [entries[i]["driver"] for i in chosen],
     }
-    return p_fake, float(logits[chosen[0]]), record
+    return p_fake, chosen[0], record
+
+
+def _explanation(
+    result: InferenceResult, frames: list[Frame] | None, size: tuple[int, int] | None, top: int
+) -> dict[str, Any] | None:
+    """Returns the verdict's explanation from the served maps; None when the version has none."""
+    if result.cams is None:
+        return None
+    try:
+        if frames is None:
+            width, height = size or (0, 0)
+            return explain(result.cams[0], width=width, height=height)
+        # Full frames come first in the batch; face crops (after them) have no map of their own.
+        keys = [(f.timestamp, f.size) for f in frames]
+        return video_explain(keys, result.cams[: len(frames)], top=top)
+    except ValueError as exc:  # a malformed map must not lose the verdict
+        logger.warning("explanation dropped: %s", exc)
+        return None
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the worker found besides the model: the media's hash and its bank match."""
+
+    media: MediaHash | None = None
+    match: Match | None = None
+
+
+def _hash_row(submission_id: str, media: MediaHash | None) -> dict[str, Any] | None:
+    if media is None or media.pdq is None:
+        return None
+    return {
+        "submission_id": submission_id,
+        "signal_type": media.signal_type,
+        "pdq": media.pdq.hex,
+        "quality": media.pdq.quality,
+        "frames": media.frames_json(),
+        "created_at": utcnow(),
+    }
 
 
 def _scores(
     answers: list[ModelAnswer], settings: Settings, frames: list[Frame] | None
-) -> tuple[list[ModelScore], list[dict[str, Any]], tuple[float, float, Any] | None]:
+) -> tuple[
+    list[ModelScore], list[dict[str, Any]], tuple[ModelAnswer, float, float, Any, int] | None
+]:
     """Returns the answering models' scores, every model's entry for the verdict, and the first
-    answering model's (logit, temperature, video record)."""
+    answering model's (answer, logit, temperature, video record, top frame)."""
     scores: list[ModelScore] = []
     entries: list[dict[str, Any]] = []
     first = None
@@ -259,15 +335,14 @@ def _scores(
             continue
         meta = model_metadata(settings.model_repository, answer.name, answer.version)
         logits = np.asarray(answer.logits, dtype=np.float64).reshape(-1)
-        record = None
+        record, top = None, 0
         if frames is None:
-            logit = float(logits[0])
-            p_fake = calibrate(logit, meta.temperature)
+            p_fake = calibrate(float(logits[0]), meta.temperature)
         else:
-            p_fake, logit, record = _video_scores(frames, logits, meta.temperature)
+            p_fake, top, record = _video_scores(frames, logits, meta.temperature)
         entry["p_fake"] = p_fake
         if first is None:
-            first = (logit, meta.temperature, record)
+            first = (answer, float(logits[top]), meta.temperature, record, top)
         scores.append(
             ModelScore(
                 answer.name, answer.version, p_fake, meta.pass_below, meta.flag_at, is_demo(meta)
@@ -284,12 +359,19 @@ def _record_verdict(
     claimed: _Claimed,
     frames: list[Frame] | None = None,
     provenance: dict[str, Any] | None = None,
+    signals: Signals = Signals(),
+    *,
+    size: tuple[int, int] | None = None,
 ) -> ScoreResult:
     if not isinstance(answers, list):  # one model's result, as before several models
-        answers = [ModelAnswer(answers.model_name, answers.model_version, answers.logits, 0.0)]
+        answers = [
+            ModelAnswer(
+                answers.model_name, answers.model_version, answers.logits, 0.0, cams=answers.cams
+            )
+        ]
     scores, entries, first = _scores(answers, settings, frames)
     assert first is not None  # ModelSet.infer raises when no model answered
-    logit, temperature, record = first
+    answer, logit, temperature, record, top = first
     ensemble = latest_ensemble(settings.model_repository) if len(scores) > 1 else None
     combined = combine_scores(scores, ensemble)
     p_fake = combined.p_fake
@@ -299,12 +381,25 @@ def _record_verdict(
         tenant_pass_below=claimed.tenant_pass_below,
         tenant_flag_at=claimed.tenant_flag_at,
     )
-    decision = decide(p_fake, pass_below=thresholds.pass_below, flag_at=thresholds.flag_at)
-    reason = REASON_MODEL
-    if combined.demo_only and not settings.demo_weights_decide and decision != Status.NEEDS_REVIEW:
-        decision, reason = Status.NEEDS_REVIEW, REASON_DEMO_MODEL
-    policy = claimed.tenant_provenance_policy or settings.provenance_policy
-    decision, reason = apply_provenance(decision, provenance, policy=policy, reason=reason)
+    model_decision = decide(p_fake, pass_below=thresholds.pass_below, flag_at=thresholds.flag_at)
+    # Demo weights never decide alone: what only they would pass or flag goes to review.
+    demoted = (
+        combined.demo_only
+        and not settings.demo_weights_decide
+        and model_decision != Status.NEEDS_REVIEW
+    )
+    match = signals.match
+    decision, reason = decide_with_signals(
+        model_decision=Status.NEEDS_REVIEW if demoted else model_decision,
+        match_verdict=None if match is None else match.verdict,
+        policy=claimed.policy,
+    )
+    if demoted and reason == REASON_MODEL:
+        reason = REASON_DEMO_MODEL
+    provenance_policy = claimed.tenant_provenance_policy or settings.provenance_policy
+    decision, reason = apply_provenance(
+        decision, provenance, policy=provenance_policy, reason=reason
+    )
     missing = [e["name"] for e in entries if e["p_fake"] is None]
     ensemble_record = {
         "combination": combined.combination,
@@ -315,7 +410,9 @@ def _record_verdict(
         "demo_only": combined.demo_only,
         "stale": combined.stale,
     }
-    primary = scores[0]
+    primary = InferenceResult(
+        np.asarray(answer.logits), answer.name, str(answer.version), answer.cams
+    )
     now = utcnow()
     verdict = {
         "id": new_id("ver"),
@@ -323,18 +420,24 @@ def _record_verdict(
         "logit": logit,
         "p_fake": p_fake,
         "decision": decision,
-        "model_name": primary.name,
-        "model_version": str(primary.version),
+        "model_name": primary.model_name,
+        "model_version": primary.model_version,
         "temperature": temperature,
         "pass_below": thresholds.pass_below,
         "flag_at": thresholds.flag_at,
         "frames": record,
         "decision_reason": reason,
         "provenance": provenance,
+        "explanation": _explanation(primary, frames, size, top),
+        "signals": {
+            "model": {"p_fake": p_fake, "decision": model_decision},
+            "match": None if match is None else match.to_json(),
+        },
         "models": entries,
         "ensemble": ensemble_record,
         "created_at": now,
     }
+    hash_row = _hash_row(submission_id, signals.media)
     try:
         with session_scope(factory) as session:
             row = session.execute(
@@ -344,13 +447,17 @@ def _record_verdict(
                 status = session.execute(_STATE, {"submission_id": submission_id}).scalar()
                 return ScoreResult(Outcome.NOOP, status)
             session.execute(insert(_VERDICTS), verdict)
+            if hash_row is not None:
+                session.execute(insert(_HASHES), hash_row)
             # The verdict just written, and no reviews: a scorable submission was never reviewed.
             view = columns_view(row._mapping, verdict=verdict_view(SimpleNamespace(**verdict)))
             delivery_id = insert_outbox(session, view=view, event_type=EVENT_SCORED)
     except IntegrityError:  # another worker stored the verdict first
         logger.info("score: verdict for %s already stored by another run", submission_id)
         return ScoreResult(Outcome.NOOP)
-    logger.info("submission %s scored p_fake=%.4f -> %s", submission_id, p_fake, decision)
+    logger.info(
+        "submission %s scored p_fake=%.4f -> %s (%s)", submission_id, p_fake, decision, reason
+    )
     return ScoreResult(Outcome.SCORED, decision, delivery_id)
 
 
@@ -361,8 +468,12 @@ def score_submission(
     blobs: BlobStore,
     client: TritonClient,
     settings: Settings,
+    matcher: BankMatcher | None = None,
 ) -> ScoreResult:
-    """Scores one submission (see the module docstring); raises InferenceUnavailable to retry."""
+    """Scores one submission (see the module docstring); raises InferenceUnavailable to retry.
+
+    The media's perceptual hash is stored with the verdict; with a ``matcher`` it is also looked
+    up in the banks the submission's tenant sees."""
     with stage("database"):
         claimed, status = _claim(session_factory, submission_id)
     if claimed is None:
@@ -374,26 +485,33 @@ def score_submission(
         provenance = read_provenance(data, ProvenanceLimits.from_settings(settings))
     models = get_model_set(settings)
     names, missing = _asked_models(models, claimed, settings)
-    frames, video_limits = None, VideoLimits.from_settings(settings)
+    frames, size, video_limits = None, None, VideoLimits.from_settings(settings)
+    media: MediaHash | None = None
     try:
         if is_video(data, video_limits):
             with stage("decode"):
                 frames = load_video(data, video_limits)
             with stage("resize"):
                 inputs = _frame_inputs(_video_batch(frames), names)
+            with stage("hash"):
+                media = video_hash(data, max_seconds=video_limits.max_seconds)
         else:
             limits = ImageLimits.from_settings(settings)
-            largest = max(size for size, _ in names.values())
+            largest = max(side for side, _ in names.values())
             with stage("decode"):
                 image, fmt = decode_image(data, dataclasses.replace(limits, size=largest))
+            with stage("hash"):
+                media = _image_hash(image)
             with stage("resize"):
+                # Once per (size, resize method), whatever the number of models asking for it.
                 prepared = {
                     key: image_to_input(image, size=key[0], resize=key[1], what=f"{fmt} image")[
                         np.newaxis
                     ]
                     for key in set(names.values())
                 }
-            inputs = {name: prepared[key] for name, key in names.items()}
+                inputs = {name: prepared[key] for name, key in names.items()}
+                size = oriented_size(data) or image.size
     except MediaRejected as exc:
         with stage("database"):
             return fail_submission(
@@ -402,14 +520,40 @@ def score_submission(
                 reason=exc.reason,
                 detail=exc.detail,
             )
+    signals = Signals(media)
+    if matcher is not None and media is not None:
+        with stage("match"):
+            found = matcher.match(
+                media=media, tenant_id=claimed.tenant_id, generation=claimed.bank_generation
+            )
+            signals = Signals(media, found)
     # One round for every model; one call per model for all of a video's frames.
     with stage("inference"):
         answers = models.infer(inputs, primary=client)
     answers += [ModelAnswer(name, None, None, 0.0, "not_in_repository") for name in missing]
     with stage("database"):
         return _record_verdict(
-            session_factory, submission_id, answers, settings, claimed, frames, provenance
+            session_factory,
+            submission_id,
+            answers,
+            settings,
+            claimed,
+            frames,
+            provenance,
+            signals,
+            size=size,
         )
+
+
+def _image_hash(image: Any) -> MediaHash | None:
+    """Returns the picture's PDQ hash, or None when PDQ cannot read it (no match, no failure)."""
+    from moderation.mediahash import PDQ, image_pdq
+
+    try:
+        return MediaHash(PDQ, image_pdq(image))
+    except (OSError, ValueError) as exc:
+        logger.warning("no PDQ hash: %s", exc)
+        return None
 
 
 def _asked_models(
@@ -440,13 +584,13 @@ def _frame_inputs(batch: np.ndarray, names: dict[str, tuple[int, str]]) -> dict[
 
     prepared: dict[tuple[int, str], np.ndarray] = {}
     for key in set(names.values()):
-        size, resize = key
-        if size == batch.shape[1]:
+        side, resize = key
+        if side == batch.shape[1]:
             prepared[key] = batch
         else:
             prepared[key] = np.stack(
                 [
-                    np.asarray(Image.fromarray(f).resize((size, size), RESAMPLING[resize]))
+                    np.asarray(Image.fromarray(f).resize((side, side), RESAMPLING[resize]))
                     for f in batch
                 ]
             )

@@ -108,6 +108,7 @@ def score_submission(task: Task, submission_id: str) -> str:
             blobs=deps.blobs,
             client=deps.client,
             settings=deps.settings,
+            matcher=deps.matcher,
         )
     except InferenceUnavailable as exc:
         return _retry_or_fail(task, submission_id, exc, inference=True)

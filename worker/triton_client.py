@@ -45,11 +45,17 @@ class InferenceUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class InferenceResult:
-    """Logits for a batch and the model version that produced them."""
+    """Logits for a batch, the model version that produced them, and its Grad-CAM maps."""
 
     logits: np.ndarray  # float32, shape [N]
     model_name: str
     model_version: str
+    cams: np.ndarray | None = None  # float32 [N, 7, 7]; None when the version has no ``cam``
+
+    def rows(self, start: int, end: int) -> InferenceResult:
+        """Returns the result for images ``start:end`` of the batch."""
+        cams = None if self.cams is None else self.cams[start:end]
+        return InferenceResult(self.logits[start:end], self.model_name, self.model_version, cams)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class _ModelInfo:
     output_name: str
     max_batch_size: int
     instances: int = 1  # model instances in the configuration's instance groups
+    cam_name: str | None = None  # the Grad-CAM output, when the served model has one
     size: int = contract.INPUT_SIZE  # the input's square side (an imported model's own)
 
 
@@ -150,11 +157,7 @@ class _Joiner:
                 results, start = [], 0
                 for waiting in batch:
                     end = start + len(waiting.images)
-                    results.append(
-                        InferenceResult(
-                            joined.logits[start:end], joined.model_name, joined.model_version
-                        )
-                    )
+                    results.append(joined.rows(start, end))
                     start = end
             JOINED_IMAGES.observe(sum(len(w.images) for w in batch))
             for waiting, result in zip(batch, results, strict=True):
@@ -249,14 +252,18 @@ class TritonClient:
     def _infer(self, images: np.ndarray) -> InferenceResult:
         info = self._model_info()
         for _ in range(3):
-            logits, versions = [], set()
+            parts = []
             for start in range(0, len(images), info.max_batch_size):
-                chunk = images[start : start + info.max_batch_size]
-                part, version = self._infer_chunk(chunk, info)
-                logits.append(part)
-                versions.add(version)
+                parts.append(self._infer_chunk(images[start : start + info.max_batch_size], info))
+            versions = {part.model_version for part in parts}
             if len(versions) == 1:
-                return InferenceResult(np.concatenate(logits), self.model_name, versions.pop())
+                cams = [part.cams for part in parts]
+                return InferenceResult(
+                    np.concatenate([part.logits for part in parts]),
+                    self.model_name,
+                    versions.pop(),
+                    None if any(c is None for c in cams) else np.concatenate(cams),  # type: ignore[arg-type]
+                )
             logger.info("versions %s answered one batch; asking again", sorted(versions))
         raise InferenceUnavailable(f"{self.model_name} kept changing version during one batch")
 
@@ -266,10 +273,11 @@ class TritonClient:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _infer_chunk(self, chunk: np.ndarray, info: _ModelInfo) -> tuple[np.ndarray, str]:
+    def _infer_chunk(self, chunk: np.ndarray, info: _ModelInfo) -> InferenceResult:
         tensor = grpcclient.InferInput(info.input_name, list(chunk.shape), "UINT8")
         tensor.set_data_from_numpy(chunk)
-        wanted = [grpcclient.InferRequestedOutput(info.output_name)]
+        names = [info.output_name] + ([info.cam_name] if info.cam_name else [])
+        wanted = [grpcclient.InferRequestedOutput(name) for name in names]
         result = self._call(
             lambda: self._client.infer(
                 self.model_name, [tensor], outputs=wanted, client_timeout=self.timeout_s
@@ -282,7 +290,12 @@ class TritonClient:
                 f"{self.model_name} answered {shape} for {len(chunk)} images; expected [N, 1]"
             )
         version = str(result.get_response().model_version)
-        return logits.reshape(len(chunk)).astype(np.float32, copy=False), version
+        logits = logits.reshape(len(chunk)).astype(np.float32, copy=False)
+        cams = result.as_numpy(info.cam_name) if info.cam_name else None
+        if cams is not None and cams.shape != (len(chunk), *contract.CAM_SHAPE):
+            logger.warning("%s answered cam %s; expected [N, 7, 7], ignored", version, cams.shape)
+            cams = None
+        return InferenceResult(logits, self.model_name, version, cams)
 
     def _model_info(self) -> _ModelInfo:
         with self._lock:
@@ -302,17 +315,23 @@ class TritonClient:
             )
         )
         inputs, outputs = metadata.get("inputs", []), metadata.get("outputs", [])
-        if len(inputs) != 1 or len(outputs) != 1 or inputs[0].get("datatype") != "UINT8":
+        names = [str(o.get("name")) for o in outputs]
+        # One output (whatever its name) is the logit of a version without maps; with more, the
+        # contract's names decide.
+        logit = names[0] if len(names) == 1 else contract.OUTPUT_NAME
+        if len(inputs) != 1 or inputs[0].get("datatype") != "UINT8" or logit not in names:
             raise InferenceUnavailable(
                 f"{self.model_name} has inputs {inputs} and outputs {outputs}; expected one UINT8 "
-                f"input {contract.INPUT_NAME!r} and one FP32 output {contract.OUTPUT_NAME!r}"
+                f"input {contract.INPUT_NAME!r}, an FP32 output {contract.OUTPUT_NAME!r} and "
+                f"optionally {contract.CAM_NAME!r}"
             )
+        cam = contract.CAM_NAME if contract.CAM_NAME in names and len(names) > 1 else None
         max_batch = int(config.get("config", {}).get("max_batch_size", 0)) or 1
         groups = config.get("config", {}).get("instance_group", [])
         instances = sum(int(group.get("count", 1)) for group in groups) or 1
         shape = [int(d) for d in inputs[0].get("shape", [])]
         size = shape[-2] if len(shape) == 4 else contract.INPUT_SIZE
-        info = _ModelInfo(inputs[0]["name"], outputs[0]["name"], max_batch, instances, size)
+        info = _ModelInfo(inputs[0]["name"], logit, max_batch, instances, cam, size)
         logger.info("Triton %s serves %s: %s", self.url, self.model_name, info)
         return info
 

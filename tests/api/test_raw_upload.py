@@ -178,16 +178,26 @@ def test_the_same_request_as_multipart_or_raw_is_one_request(
     assert form.get_json() == raw.get_json()
 
 
-def test_query_parameters_beside_a_multipart_or_json_body_are_422(
+def test_query_parameters_beside_a_multipart_or_json_body_are_read(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
     form = client.post("/v1/submissions?external_id=x", data=upload(png_bytes()), headers=auth)
-    body = _problem(form, 422, "validation-error")
-    assert body["errors"][0]["field"] == "external_id"
-    assert "expected the fields in the multipart or JSON body" in body["detail"]
+    assert form.status_code == 202, form.get_data(as_text=True)
+    assert form.get_json()["external_id"] == "x"
     as_json = client.post(
-        "/v1/submissions?callback_url=http://127.0.0.1:9/",
+        "/v1/submissions?external_id=y&metadata=%7B%22a%22%3A1%7D",
         json={"media_url": "http://127.0.0.1:9/a.png"},
         headers=auth,
     )
-    assert _problem(as_json, 422, "validation-error")["errors"][0]["field"] == "callback_url"
+    assert as_json.status_code == 202, as_json.get_data(as_text=True)
+    assert (as_json.get_json()["external_id"], as_json.get_json()["metadata"]) == ("y", {"a": 1})
+
+
+def test_a_field_in_the_body_and_the_query_takes_the_body_value(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    form = client.post(
+        "/v1/submissions?external_id=x", data=upload(png_bytes(), external_id="y"), headers=auth
+    )
+    assert form.status_code == 202, form.get_data(as_text=True)
+    assert form.get_json()["external_id"] == "y"

@@ -3,6 +3,8 @@
 API and worker run as subprocesses on the real Triton; callbacks go to a real loopback receiver.
 A reviewer logs in, decides an item with the keyboard, sees it leave the queue, the tenant gets
 the signed ``submission.decided`` callback, and a dead callback is replayed from the overview.
+A decision made with the keyboard settles a re-upload of the same photo through the bank; the
+item page links the item that created the entry, and the banks page removes it.
 Screenshots land in ``test-artifacts/dashboard/``.
 """
 
@@ -71,11 +73,6 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("dashboard-stack")
-    # The served copy leaves checkpoints out; Grad-CAM needs version 1's, beside its ONNX file.
-    version_dir = Path(triton_server.repository) / "deepfake_detector" / "1"  # type: ignore[attr-defined]
-    checkpoint = PROJECT_ROOT / "model_repository" / "deepfake_detector" / "1" / "checkpoint.pt"
-    if not (version_dir / "checkpoint.pt").exists():
-        shutil.copy2(checkpoint, version_dir / "checkpoint.pt")
     with embedded_stack(root, {**triton_env(triton_server), **E2E_ENV}) as started:
         command = [sys.executable, "-m", "moderation.cli", "reviewer", "create", "alice"]
         created = subprocess.run(
@@ -154,12 +151,12 @@ def test_login_decide_callback_and_replay(
     first, second = (page.locator(f"li.item[data-id='{i}']") for i in ids)
     first.wait_for()
     assert first.locator("img").first.evaluate("img => img.complete && img.naturalWidth > 0")
-    page.keyboard.press("h")  # the Grad-CAM overlay of the current item, computed on demand
+    page.keyboard.press("h")  # the current item's overlay, drawn from its stored Grad-CAM map
     heatmap = first.locator("details.heatmap img")
     heatmap.wait_for()
     page.wait_for_function(
-        "el => el.complete && el.naturalWidth === 224", arg=heatmap.element_handle()
-    )
+        "el => el.complete && el.naturalWidth === 96", arg=heatmap.element_handle()
+    )  # the uploaded picture's own size (tests.e2e.conftest.image_bytes)
     _shot(page, "02-queue")
 
     page.keyboard.press("f")  # the first (oldest) item is current: decide it fake
@@ -187,4 +184,74 @@ def test_login_decide_callback_and_replay(
     replayed = _decided(callback_receiver, 4)[-1]
     assert replayed.headers["webhook-id"] == webhook_id
     assert replayed.json()["type"] == "submission.decided"
+    page.close()
+
+
+def test_decision_in_the_browser_decides_the_reupload_by_bank(stack: Stack, browser: Any) -> None:
+    """Decide a photo fake with the keyboard; its re-upload (JPEG q60, 70 %) is flagged by the
+    bank; the item page links the item that created the entry; the banks page removes it."""
+    from tests.banks.conftest import jpeg, photo, reupload
+
+    tenant = stack.tenant()
+    _everything_to_review(stack, tenant.id)
+    image = photo(400)
+    first = stack.submit_file(tenant.api_key, jpeg(image, 92), filename="a.jpg").json()["id"]
+    assert stack.wait_final(tenant.api_key, first)["status"] == "needs_review"
+
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{stack.api_url}/review/login")
+    page.fill("input[name=name]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]:has-text('Log in')")
+    page.goto(f"{stack.api_url}/review/?tenant={tenant.id}")
+    item = page.locator(f"li.item[data-id='{first}']")
+    item.wait_for()
+    page.keyboard.press("f")
+    item.wait_for(state="detached")
+
+    again = stack.submit_file(tenant.api_key, reupload(image, quality=60, scale=0.7))
+    body = stack.wait_final(tenant.api_key, again.json()["id"])
+    assert (body["status"], body["verdict"]["decision_reason"]) == (
+        "auto_flagged",
+        "bank_match:fake",
+    )
+    page.goto(f"{stack.api_url}/review/item/{body['id']}")
+    assert "bank_match:fake" in page.locator("b.reason").inner_text()
+    _shot(page, "05-bank-match")
+    page.click("a.origin")
+    page.wait_for_url(f"{stack.api_url}/review/item/{first}")
+    page.goto(f"{stack.api_url}/review/banks")
+    entry = page.locator(f"tr[data-entry='{body['verdict']['signals']['match']['entry_id']}']")
+    _shot(page, "06-banks")
+    entry.locator("input[name=reason]").fill("wrong call")
+    entry.locator("button:has-text('Remove')").click()
+    page.wait_for_url(f"{stack.api_url}/review/banks")
+    assert "removed" in page.locator(".flash").inner_text()
+    assert entry.count() == 0
+    page.close()
+
+
+def test_api_docs_page_renders_the_openapi_document(stack: Stack, browser: Any) -> None:
+    doc = stack.http.get(f"{stack.api_url}/openapi.json", timeout=10).json()
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    page.set_default_timeout(WAIT_MS)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(f"{stack.api_url}/docs")
+    assert page.locator("h1").inner_text() == doc["info"]["title"]
+    operations = page.locator("section.operation")
+    assert operations.count() == sum(len(item) for item in doc["paths"].values())
+    create = page.locator("section#createSubmission")
+    assert "/v1/submissions" in create.locator("h3").inner_text()
+    statuses = create.locator("tr[data-status]").evaluate_all(
+        "rows => rows.map(r => r.dataset.status)"
+    )
+    assert set(statuses) == set(doc["paths"]["/v1/submissions"]["post"]["responses"])
+    assert {"414", "431", "413", "405"} <= set(statuses)
+    create.locator("a[href='#schema-SubmissionOut']").first.click()
+    assert page.locator("section#schema-SubmissionOut").is_visible()
+    assert page.url.endswith("#schema-SubmissionOut")
+    _shot(page, "05-api-docs")
+    assert requested and all(url.startswith(stack.api_url) for url in requested), requested
     page.close()

@@ -1,4 +1,5 @@
-"""Grad-CAM overlays on the committed version 1 checkpoint: computed on demand, then cached."""
+"""On-demand Grad-CAM for verdicts stored without a map (before the cam output), where torch is
+installed: computed from the version's checkpoint, then cached."""
 
 from __future__ import annotations
 
@@ -45,9 +46,14 @@ def test_cam_is_normalised_and_overlay_differs_from_input(settings: Settings) ->
     assert heat.std() > 0.01  # not a flat map
 
 
-def test_heatmap_without_checkpoint_is_404(client: FlaskClient, settings: Settings) -> None:
+def test_heatmap_without_map_or_checkpoint__says_why(
+    client: FlaskClient, settings: Settings
+) -> None:
     item = add_item(settings, p_fake=0.5, data=image_bytes(seed=7), version="999")
     login(client)
     response = client.get(f"/review/gradcam/{item}")
-    assert response.status_code == 404
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    assert response.headers["X-Heatmap"] == "unavailable"
+    assert Image.open(io.BytesIO(response.data)).format == "PNG"  # a placard, not a broken image
+    assert "No Grad-CAM map stored" in client.get("/review/").get_data(as_text=True)
     assert client.get("/review/gradcam/sub_missing").status_code == 404

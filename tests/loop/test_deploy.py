@@ -148,3 +148,20 @@ def test_cli_rollback(
     assert f"version {new + 1} serves" in result.output
     version, logit = _answer(target)
     assert version == str(new + 1) and logit == pytest.approx(before, abs=1e-3)
+
+
+def test_version_without_cam_is_refused_with_how_to_fix(
+    target: ServingTarget, database: tuple[str, sessionmaker[Session]], tmp_path: Path
+) -> None:
+    import onnx
+
+    source = _candidate(target, tmp_path / "old-style", delta=0.0)
+    model = onnx.load(str(source / contract.ONNX_FILENAME))
+    kept = [o for o in model.graph.output if o.name != contract.CAM_NAME]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    onnx.save(model, str(source / contract.ONNX_FILENAME))
+    before = repository_versions(target.model_dir)
+    with session_scope(database[1]) as session, pytest.raises(DeployError, match="reexport"):
+        deploy(session=session, source=source, target=target, deployed_by="ops", metrics={})
+    assert repository_versions(target.model_dir) == before

@@ -136,8 +136,8 @@ def test_dashboard_item_shows_the_provenance_summary(stack: Stack, chain: Chain)
     assert stack.wait_final(tenant.api_key, submission_id)["status"] == "auto_flagged"
     http = _login(stack)
     page = http.get(f"{stack.api_url}/review/", params={"status": "auto_flagged"}, timeout=10)
-    item = page.text[page.text.index(submission_id) :]
-    item = item[: item.index("</li>")]
+    item = page.text[page.text.index(f'data-id="{submission_id}"') :]
+    item = item[: item.index('<li class="item"', 1) if '<li class="item"' in item[1:] else None]
     assert "decided by <b>provenance:ai_generated</b>" in item
     assert "C2PA <b>valid</b>" in item and "declares AI generation" in item
     assert "trainedAlgorithmicMedia" in item and "by ImageForge 1.0" in item

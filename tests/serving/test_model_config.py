@@ -20,13 +20,18 @@ def config() -> mc.ModelConfig:
 def test_io_follows_the_contract(config: mc.ModelConfig) -> None:
     assert config.name == contract.MODEL_NAME
     (image,) = config.input
-    (logit,) = config.output
+    logit, cam = config.output
     assert (image.name, image.data_type) == (contract.INPUT_NAME, mc.TYPE_UINT8)
     assert tuple(image.dims) == contract.INPUT_SHAPE
     assert (logit.name, logit.data_type, tuple(logit.dims)) == (
         contract.OUTPUT_NAME,
         mc.TYPE_FP32,
         (1,),
+    )
+    assert (cam.name, cam.data_type, tuple(cam.dims)) == (
+        contract.CAM_NAME,
+        mc.TYPE_FP32,
+        contract.CAM_SHAPE,
     )
     assert config.max_batch_size >= 32
 

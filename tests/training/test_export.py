@@ -55,16 +55,21 @@ def _images(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
 
 
-def _check_contract(path: Path) -> None:
+def _check_contract(path: Path, *, cam_output: bool = True) -> None:
     session = onnx_session(path)
-    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    (inp,), (out, *cams) = session.get_inputs(), session.get_outputs()
+    assert len(cams) == int(cam_output)
     assert (inp.name, inp.type) == (contract.INPUT_NAME, "tensor(uint8)")
     assert inp.shape[1:] == [224, 224, 3] and not isinstance(inp.shape[0], int)
     assert (out.name, out.type) == (contract.OUTPUT_NAME, "tensor(float)")
     assert out.shape[1:] == [1] and not isinstance(out.shape[0], int)
+    for cam in cams:
+        assert (cam.name, cam.type) == (contract.CAM_NAME, "tensor(float)")
+        assert cam.shape[1:] == list(contract.CAM_SHAPE) and not isinstance(cam.shape[0], int)
     for batch in (1, 5):
-        result = session.run(None, {contract.INPUT_NAME: _images(batch)})[0]
+        result, *maps = session.run(None, {contract.INPUT_NAME: _images(batch)})
         assert result.shape == (batch, 1) and result.dtype == np.float32
+        assert all(m.shape == (batch, *contract.CAM_SHAPE) for m in maps)
 
 
 def test_onnx_follows_the_contract_and_matches_pytorch(
@@ -98,7 +103,7 @@ def test_torchscript_matches_pytorch(model: DeepfakeDetector, tmp_path: Path) ->
 
 def test_int8_is_smaller_and_close(onnx_file: Path, tmp_path: Path) -> None:
     out = quantize_int8(onnx_file, tmp_path / "model.int8.onnx", _images(8, seed=5))
-    _check_contract(out)
+    _check_contract(out, cam_output=False)
     assert out.stat().st_size < onnx_file.stat().st_size * 0.4
 
 
@@ -123,6 +128,7 @@ def test_write_version_creates_numbered_folder(model: DeepfakeDetector, tmp_path
     written = contract.ModelMetadata.read(target)
     assert written.version == 1 and written.temperature == 1.7
     assert written.extra["onnx_parity"]["random_max_abs"] == parity.random_max_abs
+    assert written.extra["cam_parity"]["real_max_abs"] <= 1e-4
     assert next_version(model_dir) == 2
     with pytest.raises(FileExistsError, match="--overwrite"):
         write_version(

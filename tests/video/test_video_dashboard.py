@@ -1,5 +1,5 @@
 """The review queue shows a video item as a strip of sampled frames with scores, and the
-suspicious frames' Grad-CAM overlays."""
+suspicious frames' Grad-CAM overlays drawn from the maps stored with the verdict."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from moderation.db import make_engine, make_session_factory, session_scope
+from moderation.explanation import OVERLAY_ALPHA, video_explain
 from moderation.models import Verdict
 from moderation.settings import Settings
 from moderation.video import VideoLimits, aggregate, load_video
@@ -39,10 +40,15 @@ def _video_item(settings: Settings) -> str:  # noqa: F811
         ],
         "suspicious_timestamps_s": [frames[i].timestamp for i in chosen],
     }
+    cams = np.zeros((len(frames), 7, 7), np.float32)
+    cams[:, 0, 0] = 1.0  # each frame's map is hot in its top-left corner
+    keys = [(f.timestamp, (64, 48)) for f in frames]
+    explanation = video_explain(keys, cams, top=chosen[0])
     engine = make_engine(settings.resolved_database_url)
     try:
         with session_scope(make_session_factory(engine)) as session:
-            session.query(Verdict).filter_by(submission_id=item).one().frames = record
+            verdict = session.query(Verdict).filter_by(submission_id=item).one()
+            verdict.frames, verdict.explanation = record, explanation
     finally:
         engine.dispose()
     return item
@@ -70,7 +76,11 @@ def test_video_item_strip_frames_and_heatmaps(client: FlaskClient, settings: Set
     assert _png(client.get(f"/review/frame/{item}/0").data).mean() < 80
     heat = client.get(f"/review/frame/{item}/{bright}?heatmap=1")
     assert heat.status_code == 200, heat.get_data(as_text=True)
-    assert not np.array_equal(_png(heat.data), pixels)
+    assert heat.headers["X-Heatmap"] == "drawn"
+    drawn = _png(heat.data).astype(int)
+    assert not np.array_equal(drawn, pixels)
+    ramp = (drawn - (1 - OVERLAY_ALPHA) * pixels.astype(int)) / OVERLAY_ALPHA
+    assert ramp[2, 2, 0] > 100 and ramp[-2, -2, 2] > 100  # hot top-left, cold elsewhere
     assert client.get(f"/review/frame/{item}/{count}").status_code == 404
     assert client.get(f"/review/frame/{image_item}/0").status_code == 404
 

@@ -70,9 +70,19 @@ def test_video_upload__frames_scored__verdict_and_callback_carry_them(
     assert video["k"] == len(suspicious) == 2 and video["rule"] == "mean_top_k"
     assert final["verdict"]["p_fake"] == pytest.approx(p_fake, abs=1e-5)
     assert len(video["suspicious_timestamps_s"]) == 2
+    explanation = final["verdict"]["explanation"]  # real Triton's cam, one map per scored frame
+    assert [f["timestamp_s"] for f in explanation["frames"]] == [
+        f["timestamp_s"] for f in video["frames"]
+    ]
+    assert all(np.array(f["cam"]).shape == (7, 7) for f in explanation["frames"])
+    top = video["suspicious_timestamps_s"][0]
+    assert explanation["cam"] == next(
+        f["cam"] for f in explanation["frames"] if f["timestamp_s"] == top
+    )
     (callback,) = callback_receiver.wait_for(1, timeout_s=30)
     assert callback.signature_ok
     assert callback.json()["data"]["verdict"]["video"] == video
+    assert callback.json()["data"]["verdict"]["explanation"] == explanation
 
 
 def test_image_verdict_has_no_video_and_audio_only_fails(video_stack: Stack) -> None:

@@ -1,7 +1,7 @@
 """Several models: each verdict's per-model results and ensemble; a tenant's enabled models
 
-Revision ID: 0007_ensemble
-Revises: 0006_provenance
+Revision ID: 0009_ensemble
+Revises: 0008_banks
 Create Date: 2026-11-30
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_ensemble"
-down_revision: str | None = "0006_provenance"
+revision: str = "0009_ensemble"
+down_revision: str | None = "0008_banks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,173 @@
+"""Perceptual hashes of media: PDQ for images, vPDQ-style per-second PDQ for videos.
+
+PDQ (Meta's open-source photo hash, the ``pdqhash`` package) turns a picture into 256 bits and a
+quality value (0-100; below :data:`MIN_QUALITY` the picture is too flat for the hash to mean
+much). Re-encodes, resizes and light crops keep the Hamming distance small, so a bank of hashes
+recognises re-uploads of media people have already judged. Videos get one PDQ hash per second of
+decoded frames, as vPDQ does; matching them is by the share of frames that match
+(:mod:`moderation.bank_index`). The worker hashes the decoded picture before the model's resize.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+PDQ = "pdq"
+VPDQ = "vpdq"
+HASH_HEX_CHARS = 64
+# Pictures are hashed at most this large on their longer side: PDQ reduces every picture to 64x64
+# anyway, and a 12-megapixel photo would otherwise cost about two seconds of CPU (docs/design.md).
+MAX_SIDE = 256
+# PDQ's own guidance: hashes of quality below 50 are unreliable for matching.
+MIN_QUALITY = 50
+_BITS = 1 << np.arange(7, -1, -1, dtype=np.uint8)
+
+
+class InvalidHash(ValueError):
+    """A text that is not a PDQ hash (64 hexadecimal characters)."""
+
+
+@dataclass(frozen=True)
+class PdqHash:
+    """One PDQ hash as 64 lower-case hex characters, and its quality (0-100)."""
+
+    hex: str
+    quality: int
+
+    def to_json(self) -> dict[str, Any]:
+        """Returns ``{"pdq": hex, "quality": q}``."""
+        return {"pdq": self.hex, "quality": self.quality}
+
+
+@dataclass(frozen=True)
+class FrameHash:
+    """The PDQ hash of a video's frame at ``timestamp_s``."""
+
+    timestamp_s: float
+    hash: PdqHash
+
+
+@dataclass(frozen=True)
+class MediaHash:
+    """What the worker stores for a submission: PDQ (images) or per-second frames (videos)."""
+
+    signal_type: str  # PDQ or VPDQ
+    pdq: PdqHash | None  # images; for videos the first frame's hash
+    frames: tuple[FrameHash, ...] = ()
+
+    def frames_json(self) -> list[dict[str, Any]] | None:
+        """Returns the frames as stored (None for images)."""
+        if self.signal_type != VPDQ:
+            return None
+        return [
+            {"t": f.timestamp_s, "pdq": f.hash.hex, "quality": f.hash.quality} for f in self.frames
+        ]
+
+
+def normalize_hex(text: str) -> str:
+    """Returns a PDQ hash's 64 lower-case hex characters; raises :class:`InvalidHash`."""
+    value = text.strip().lower()
+    if len(value) != HASH_HEX_CHARS or any(c not in "0123456789abcdef" for c in value):
+        shown = value[:80]
+        raise InvalidHash(f"{shown!r} is not a PDQ hash; expected 64 hexadecimal characters")
+    return value
+
+
+def hex_to_bytes(text: str) -> np.ndarray:
+    """Returns the 32 bytes of a hex PDQ hash as uint8 (faiss' binary vector layout)."""
+    return np.frombuffer(bytes.fromhex(normalize_hex(text)), dtype=np.uint8)
+
+
+def hamming(a: str, b: str) -> int:
+    """Returns the Hamming distance between two hex PDQ hashes."""
+    return int(bin(int(normalize_hex(a), 16) ^ int(normalize_hex(b), 16)).count("1"))
+
+
+def _bits_to_hex(bits: np.ndarray) -> str:
+    packed = (bits.astype(np.uint8).reshape(32, 8) * _BITS).sum(axis=1).astype(np.uint8)
+    return bytes(packed).hex()
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if max(image.size) > MAX_SIDE:
+        scale = MAX_SIDE / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+
+
+def image_pdq(image: Image.Image) -> PdqHash:
+    """Returns the PDQ hash and quality of a decoded picture."""
+    import pdqhash
+
+    bits, quality = pdqhash.compute(_rgb_array(image))
+    return PdqHash(_bits_to_hex(bits), int(quality))
+
+
+def bytes_pdq(data: bytes) -> PdqHash:
+    """Returns the PDQ hash of image bytes (upright first frame), e.g. for ``dfmod bank add``."""
+    from moderation.preprocess import decode_image
+
+    image, _fmt = decode_image(data)
+    return image_pdq(image)
+
+
+def _container_frames(data: bytes, max_seconds: float) -> list[FrameHash]:
+    import av
+
+    out: list[FrameHash] = []
+    with av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.video[0]
+        start, next_second = None, 0.0
+        for frame in container.decode(stream):
+            if frame.time is None:
+                continue
+            start = frame.time if start is None else start
+            t = float(frame.time - start)
+            if t > max_seconds:
+                break
+            if t + 1e-6 >= next_second:
+                out.append(FrameHash(round(t, 3), image_pdq(frame.to_image())))
+                next_second = float(int(t) + 1)
+    return out
+
+
+def _animation_frames(data: bytes, max_seconds: float) -> list[FrameHash]:
+    out: list[FrameHash] = []
+    with Image.open(io.BytesIO(data)) as image:
+        elapsed, next_second = 0.0, 0.0
+        for index in range(int(getattr(image, "n_frames", 1))):
+            image.seek(index)
+            if elapsed + 1e-6 >= next_second:
+                out.append(FrameHash(round(elapsed, 3), image_pdq(image)))
+                next_second = float(int(elapsed) + 1)
+            elapsed += float(image.info.get("duration") or 100) / 1000
+            if elapsed > max_seconds:
+                break
+    return out
+
+
+def video_hash(data: bytes, *, max_seconds: float) -> MediaHash | None:
+    """Returns one PDQ hash per second of a video (vPDQ's sampling), or None when it cannot be
+    decoded again (the scorer has already accepted it; a missing hash only means no match)."""
+    from moderation.video import sniff_video
+
+    try:
+        source = _container_frames if sniff_video(data) else _animation_frames
+        frames = source(data, max_seconds)
+    except Exception as exc:  # hostile media must not fail a scoring that already succeeded
+        logger.warning("no video hash: %s", type(exc).__name__)
+        return None
+    if not frames:
+        return None
+    return MediaHash(VPDQ, frames[0].hash, tuple(frames))

@@ -1,0 +1,162 @@
+"""What a real gunicorn process answers before and around the application: problem+json always.
+
+``dfmod api`` runs here as a subprocess on a migrated SQLite file; raw sockets send what no HTTP
+client library would (an overlong request line, oversized headers, a malformed request line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from moderation.api_schema import MAX_HEADER_FIELD_BYTES, MAX_REQUEST_LINE_BYTES
+from moderation.db import migrate
+from moderation.settings import PROJECT_ROOT
+from tests.fixtures.services import create_test_tenant
+from tests.fixtures.stack import free_port
+from webhook_api.openapi import SERVER_STATUSES, document
+
+pytestmark = pytest.mark.integration
+KEY: list[str] = []
+ROOT: list[Path] = []
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a running ``dfmod api``; its database holds one tenant (see :data:`KEY`)."""
+    root: Path = tmp_path_factory.mktemp("gunicorn")
+    port = free_port()
+    migrate(f"sqlite:///{root / 'dfmod.db'}")
+    KEY.append(create_test_tenant(f"sqlite:///{root / 'dfmod.db'}", "gunicorn")[1])
+    env = {
+        **os.environ,
+        "DFMOD_DATA_DIR": str(root),
+        "DFMOD_DATABASE_URL": f"sqlite:///{root / 'dfmod.db'}",
+        "DFMOD_BROKER_URL": f"sqla+sqlite:///{root / 'broker.db'}",
+        "DFMOD_API_PORT": str(port),
+        "DFMOD_API_WORKERS": "1",
+        "DFMOD_MAX_UPLOAD_BYTES": "1000",
+    }
+    log = open(root / "api.log", "wb")  # noqa: SIM115 - closed below
+    out = open(root / "stdout.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moderation.cli", "api"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=out,
+        stderr=log,
+    )
+    ROOT.append(root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (root / "api.log").read_text()
+            try:
+                if requests.get(f"{url}/healthz", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                assert time.monotonic() < deadline, (root / "api.log").read_text()
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+        out.close()
+
+
+def _raw(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def _problem(status: int, headers: dict[str, str], body: bytes, expected: int) -> dict:
+    assert status == expected, body[:300]
+    assert headers["content-type"].startswith("application/problem+json"), headers
+    problem = json.loads(body)
+    assert problem["status"] == expected and problem["type"].startswith("https://dfmod.dev/")
+    assert problem["detail"] and "<html" not in body.decode()
+    return problem
+
+
+def test_an_overlong_request_line_is_a_414_problem(api: str) -> None:
+    path = "/healthz?x=" + "a" * MAX_REQUEST_LINE_BYTES
+    status, headers, body = _raw(api, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    problem = _problem(status, headers, body, 414)
+    assert problem["type"].endswith("/uri-too-long")
+
+
+def test_oversized_or_too_many_header_fields_are_431_problems(api: str) -> None:
+    big = "a" * (MAX_HEADER_FIELD_BYTES + 10)
+    status, headers, body = _raw(api, f"GET /healthz HTTP/1.1\r\nX-Big: {big}\r\n\r\n".encode())
+    _problem(status, headers, body, 431)
+    many = "".join(f"X-{i}: v\r\n" for i in range(200))
+    status, headers, body = _raw(api, f"GET /healthz HTTP/1.1\r\n{many}\r\n".encode())
+    _problem(status, headers, body, 431)
+
+
+def test_a_malformed_request_is_a_400_problem(api: str) -> None:
+    status, headers, body = _raw(api, b"GET /healthz HTTP/9.9 extra\r\n\r\n")
+    _problem(status, headers, body, 400)
+
+
+def test_unsupported_transfer_coding_and_expectation_are_problems(api: str) -> None:
+    request = b"POST /v1/submissions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: br\r\n\r\n"
+    _problem(*_raw(api, request), 501)
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n"
+    _problem(*_raw(api, request), 417)
+
+
+def test_framework_errors_through_gunicorn_are_problems(api: str) -> None:
+    missing = requests.get(f"{api}/nowhere", timeout=10)
+    assert missing.status_code == 404
+    assert missing.headers["Content-Type"].startswith("application/problem+json")
+    wrong = requests.delete(f"{api}/v1/submissions", timeout=10)
+    assert wrong.status_code == 405 and "POST" in wrong.headers["Allow"]
+    assert wrong.headers["Content-Type"].startswith("application/problem+json")
+    large = requests.post(
+        f"{api}/v1/submissions",
+        data=b"x" * 400_000,
+        headers={"Content-Type": "image/png", "Authorization": f"Bearer {KEY[0]}"},
+        timeout=10,
+    )
+    assert large.status_code == 413
+    assert large.headers["Content-Type"].startswith("application/problem+json")
+
+
+def test_every_operation_documents_the_server_statuses() -> None:
+    doc = document()
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            for status in SERVER_STATUSES:
+                response = operation["responses"][str(status)]
+                assert "application/problem+json" in response["content"], (path, method, status)
+    get_one = doc["paths"]["/v1/submissions/{submission_id}"]["get"]
+    assert "404" in get_one["responses"]
+
+
+def test_the_server_logs_to_stderr_only(api: str) -> None:
+    assert requests.get(f"{api}/healthz", timeout=10).ok
+    deadline = time.monotonic() + 10
+    while b'"GET /healthz' not in (ROOT[0] / "api.log").read_bytes():
+        assert time.monotonic() < deadline, "no access log line on standard error"
+        time.sleep(0.1)
+    assert (ROOT[0] / "stdout.log").read_bytes() == b""
