@@ -104,6 +104,11 @@ class Settings:
     task_time_limit_s: float = _setting(
         180.0, "Time after which a task's process is killed; the sweeper retries it (prefork)"
     )
+    lease_s: float = _setting(
+        15.0,
+        "How long a worker holds a job without renewing it; its heartbeat renews every third of "
+        "that, and a lapsed job is re-enqueued",
+    )
     stuck_after_s: float = _setting(300.0, "Age after which the sweeper re-enqueues a stuck job")
     sweep_interval_s: float = _setting(30.0, "How often the sweeper runs")
     log_level: str = _setting("INFO", "Logging level")

@@ -162,18 +162,22 @@ def kill_tree(pid: int) -> None:
             os.kill(target, signal.SIGKILL)
 
 
-def wait_worker_ready(stack: Stack, *, timeout_s: float = 60.0) -> None:
-    """Returns once the worker logged Celery's ``ready.`` (its queues are declared by then).
+def wait_worker_ready(
+    stack: Stack, *, timeout_s: float = 60.0, log: str = "worker.log", count: int = 1
+) -> None:
+    """Returns once the worker logged Celery's ``ready.`` (its queues are declared by then);
+    ``count``: how many times (a restarted worker appends to the same log).
 
     ``Stack.start`` returns when the API answers, which can be before the worker declared its
     queues; on the SQLite broker the API's first publish then races that declaration, can fail
     with a unique-constraint error, and leaves the submission to the sweeper.
     """
-    path = stack.root / "worker.log"
+    path = stack.root / log
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         stack._check_alive()
-        if path.exists() and re.search(r"celery@\S+ ready\.", path.read_text(errors="replace")):
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if len(re.findall(r"celery@\S+ ready\.", text)) >= count:
             return
         time.sleep(0.2)
     raise AssertionError(f"the worker did not log ready within {timeout_s}s\n{stack.log_tail()}")

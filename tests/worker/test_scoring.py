@@ -87,7 +87,7 @@ def test_score_submission__lost_race__no_second_verdict(scoring_env: WorkerEnv) 
     sha = scoring_env.blobs.put(image_bytes())
     sub_id = scoring_env.submission(blob_sha256=sha)
     result = StubClient(logit=-5.0).infer(np.zeros((1, 224, 224, 3), np.uint8))
-    claimed, _ = scoring._claim(scoring_env.session_factory, sub_id)
+    claimed, _ = scoring._claim(scoring_env.session_factory, sub_id, scoring_env.settings)
     assert claimed is not None and claimed.blob_sha256 == sha
     first = scoring._record_verdict(
         scoring_env.session_factory, sub_id, result, scoring_env.settings, claimed
