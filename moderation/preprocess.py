@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from moderation.contract import INPUT_SIZE
+from moderation.redact import public_detail
 
 if TYPE_CHECKING:
     from moderation.settings import Settings
@@ -56,6 +57,7 @@ class MediaRejected(ValueError):
     """Unscorable media: ``reason`` is a stable code, ``detail`` says what was expected."""
 
     def __init__(self, reason: str, detail: str) -> None:
+        detail = public_detail(detail)
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -131,8 +133,8 @@ def _open(data: bytes, fmt: str, limits: ImageLimits) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=[fmt])
-    except Image.DecompressionBombError as exc:
-        raise MediaRejected(TOO_LARGE, f"decompression bomb refused: {exc}") from exc
+    except (Image.DecompressionBombError, MemoryError) as exc:
+        raise bomb_refused(exc, f"{fmt} image") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise MediaRejected(UNREADABLE_MEDIA, f"cannot parse the {fmt} header: {exc}") from exc
     width, height = image.size
@@ -161,11 +163,21 @@ def _draft(image: Image.Image, fmt: str, limits: ImageLimits) -> Image.Image:
     return image
 
 
+def bomb_refused(exc: BaseException, what: str) -> MediaRejected:
+    """Returns the ``too_large`` refusal of a picture whose decoding would take more memory than
+    a worker has (Pillow's own bomb check, or the allocation failing)."""
+    if isinstance(exc, MemoryError):
+        return MediaRejected(TOO_LARGE, f"decoding the {what} needs more memory than allowed")
+    return MediaRejected(TOO_LARGE, f"the {what} is a decompression bomb: {exc}")
+
+
 def _decode_first_frame(image: Image.Image, fmt: str) -> Image.Image:
     try:
         image.seek(0)
         image.load()
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, MemoryError) as exc:
+        raise bomb_refused(exc, f"{fmt} image") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         detail = f"the {fmt} data is truncated or corrupt: {exc}"
         raise MediaRejected(UNREADABLE_MEDIA, detail) from exc
     try:
@@ -235,6 +247,8 @@ def image_to_input(
     try:
         rgb = to_rgb(image)
         resized = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    except MemoryError as exc:
+        raise bomb_refused(exc, what) from exc
     except (OSError, ValueError) as exc:
         detail = f"cannot convert the {what} (mode {image.mode}) to RGB: {exc}"
         raise MediaRejected(UNREADABLE_MEDIA, detail) from exc

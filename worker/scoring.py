@@ -29,6 +29,7 @@ from moderation.db import session_scope
 from moderation.models import Status, Submission, Tenant, Verdict, new_id, utcnow
 from moderation.policy import calibrate, decide, resolve_thresholds
 from moderation.preprocess import ImageLimits, MediaRejected, decode_image, image_to_input
+from moderation.redact import public_detail
 from moderation.settings import Settings
 from moderation.submissions import columns_view, submission_view, verdict_view
 from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SCORABLE = (Status.RECEIVED, Status.QUEUED, Status.SCORING)
-MAX_DETAIL_CHARS = 1000
 _SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
 _TENANTS: Table = Tenant.__table__  # type: ignore[assignment]
 _VERDICTS: Table = Verdict.__table__  # type: ignore[assignment]
@@ -171,7 +171,7 @@ def fail_submission(
                 return ScoreResult(Outcome.NOOP, sub.status if sub else None)
             sub.status, sub.failure_reason = Status.FAILED, reason
             sub.lease_owner, sub.lease_expires_at = None, None
-            sub.failure_detail, sub.completed_at = detail[:MAX_DETAIL_CHARS], utcnow()
+            sub.failure_detail, sub.completed_at = public_detail(detail), utcnow()
             session.flush()
             # Unfinished and never reviewed (reviews need needs_review): nothing to load.
             view = submission_view(sub, verdict=None, reviews=())
