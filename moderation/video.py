@@ -280,7 +280,7 @@ def _seek_frame(image: Image.Image, index: int, limits: VideoLimits) -> None:
     try:
         image.seek(index)
         _check_size(image.width, image.height, limits)
-        for tile in image.tile:
+        for tile in getattr(image, "tile", ()):  # an ImageFile's pending decoder tiles
             x0, y0, x1, y1 = tile[1]
             _check_size(max(x1 - x0, 1), max(y1 - y0, 1), limits)
         image.load()
