@@ -66,7 +66,9 @@ class Settings:
         "'dfmod tenant set-rate-limit' gives it its own; 0: off",
     )
     max_image_pixels: int = _setting(40_000_000, "Largest accepted image (width x height)")
-    allowed_image_formats: str = _setting("JPEG,PNG,WEBP,GIF,BMP", "Accepted image formats")
+    allowed_image_formats: str = _setting(
+        "JPEG,PNG,WEBP,GIF,BMP,HEIF,AVIF", "Accepted image formats (HEIF covers HEIC)"
+    )
     jpeg_draft: int = _setting(
         1, "1: decode JPEGs at reduced DCT scale before the resize (faster); 0: full size"
     )

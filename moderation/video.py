@@ -35,6 +35,7 @@ from moderation.preprocess import (
     MediaRejected,
     bomb_refused,
     image_to_input,
+    sniff_still_brand,
 )
 
 if TYPE_CHECKING:
@@ -43,8 +44,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 THUMB = 32
-# Still-image brands inside an ftyp box (HEIF/AVIF): not video.
-_IMAGE_BRANDS = (b"heic", b"heix", b"mif1", b"msf1", b"avif", b"avis", b"hevc")
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def _frame(timestamp: float, image: Image.Image, change: bool, limits: VideoLimi
 
 def sniff_video(data: bytes) -> str | None:
     """Returns "MP4/MOV" or "WebM" for video container bytes, else None."""
-    if data[4:8] == b"ftyp" and data[8:12] not in _IMAGE_BRANDS:
+    if data[4:8] == b"ftyp" and sniff_still_brand(data) is None:
         return "MP4/MOV"
     if data[:4] == b"\x1a\x45\xdf\xa3":
         return "WebM"
@@ -288,7 +287,7 @@ def _seek_frame(image: Image.Image, index: int, limits: VideoLimits) -> None:
         raise
     except (Image.DecompressionBombError, MemoryError) as exc:
         raise bomb_refused(exc, f"animation frame {index}") from exc
-    except (OSError, EOFError, ValueError, SyntaxError) as exc:
+    except (OSError, EOFError, ValueError, SyntaxError, RuntimeError) as exc:
         raise MediaRejected(UNREADABLE_MEDIA, f"the animation is corrupt: {exc}") from exc
 
 
@@ -303,7 +302,7 @@ def _animated_image_frames(data: bytes, limits: VideoLimits) -> Iterator[Frame]:
         raise
     except (Image.DecompressionBombError, MemoryError) as exc:
         raise bomb_refused(exc, "animation") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
         raise MediaRejected(UNREADABLE_MEDIA, f"cannot parse the animation: {exc}") from exc
     sampler = Sampler(total=count, max_frames=limits.max_frames, threshold=limits.scene_threshold)
     elapsed = 0.0

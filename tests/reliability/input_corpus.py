@@ -59,12 +59,12 @@ def _palette_transparent() -> Image.Image:
     return image
 
 
-def _exif_rotated(orientation: int) -> bytes:
+def _exif_rotated(orientation: int, fmt: str = "JPEG") -> bytes:
     image = Image.new("RGB", (64, 32), (255, 0, 0))
     image.paste((0, 0, 255), (32, 0, 64, 32))
     exif = Image.Exif()
     exif[0x0112] = orientation
-    return _save(image, "JPEG", exif=exif.tobytes())
+    return _save(image, fmt, exif=exif.tobytes(), quality=90)
 
 
 def valid_bases() -> dict[str, bytes]:
@@ -95,6 +95,26 @@ def valid_bases() -> dict[str, bytes]:
     }
     for orientation in range(1, 9):
         bases[f"jpeg_exif_orientation_{orientation}"] = _exif_rotated(orientation)
+    bases.update(phone_bases())
+    return bases
+
+
+def phone_bases() -> dict[str, bytes]:
+    """Returns HEIC (pillow-heif) and AVIF (Pillow) images, plain and with EXIF orientations."""
+    from moderation.preprocess import _register_heif
+
+    _register_heif()
+    rgb = _gradient()
+    bases = {
+        "heic_rgb": _save(rgb, "HEIF", quality=80),
+        "heic_rgba": _save(rgb.convert("RGBA"), "HEIF", quality=80),
+        "avif_rgb": _save(rgb, "AVIF", quality=80),
+        "avif_rgba": _save(rgb.convert("RGBA"), "AVIF", quality=80),
+    }
+    for orientation in (3, 6, 8):
+        for fmt in ("HEIF", "AVIF"):
+            name = f"{'heic' if fmt == 'HEIF' else 'avif'}_exif_orientation_{orientation}"
+            bases[name] = _exif_rotated(orientation, fmt)
     return bases
 
 

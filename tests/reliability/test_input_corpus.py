@@ -71,10 +71,12 @@ def test_every_case_ends_in_an_array_or_a_known_refusal() -> None:
     assert outcomes.get(ARRAY, 0) >= 50 and sum(outcomes.values()) - outcomes[ARRAY] >= 100
 
 
+@pytest.mark.parametrize("fmt", ["jpeg", "heic", "avif"])
 @pytest.mark.parametrize("orientation", [3, 6, 8])
-def test_exif_orientation_is_applied(orientation: int) -> None:
-    """The stored image is red on the left, blue on the right; EXIF says how to display it."""
-    case = next(c for c in CORPUS if c.name == f"valid_jpeg_exif_orientation_{orientation}")
+def test_exif_orientation_is_applied(orientation: int, fmt: str) -> None:
+    """The stored image is red on the left, blue on the right; EXIF says how to display it
+    (HEIC and AVIF, the phones' formats, turned exactly as JPEG)."""
+    case = next(c for c in CORPUS if c.name == f"valid_{fmt}_exif_orientation_{orientation}")
     array = load_image(case.data, LIMITS).astype(int)
     red_minus_blue = array[..., 0] - array[..., 2]
     if orientation == 3:  # rotated 180: red on the right
