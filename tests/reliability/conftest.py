@@ -177,7 +177,7 @@ def wait_worker_ready(
     while time.monotonic() < deadline:
         stack._check_alive()
         text = path.read_text(errors="replace") if path.exists() else ""
-        if len(re.findall(r"celery@\S+ ready\.", text)) >= count:
+        if len(re.findall(r"\S+@\S+ ready\.", text)) >= count:
             return
         time.sleep(0.2)
     raise AssertionError(f"the worker did not log ready within {timeout_s}s\n{stack.log_tail()}")
