@@ -61,7 +61,7 @@ def attach(app: DfmodCelery) -> leases.Heartbeat:
     """Starts the heartbeat when the worker is ready and stops it on shutdown; returns it."""
     from celery import signals
 
-    from worker.tasks import requeue_reclaimed
+    from worker.tasks import requeue_reclaimed, send_due_deliveries
 
     settings = app.settings
     engine = make_engine(settings.resolved_database_url)
@@ -72,6 +72,7 @@ def attach(app: DfmodCelery) -> leases.Heartbeat:
         held=held_submissions,
         requeue=lambda jobs: requeue_reclaimed(app, jobs),
         waiting=lambda: broker_waiting(app),
+        chores=lambda: send_due_deliveries(app),
     )
     leases.owner()  # named in the main process, before a prefork pool forks
 

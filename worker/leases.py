@@ -114,6 +114,11 @@ def running(submission_id: str) -> Iterator[bool]:
                 _running.discard(submission_id)
 
 
+def _running_now() -> set[str]:
+    with _running_lock:
+        return set(_running)
+
+
 def hold(*, session_factory: sessionmaker[Session], ids: Iterable[str], settings: Settings) -> int:
     """Takes or renews this worker's leases on ``ids`` (one UPDATE); returns the rows leased.
     Rows another live worker holds are left alone."""
@@ -228,11 +233,14 @@ class Heartbeat:
     """The thread that renews this worker's leases and re-enqueues other workers' lapsed ones.
 
     ``held`` returns the submission ids whose messages the worker holds; ``requeue`` sends tasks
-    for reclaimed jobs and gives up on spent ones; ``waiting`` returns the broker's queue depth.
+    for reclaimed jobs and gives up on spent ones; ``waiting`` returns the broker's queue depth;
+    ``chores`` runs with the orphan check, every lease (the worker sends due callbacks there).
     :meth:`wake` (on every message received) makes the next renewal happen at once.
     """
 
-    MIN_GAP_S = 0.05  # between two writes, so a burst of arrivals costs one UPDATE
+    # After a wake, before writing: a burst of arrivals costs one UPDATE, and messages a free
+    # thread started meanwhile are leased by their own claim.
+    SETTLE_S = 0.2
 
     def __init__(
         self,
@@ -242,8 +250,10 @@ class Heartbeat:
         held: Callable[[], set[str]],
         requeue: Callable[[list[Reclaimed]], None],
         waiting: Callable[[], int | None],
+        chores: Callable[[], None] = lambda: None,
     ) -> None:
         self._factory, self._settings = session_factory, settings
+        self._chores = chores
         self._held, self._requeue, self._waiting = held, requeue, waiting
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="dfmod-lease-heartbeat", daemon=True)
@@ -262,22 +272,32 @@ class Heartbeat:
         self._wake.set()
 
     def _run(self) -> None:
-        next_reclaim = next_orphans = 0.0
+        next_renew = next_orphans = 0.0
+        leased: set[str] = set()
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                hold(session_factory=self._factory, ids=self._held(), settings=self._settings)
-                if started >= next_reclaim:
-                    next_reclaim = started + self.interval_s
+                held = self._held()
+                if started >= next_renew:  # renew everything held, take back lapsed jobs
+                    next_renew = started + self.interval_s
+                    hold(session_factory=self._factory, ids=held, settings=self._settings)
+                    leased = held
                     self._requeue(reclaim(session_factory=self._factory))
+                else:  # messages just received: those not started here meanwhile (a claim
+                    # leases its row itself) get their lease now
+                    leased &= held
+                    new = held - leased - _running_now()
+                    hold(session_factory=self._factory, ids=new, settings=self._settings)
+                    leased |= new
                 if started >= next_orphans:
                     next_orphans = started + self._settings.lease_s
                     self._requeue_orphans()
+                    self._chores()
             except Exception:  # the database or broker is away: try again next beat
                 logger.exception("lease heartbeat failed; retrying in %gs", self.interval_s)
-            self._wake.wait(self.interval_s)
+            self._wake.wait(max(next_renew - time.monotonic(), 0.0))
             self._wake.clear()
-            self._stop.wait(max(self.MIN_GAP_S - (time.monotonic() - started), 0.0))
+            self._stop.wait(self.SETTLE_S)
 
     def _requeue_orphans(self) -> None:
         waiting = self._waiting()

@@ -114,6 +114,15 @@ def _due_deliveries(
         return list(session.scalars(query))
 
 
+def due_deliveries(
+    *, session_factory: sessionmaker[Session], settings: Settings, now: dt.datetime | None = None
+) -> list[str]:
+    """Returns the callback deliveries to send now (see :func:`_due_deliveries`): the sweeper's,
+    and every worker's lease heartbeat's, so a lost worker's callbacks go on without beat."""
+    grace = dt.timedelta(seconds=settings.sweep_interval_s)
+    return _due_deliveries(session_factory, now or utcnow(), grace)
+
+
 def sweep(
     *, session_factory: sessionmaker[Session], settings: Settings, now: dt.datetime | None = None
 ) -> SweepResult:
@@ -136,9 +145,10 @@ def sweep(
         result.gave_up.append(submission_id)
         if failed.delivery_id:
             result.deliver.append(failed.delivery_id)
-    grace = dt.timedelta(seconds=settings.sweep_interval_s)
     result.deliver.extend(
-        d for d in _due_deliveries(session_factory, now, grace) if d not in result.deliver
+        d
+        for d in due_deliveries(session_factory=session_factory, settings=settings, now=now)
+        if d not in result.deliver
     )
     if result.fetch or result.score or result.deliver or result.gave_up:
         logger.info(

@@ -184,6 +184,15 @@ def requeue_reclaimed(app: Any, jobs: list[leases.Reclaimed]) -> None:
         logger.info("leases: re-enqueued %d jobs whose worker stopped", len(jobs))
 
 
+def send_due_deliveries(app: Any) -> None:
+    """Enqueues the callback deliveries that are due (a dead worker's claimed or first attempts
+    included); each attempt is claimed, so a duplicate task does nothing."""
+    settings = app.settings
+    factory = deps_for(settings).session_factory
+    for delivery_id in sweeper.due_deliveries(session_factory=factory, settings=settings):
+        enqueue(app, TASK_DELIVER, delivery_id)
+
+
 def sweep(task: Task) -> dict[str, int]:
     """Re-enqueues stuck submissions and due deliveries."""
     deps = _deps(task)

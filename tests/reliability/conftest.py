@@ -139,6 +139,18 @@ def webhook_ids_by_submission(receiver: CallbackReceiver) -> dict[str, set[str]]
     return seen
 
 
+def wait_callbacks_for(receiver: CallbackReceiver, ids: list[str], *, timeout_s: float) -> None:
+    """Returns once every submission in ``ids`` has had a callback (a lost worker's callbacks
+    are sent again once their attempt's hold lapses, by the sweeper or any worker's heartbeat)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        missing = set(ids) - set(webhook_ids_by_submission(receiver))
+        if not missing:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no callback after {timeout_s}s for {sorted(missing)[:5]}")
+
+
 def descendants(pid: int) -> list[int]:
     """Returns the ids of every process below ``pid`` (from /proc), deepest last."""
     found: list[int] = []

@@ -29,6 +29,7 @@ from tests.reliability.conftest import (
     kill_tree,
     submit_stream,
     wait_all_final,
+    wait_callbacks_for,
     wait_worker_ready,
     webhook_ids_by_submission,
 )
@@ -133,7 +134,7 @@ def _check_once(stack: Stack, receiver: CallbackReceiver, killed: Killed) -> Non
     finals = wait_all_final(stack, killed.api_key, ids, timeout_s=240)
     assert {b["status"] for b in finals.values()} <= {"auto_passed", "auto_flagged", "needs_review"}
     assert_exactly_once(stack, ids, with_callbacks=True)
-    receiver.wait_for(len(ids), timeout_s=90)
+    wait_callbacks_for(receiver, ids, timeout_s=180)
     seen = webhook_ids_by_submission(receiver)
     assert set(seen) == set(ids)
     assert all(len(webhook_ids) == 1 for webhook_ids in seen.values()), seen

@@ -28,6 +28,7 @@ from tests.reliability.conftest import (
     kill_tree,
     submit_stream,
     wait_all_final,
+    wait_callbacks_for,
     wait_worker_ready,
     webhook_ids_by_submission,
 )
@@ -136,7 +137,7 @@ def test_two_workers_one_sigkilled_under_load__every_item_ends_once(
     recovered_s = time.monotonic() - killed_at
     assert {b["status"] for b in finals.values()} <= {"auto_passed", "auto_flagged", "needs_review"}
     assert_exactly_once(started, ids, with_callbacks=True)
-    callback_receiver.wait_for(len(ids), timeout_s=120)
+    wait_callbacks_for(callback_receiver, ids, timeout_s=180)
     seen = webhook_ids_by_submission(callback_receiver)
     assert set(seen) == set(ids) and all(len(w) == 1 for w in seen.values())
     print(
