@@ -152,3 +152,20 @@ def test_orphans__only_rows_beyond_what_the_broker_holds_oldest_first(
         for j in leases.orphans(session_factory=factory, settings=settings, waiting_in_broker=0)
     }
     assert rest >= {ids[1], ids[2]} and fresh not in rest and ids[0] not in rest
+
+
+def test_redis_visibility_timeout_outlasts_every_wait_of_a_live_worker(
+    worker_env: WorkerEnv,
+) -> None:
+    """A live worker's message (a countdown, then a run up to the hard limit) is never handed to
+    another worker by Redis; recovery from a dead one is the leases' (15 s + a heartbeat)."""
+    from worker import callbacks
+    from worker.celery_app import _transport_options, redis_visibility_timeout_s
+    from worker.tasks import INTERNAL_RETRY_DELAYS
+
+    settings = worker_env.settings
+    timeout = redis_visibility_timeout_s(settings)
+    longest = max(callbacks.MAX_COUNTDOWN_S, *settings.score_retry_delays, *INTERNAL_RETRY_DELAYS)
+    assert timeout >= longest + settings.task_time_limit_s + settings.lease_s
+    assert _transport_options("redis://h:6379/0", settings) == {"visibility_timeout": timeout}
+    assert _transport_options("sqla+sqlite:///x.db", settings) == {}
