@@ -181,7 +181,7 @@ def requeue_reclaimed(app: Any, jobs: list[leases.Reclaimed]) -> None:
             continue
         enqueue(app, TASK_FETCH if job.needs_fetch else TASK_SCORE, job.submission_id)
     if jobs:
-        logger.info("leases: re-enqueued %d jobs whose worker stopped", len(jobs))
+        logger.info("leases: re-enqueued %d jobs (a lapsed lease or a lost message)", len(jobs))
 
 
 def send_due_deliveries(app: Any) -> None:
