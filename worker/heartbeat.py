@@ -66,13 +66,14 @@ def attach(app: DfmodCelery) -> leases.Heartbeat:
     settings = app.settings
     engine = make_engine(settings.resolved_database_url)
     os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+    factory = make_session_factory(engine)  # never worker.deps': prefork children fork later
     beat = leases.Heartbeat(
-        session_factory=make_session_factory(engine),
+        session_factory=factory,
         settings=settings,
         held=held_submissions,
-        requeue=lambda jobs: requeue_reclaimed(app, jobs),
+        requeue=lambda jobs: requeue_reclaimed(app, jobs, factory),
         waiting=lambda: broker_waiting(app),
-        chores=lambda: send_due_deliveries(app),
+        chores=lambda: send_due_deliveries(app, factory),
     )
     leases.owner()  # named in the main process, before a prefork pool forks
 

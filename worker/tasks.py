@@ -17,6 +17,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.models import FailureReason
 from worker import callbacks, dispatch, fetch, leases, scoring, sweeper
@@ -165,14 +166,16 @@ def enqueue_sweep_result(app: Any, result: sweeper.SweepResult) -> None:
         enqueue(app, TASK_DELIVER, delivery_id)
 
 
-def requeue_reclaimed(app: Any, jobs: list[leases.Reclaimed]) -> None:
+def requeue_reclaimed(
+    app: Any, jobs: list[leases.Reclaimed], session_factory: sessionmaker[Session]
+) -> None:
     """Enqueues jobs taken back from lapsed leases; ends those out of attempts ``failed``."""
     settings = app.settings
     for job in jobs:
         if job.attempts >= sweeper.max_attempts(settings):
             failed = scoring.fail_submission(
                 submission_id=job.submission_id,
-                session_factory=deps_for(settings).session_factory,
+                session_factory=session_factory,
                 reason=FailureReason.INTERNAL_ERROR,
                 detail=f"gave up after {job.attempts} attempts",
             )
@@ -184,12 +187,11 @@ def requeue_reclaimed(app: Any, jobs: list[leases.Reclaimed]) -> None:
         logger.info("leases: re-enqueued %d jobs (a lapsed lease or a lost message)", len(jobs))
 
 
-def send_due_deliveries(app: Any) -> None:
+def send_due_deliveries(app: Any, session_factory: sessionmaker[Session]) -> None:
     """Enqueues the callback deliveries that are due (a dead worker's claimed or first attempts
     included); each attempt is claimed, so a duplicate task does nothing."""
     settings = app.settings
-    factory = deps_for(settings).session_factory
-    for delivery_id in sweeper.due_deliveries(session_factory=factory, settings=settings):
+    for delivery_id in sweeper.due_deliveries(session_factory=session_factory, settings=settings):
         enqueue(app, TASK_DELIVER, delivery_id)
 
 
