@@ -23,7 +23,7 @@ import requests
 from sqlalchemy import func, select
 
 from moderation.db import make_engine, make_session_factory, session_scope
-from moderation.models import CallbackDelivery, Verdict
+from moderation.models import CallbackDelivery, Submission, Verdict
 from tests.e2e.conftest import image_bytes
 from tests.fixtures.receiver import CallbackReceiver
 from tests.fixtures.stack import FINAL, Stack
@@ -149,6 +149,36 @@ def wait_callbacks_for(receiver: CallbackReceiver, ids: list[str], *, timeout_s:
             return
         time.sleep(0.5)
     raise AssertionError(f"no callback after {timeout_s}s for {sorted(missing)[:5]}")
+
+
+def unfinished_leases(stack: Stack) -> dict[str, str | None]:
+    """Returns {id: lease owner} of the submissions not finished yet."""
+    engine = make_engine(stack.database_url)
+    try:
+        with session_scope(make_session_factory(engine), read_only=True) as session:
+            rows = session.execute(
+                select(Submission.id, Submission.lease_owner).where(Submission.status.not_in(FINAL))
+            )
+            return {row.id: row.lease_owner for row in rows}
+    finally:
+        engine.dispose()
+
+
+def held_by(stack: Stack, pid: int) -> list[str]:
+    """Returns the unfinished submissions leased by the worker whose main process is ``pid``."""
+    return [
+        i for i, owner in unfinished_leases(stack).items() if owner and owner.endswith(f":{pid}")
+    ]
+
+
+def wait_holding(stack: Stack, pid: int, *, timeout_s: float = 60.0) -> None:
+    """Returns once the worker holds a lease (so the kill lands on work in flight)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if held_by(stack, pid):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the worker held no job for {timeout_s}s\n{stack.log_tail()}")
 
 
 def descendants(pid: int) -> list[int]:

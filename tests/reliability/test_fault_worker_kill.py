@@ -23,13 +23,15 @@ from sqlalchemy import select
 from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.models import Submission
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.stack import FINAL, Stack, embedded_stack, pg_redis_stack, triton_env
+from tests.fixtures.stack import Stack, embedded_stack, pg_redis_stack, triton_env
 from tests.reliability.conftest import (
     assert_exactly_once,
+    held_by,
     kill_tree,
     submit_stream,
     wait_all_final,
     wait_callbacks_for,
+    wait_holding,
     wait_worker_ready,
     webhook_ids_by_submission,
 )
@@ -64,19 +66,6 @@ def stack(
     with made as started:
         wait_worker_ready(started)
         yield started
-
-
-def _held(stack: Stack) -> dict[str, str | None]:
-    """Returns {id: lease owner} of the submissions not finished yet."""
-    engine = make_engine(stack.database_url)
-    try:
-        with session_scope(make_session_factory(engine), read_only=True) as session:
-            rows = session.execute(
-                select(Submission.id, Submission.lease_owner).where(Submission.status.not_in(FINAL))
-            )
-            return {row.id: row.lease_owner for row in rows}
-    finally:
-        engine.dispose()
 
 
 def _completed(stack: Stack, ids: list[str]) -> dict[str, dt.datetime]:
@@ -119,11 +108,12 @@ def _kill_mid_stream(stack: Stack, receiver: CallbackReceiver, worker: str) -> K
             for n in range(CLIENTS)
         ]
         receiver.wait_for(10, timeout_s=90)
+        wait_holding(stack, stack.procs[worker].pid)
         process = stack.procs.pop(worker)
         kill_tree(process.pid)
         process.wait(timeout=10)
         killed_at = dt.datetime.now(dt.timezone.utc)
-        held = [i for i, owner in _held(stack).items() if owner and f":{process.pid}" in owner]
+        held = held_by(stack, process.pid)
         ids = [i for stream in streams for i in stream.result(timeout=180)]
     assert held, "the killed worker held no job; the test proves nothing"
     return Killed(ids, held, killed_at, tenant.api_key)

@@ -29,6 +29,7 @@ from tests.reliability.conftest import (
     submit_stream,
     wait_all_final,
     wait_callbacks_for,
+    wait_holding,
     wait_worker_ready,
     webhook_ids_by_submission,
 )
@@ -127,6 +128,7 @@ def test_two_workers_one_sigkilled_under_load__every_item_ends_once(
             for s in range(30_000, 30_000 + CLIENTS * 100, 100)
         ]
         callback_receiver.wait_for(len(one_ids) + len(two_ids) + 8, timeout_s=120)
+        wait_holding(started, started.procs["worker"].pid)  # the kill lands on work in flight
         victim = started.procs.pop("worker")
         kill_tree(victim.pid)
         victim.wait(timeout=10)
