@@ -176,6 +176,7 @@ class Submission(Base):
         Index("ix_submissions_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_submissions_tenant_status_created", "tenant_id", "status", "created_at", "id"),
         Index("ix_submissions_status_updated", "status", "updated_at"),
+        Index("ix_submissions_lease_expires", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("sub"))
@@ -195,6 +196,10 @@ class Submission(Base):
     failure_detail: Mapped[str | None] = mapped_column(Text, default=None)
     # How many times a task picked this submission up (the sweeper gives up after a limit).
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The worker holding this job (worker.leases) and until when, unless its heartbeat renews it;
+    # a lapsed lease is re-enqueued. NULL owner with a time: a retry due by then.
+    lease_owner: Mapped[str | None] = mapped_column(String(120), default=None)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     queued_at: Mapped[dt.datetime | None] = mapped_column(default=None)

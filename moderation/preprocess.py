@@ -7,6 +7,7 @@ with a machine-readable ``reason`` the API and the worker report as is.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import warnings
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, features
 
 from moderation.contract import INPUT_SIZE
+from moderation.redact import public_detail
 
 if TYPE_CHECKING:
     from moderation.settings import Settings
@@ -49,13 +51,30 @@ _OTHER_KINDS: tuple[tuple[bytes, str], ...] = (
     (b"pk\x03\x04", "ZIP"),
     (b"\x00\x00\x00", "video or other binary"),
 )
-DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "HEIF", "AVIF")
+# ISO base media file brands of still images (the ``ftyp`` box): what phones upload by default.
+# HEIF/HEIC is read by pillow-heif, AVIF by Pillow itself; neither is video (moderation.video).
+AVIF_BRANDS = (b"avif", b"avis")
+HEIF_BRANDS = (
+    b"heic",
+    b"heix",
+    b"heim",
+    b"heis",
+    b"hevc",
+    b"hevx",
+    b"hevm",
+    b"hevs",
+    b"mif1",
+    b"msf1",
+)
+IMAGE_BRANDS = AVIF_BRANDS + HEIF_BRANDS
 
 
 class MediaRejected(ValueError):
     """Unscorable media: ``reason`` is a stable code, ``detail`` says what was expected."""
 
     def __init__(self, reason: str, detail: str) -> None:
+        detail = public_detail(detail)
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -86,6 +105,23 @@ class ImageLimits:
 DEFAULT_LIMITS = ImageLimits()
 
 
+def _brands(data: bytes) -> list[bytes]:
+    """Returns the major and compatible brands of an ``ftyp`` box at the start (or [])."""
+    if data[4:8] != b"ftyp":
+        return []
+    size = int.from_bytes(data[:4], "big")
+    end = min(max(size, 16), len(data), 256)
+    return [data[8:12]] + [data[i : i + 4] for i in range(16, end - 3, 4)]
+
+
+def sniff_still_brand(data: bytes) -> str | None:
+    """Returns "AVIF" or "HEIF" for an ISO media file whose major brand is a still image's."""
+    brands = _brands(data)
+    if not brands or brands[0] not in IMAGE_BRANDS:
+        return None
+    return "AVIF" if any(b in AVIF_BRANDS for b in brands) else "HEIF"
+
+
 def sniff_format(data: bytes) -> str | None:
     """Returns the image format the bytes really are (Pillow's name), or None."""
     for magic, offset, name in _SIGNATURES:
@@ -93,12 +129,23 @@ def sniff_format(data: bytes) -> str | None:
             return name
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
-    return None
+    return sniff_still_brand(data)
+
+
+@functools.cache
+def _register_heif() -> bool:
+    """Registers pillow-heif's HEIF opener with Pillow once; returns whether it is installed."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 def _describe_unknown(data: bytes) -> str:
     if data[4:8] == b"ftyp":  # before the generic binary check: its size field starts with zeros
-        return "MP4/MOV/HEIC container"
+        return "an MP4/MOV container"
     head = data[:64].lstrip().lower()
     for magic, label in _OTHER_KINDS:
         if head.startswith(magic):
@@ -125,15 +172,19 @@ def _check_bytes(data: bytes, limits: ImageLimits) -> str:
 
 
 def _open(data: bytes, fmt: str, limits: ImageLimits) -> Image.Image:
+    if fmt == "HEIF" and not _register_heif():
+        raise MediaRejected(UNSUPPORTED_MEDIA, "HEIF/HEIC decoding (pillow-heif) is not installed")
+    if fmt == "AVIF" and not features.check("avif"):
+        raise MediaRejected(UNSUPPORTED_MEDIA, "this Pillow build cannot decode AVIF")
     try:
         # Opening reads the header only. Pillow's warning threshold is not ours: the pixel limit
         # below decides; Pillow's own hard error (2 x MAX_IMAGE_PIXELS) stays as a backstop.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=[fmt])
-    except Image.DecompressionBombError as exc:
-        raise MediaRejected(TOO_LARGE, f"decompression bomb refused: {exc}") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (Image.DecompressionBombError, MemoryError) as exc:
+        raise bomb_refused(exc, f"{fmt} image") from exc
+    except (OSError, SyntaxError, ValueError, RuntimeError) as exc:  # Runtime: libavif, libheif
         raise MediaRejected(UNREADABLE_MEDIA, f"cannot parse the {fmt} header: {exc}") from exc
     width, height = image.size
     if width < 1 or height < 1:
@@ -161,11 +212,21 @@ def _draft(image: Image.Image, fmt: str, limits: ImageLimits) -> Image.Image:
     return image
 
 
+def bomb_refused(exc: BaseException, what: str) -> MediaRejected:
+    """Returns the ``too_large`` refusal of a picture whose decoding would take more memory than
+    a worker has (Pillow's own bomb check, or the allocation failing)."""
+    if isinstance(exc, MemoryError):
+        return MediaRejected(TOO_LARGE, f"decoding the {what} needs more memory than allowed")
+    return MediaRejected(TOO_LARGE, f"the {what} is a decompression bomb: {exc}")
+
+
 def _decode_first_frame(image: Image.Image, fmt: str) -> Image.Image:
     try:
         image.seek(0)
         image.load()
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, MemoryError) as exc:
+        raise bomb_refused(exc, f"{fmt} image") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
         detail = f"the {fmt} data is truncated or corrupt: {exc}"
         raise MediaRejected(UNREADABLE_MEDIA, detail) from exc
     try:
@@ -244,6 +305,8 @@ def image_to_input(
     try:
         rgb = to_rgb(image)
         resized = rgb.resize((size, size), RESAMPLING[resize])
+    except MemoryError as exc:
+        raise bomb_refused(exc, what) from exc
     except (OSError, ValueError) as exc:
         detail = f"cannot convert the {what} (mode {image.mode}) to RGB: {exc}"
         raise MediaRejected(UNREADABLE_MEDIA, detail) from exc

@@ -76,7 +76,9 @@ class Settings:
         "'dfmod tenant set-rate-limit' gives it its own; 0: off",
     )
     max_image_pixels: int = _setting(40_000_000, "Largest accepted image (width x height)")
-    allowed_image_formats: str = _setting("JPEG,PNG,WEBP,GIF,BMP", "Accepted image formats")
+    allowed_image_formats: str = _setting(
+        "JPEG,PNG,WEBP,GIF,BMP,HEIF,AVIF", "Accepted image formats (HEIF covers HEIC)"
+    )
     jpeg_draft: int = _setting(
         1, "1: decode JPEGs at reduced DCT scale before the resize (faster); 0: full size"
     )
@@ -138,6 +140,11 @@ class Settings:
     )
     task_time_limit_s: float = _setting(
         180.0, "Time after which a task's process is killed; the sweeper retries it (prefork)"
+    )
+    lease_s: float = _setting(
+        15.0,
+        "How long a worker holds a job without renewing it; its heartbeat renews every third of "
+        "that, and a lapsed job is re-enqueued",
     )
     stuck_after_s: float = _setting(300.0, "Age after which the sweeper re-enqueues a stuck job")
     sweep_interval_s: float = _setting(30.0, "How often the sweeper runs")

@@ -13,9 +13,12 @@ while decoding. Every refusal is a :class:`MediaRejected`.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
+import re
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,7 +33,9 @@ from moderation.preprocess import (
     UNREADABLE_MEDIA,
     UNSUPPORTED_MEDIA,
     MediaRejected,
+    bomb_refused,
     image_to_input,
+    sniff_still_brand,
 )
 
 if TYPE_CHECKING:
@@ -39,8 +44,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 THUMB = 32
-# Still-image brands inside an ftyp box (HEIF/AVIF): not video.
-_IMAGE_BRANDS = (b"heic", b"heix", b"mif1", b"msf1", b"avif", b"avis", b"hevc")
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def _frame(timestamp: float, image: Image.Image, change: bool, limits: VideoLimi
 
 def sniff_video(data: bytes) -> str | None:
     """Returns "MP4/MOV" or "WebM" for video container bytes, else None."""
-    if data[4:8] == b"ftyp" and data[8:12] not in _IMAGE_BRANDS:
+    if data[4:8] == b"ftyp" and sniff_still_brand(data) is None:
         return "MP4/MOV"
     if data[:4] == b"\x1a\x45\xdf\xa3":
         return "WebM"
@@ -193,6 +196,9 @@ def _container_frames(data: bytes, limits: VideoLimits) -> Iterator[Frame]:
             raise MediaRejected(UNSUPPORTED_MEDIA, f"no video stream (streams: {kinds})")
         stream = container.streams.video[0]
         _check_size(stream.codec_context.width, stream.codec_context.height, limits)
+        # FFmpeg refuses a frame above this before allocating it ("Picture size … is invalid"):
+        # a later frame may declare a size the stream's header does not.
+        stream.codec_context.options = {"max_pixels": str(limits.max_pixels)}
         seconds = _duration(container, stream)
         _check_duration(seconds, limits)
         sampler = Sampler(
@@ -209,44 +215,102 @@ def _duration(container: Any, stream: Any) -> float | None:
     return None
 
 
+_PICTURE_SIZE = re.compile(r"Picture size \d+x\d+ (is invalid|exceeds)|Invalid image size")
+
+
+def _oversized(logs: list[tuple[int, str, str]]) -> str | None:
+    """Returns FFmpeg's complaint about a frame's size among captured log lines, if any."""
+    for _level, _name, message in logs:
+        if _PICTURE_SIZE.search(message):
+            return message.strip()
+    return None
+
+
 def _decode(container: Any, stream: Any, sampler: Sampler, limits: VideoLimits) -> Iterator[Frame]:
     import av
+    import av.logging
 
-    start: float | None = None
+    _capture_errors()
+    logs: list[tuple[int, str, str]] = []
     try:
-        for frame in container.decode(stream):
-            if frame.time is None:
-                continue
-            start = frame.time if start is None else start
-            t = float(frame.time - start)
-            _check_duration(t, limits)  # the header may lie about the length
-            _check_size(frame.width, frame.height, limits)
-            thumb = frame.reformat(width=THUMB, height=THUMB, format="gray").to_ndarray()
-            keep, change = sampler.offer(t, thumb)
-            if keep:
-                yield _frame(t, frame.to_image(), change, limits)
-            if sampler.done:
-                return
+        with av.logging.Capture() as logs:
+            yield from _sampled(container, stream, sampler, limits)
+    except MemoryError as exc:
+        raise bomb_refused(exc, "video frame") from exc
     except av.FFmpegError as exc:
+        complaint = _oversized([*logs, (0, "", str(exc))])
+        if complaint is not None:
+            raise _too_large(
+                f"a video frame is larger than allowed ({complaint}); "
+                f"expected at most {limits.max_pixels} pixels"
+            ) from exc
         raise MediaRejected(UNREADABLE_MEDIA, f"the video data is corrupt: {exc}") from exc
+
+
+@functools.cache
+def _capture_errors() -> None:
+    """Lets FFmpeg's error lines through to PyAV (off by default), so a refused frame size can
+    be told from corrupt data."""
+    import av.logging
+
+    if av.logging.get_level() is None:
+        av.logging.set_level(av.logging.ERROR)
+
+
+def _sampled(container: Any, stream: Any, sampler: Sampler, limits: VideoLimits) -> Iterator[Frame]:
+    start: float | None = None
+    for frame in container.decode(stream):
+        if frame.time is None:
+            continue
+        start = frame.time if start is None else start
+        t = float(frame.time - start)
+        _check_duration(t, limits)  # the header may lie about the length
+        _check_size(frame.width, frame.height, limits)
+        thumb = frame.reformat(width=THUMB, height=THUMB, format="gray").to_ndarray()
+        keep, change = sampler.offer(t, thumb)
+        if keep:
+            yield _frame(t, frame.to_image(), change, limits)
+        if sampler.done:
+            return
+
+
+def _seek_frame(image: Image.Image, index: int, limits: VideoLimits) -> None:
+    """Decodes frame ``index`` once its declared size is known to be within the limits: a GIF
+    frame may declare a larger canvas than the file's header (Pillow then grows the image)."""
+    try:
+        image.seek(index)
+        _check_size(image.width, image.height, limits)
+        for tile in getattr(image, "tile", ()):  # an ImageFile's pending decoder tiles
+            x0, y0, x1, y1 = tile[1]
+            _check_size(max(x1 - x0, 1), max(y1 - y0, 1), limits)
+        image.load()
+    except MediaRejected:
+        raise
+    except (Image.DecompressionBombError, MemoryError) as exc:
+        raise bomb_refused(exc, f"animation frame {index}") from exc
+    except (OSError, EOFError, ValueError, SyntaxError, RuntimeError) as exc:
+        raise MediaRejected(UNREADABLE_MEDIA, f"the animation is corrupt: {exc}") from exc
 
 
 def _animated_image_frames(data: bytes, limits: VideoLimits) -> Iterator[Frame]:
     try:
-        image = Image.open(io.BytesIO(data))
-        count = int(getattr(image, "n_frames", 1))
-        _check_size(image.width, image.height, limits)
-    except (OSError, SyntaxError, ValueError) as exc:
+        with warnings.catch_warnings():  # the limits below decide, not Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=["GIF", "WEBP"])
+            _check_size(image.width, image.height, limits)
+            count = int(getattr(image, "n_frames", 1))
+    except MediaRejected:
+        raise
+    except (Image.DecompressionBombError, MemoryError) as exc:
+        raise bomb_refused(exc, "animation") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
         raise MediaRejected(UNREADABLE_MEDIA, f"cannot parse the animation: {exc}") from exc
     sampler = Sampler(total=count, max_frames=limits.max_frames, threshold=limits.scene_threshold)
     elapsed = 0.0
-    with image:
+    with image, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         for index in range(count):
-            try:
-                image.seek(index)
-                image.load()
-            except (OSError, EOFError, ValueError) as exc:
-                raise MediaRejected(UNREADABLE_MEDIA, f"the animation is corrupt: {exc}") from exc
+            _seek_frame(image, index, limits)
             thumb = np.asarray(image.convert("L").resize((THUMB, THUMB)), dtype=np.uint8)
             keep, change = sampler.offer(index, thumb)
             if keep:

@@ -7,6 +7,8 @@ objects the processes use: the ``dfmod`` click group and :class:`moderation.sett
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -165,3 +167,32 @@ def test_compose__startup_order(services: dict[str, Any]) -> None:
         assert depends["migrate"]["condition"] == "service_completed_successfully"
         assert depends["redis"]["condition"] == "service_healthy"
     assert services["worker"]["depends_on"]["triton"]["condition"] == "service_healthy"
+
+
+def _validate_compose(path: Path) -> subprocess.CompletedProcess[str]:
+    """Runs check-jsonschema with the Compose specification's schema it ships (no Docker)."""
+    command = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec"]
+    return subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=120)
+
+
+def test_compose_file_is_valid_against_the_compose_specification() -> None:
+    result = _validate_compose(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_compose_validator_refuses_a_broken_file(tmp_path: Path) -> None:
+    """The check is real: a misspelt key and a wrong type are refused."""
+    broken = yaml.safe_load(COMPOSE.read_text())
+    broken["services"]["api"]["healthcheck"]["retires"] = 6
+    broken["services"]["worker"]["deploy"]["replicas"] = "two"
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(broken))
+    result = _validate_compose(path)
+    assert result.returncode != 0 and "retires" in result.stdout + result.stderr
+
+
+def test_compose_runs_two_api_processes_and_two_named_workers(services: dict[str, Any]) -> None:
+    assert _interpolate(services["api"]["environment"]["DFMOD_API_WORKERS"]) == "2"
+    assert _interpolate(services["worker"]["deploy"]["replicas"]) == "2"
+    command = services["worker"]["command"]
+    assert command[command.index("--hostname") + 1] == "worker@%h"  # %h: the container's name

@@ -7,8 +7,8 @@ worker binds the tasks with :func:`worker.tasks.register_tasks` when it starts.
 Reliability: tasks are acknowledged late and rejected back to the queue when a worker process dies,
 each worker process reserves one message at a time on Redis (a few per thread on the polled SQLite
 broker, see SQLA_PREFETCH_MULTIPLIER), payloads are JSON only and results are not stored (the
-database is the source of truth). Every task is idempotent, so redelivery is safe; messages a
-killed worker had reserved are re-enqueued by the sweeper.
+database is the source of truth). Every task is idempotent, so redelivery is safe; jobs a killed
+worker held are re-enqueued when their lease lapses (:mod:`worker.leases`).
 """
 
 from __future__ import annotations
@@ -33,9 +33,13 @@ TASK_DELIVER = "dfmod.deliver_callback"
 TASK_SWEEP = "dfmod.sweep"
 TASK_NAMES = (TASK_SCORE, TASK_FETCH, TASK_DELIVER, TASK_SWEEP)
 
-# Redis redelivers a reserved-but-unacknowledged message after this long. Countdowns given to
-# apply_async stay well below it; longer waits are left to the sweeper (see worker.callbacks).
-REDIS_VISIBILITY_TIMEOUT_S = 3600
+# Redis redelivers a reserved-but-unacknowledged message after its visibility timeout. Recovery
+# from a lost worker does not wait for it (worker.leases re-enqueues a lapsed job within a lease
+# and a heartbeat), so it only has to exceed the longest time a live worker keeps a message
+# unacknowledged: the longest countdown (callbacks wait up to worker.callbacks.MAX_COUNTDOWN_S;
+# scoring retries less) plus the task's hard time limit; a redelivery after that meets the job's
+# lease or its end state and does nothing.
+LONGEST_COUNTDOWN_S = 600.0
 # How often the SQLAlchemy transport polls its queue table. It also sleeps this long whenever
 # the worker holds its full prefetch, so a freed thread waits for the next poll unless messages
 # are already reserved: on this transport the worker reserves SQLA_PREFETCH_MULTIPLIER messages
@@ -267,9 +271,15 @@ def broker_url_for(url: str) -> str:
     return SQLA_ALIAS + url[len("sqla") :] if url.startswith("sqla+") else url
 
 
-def _transport_options(broker_url: str) -> dict[str, Any]:
+def redis_visibility_timeout_s(settings: Settings) -> float:
+    """Returns the Redis visibility timeout that agrees with the leases (see above)."""
+    longest = max(LONGEST_COUNTDOWN_S, *settings.score_retry_delays)
+    return longest + settings.task_time_limit_s + 2 * settings.lease_s
+
+
+def _transport_options(broker_url: str, settings: Settings) -> dict[str, Any]:
     if broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
-        return {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S}
+        return {"visibility_timeout": redis_visibility_timeout_s(settings)}
     return {}
 
 
@@ -305,7 +315,7 @@ def create_celery(settings: Settings) -> DfmodCelery:
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_time_limit=settings.task_time_limit_s,
         task_default_queue="dfmod",
-        broker_transport_options=_transport_options(broker_url),
+        broker_transport_options=_transport_options(broker_url, settings),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

@@ -145,18 +145,27 @@ def stdout_to_stderr() -> None:
 @click.option("-c", "--concurrency", type=int, default=None, help="Worker processes/threads.")
 @click.option("--pool", type=click.Choice(POOLS), default=None, help="Default: threads on SQLite.")
 @click.option("--beat/--no-beat", default=False, help="Embed the periodic sweeper (one per site).")
-def worker_command(concurrency: int | None, pool: str | None, beat: bool) -> None:
+@click.option(
+    "-n", "--hostname", default=None, help="Celery node name, distinct per worker (name@host)."
+)
+def worker_command(
+    concurrency: int | None, pool: str | None, beat: bool, hostname: str | None
+) -> None:
     """Run a Celery worker: scoring, media fetches, callbacks (and the sweeper with --beat)."""
     settings = load_settings()
     check_provenance_policy(settings)
     metrics_dir = prepare_metrics(settings)
 
+    from worker import heartbeat
     from worker.celery_app import create_celery
     from worker.tasks import register_tasks
 
     argv = worker_argv(settings, pool=pool, concurrency=concurrency, loglevel=settings.log_level)
+    if hostname:
+        argv.append(f"--hostname={hostname}")
     app = register_tasks(create_celery(settings))
     declare_queues(app)
+    heartbeat.attach(app)
     if metrics_dir is not None:
         from worker.metrics import serve
 

@@ -23,10 +23,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.blobs import BlobStore
 from moderation.db import session_scope
-from moderation.models import FailureReason, Status, Submission
+from moderation.models import FailureReason, Status, Submission, utcnow
 from moderation.preprocess import UNSUPPORTED_MEDIA, sniff_format
 from moderation.settings import Settings
-from worker import outbound
+from worker import leases, outbound
 from worker.scoring import fail_submission
 
 logger = logging.getLogger(__name__)
@@ -137,14 +137,25 @@ def download(url: str, *, settings: Settings) -> bytes:
     )
 
 
-def _claim(factory: sessionmaker[Session], submission_id: str) -> str | None:
+def _claim(factory: sessionmaker[Session], submission_id: str, settings: Settings) -> str | None:
+    """Moves a fetchable submission to ``fetching`` under this worker's lease; returns its URL,
+    "" when its bytes are stored already, None when there is nothing to do (finished, or fetched
+    by another live worker)."""
     with session_scope(factory) as session:
-        sub = session.get(Submission, submission_id)
+        sub = session.get(Submission, submission_id, with_for_update=True)
         if sub is None or sub.status not in FETCHABLE or not sub.media_url:
             return None
         if sub.blob_sha256 is not None:
             return ""
+        if not leases.may_claim(
+            status=sub.status,
+            lease_owner=sub.lease_owner,
+            lease_expires_at=sub.lease_expires_at,
+            busy=Status.FETCHING,
+        ):
+            return None
         sub.status, sub.attempts = Status.FETCHING, sub.attempts + 1
+        sub.lease_owner, sub.lease_expires_at = leases.owner(), leases.expiry(settings, utcnow())
         return sub.media_url
 
 
@@ -154,6 +165,7 @@ def _store(factory: sessionmaker[Session], submission_id: str, sha256: str, size
         if sub is None or sub.status not in FETCHABLE:
             return False
         sub.blob_sha256, sub.size_bytes, sub.status = sha256, size, Status.QUEUED
+        sub.lease_owner, sub.lease_expires_at = None, None  # handed over to the scoring message
         return True
 
 
@@ -165,7 +177,16 @@ def fetch_media(
     settings: Settings,
 ) -> FetchResult:
     """Fetches and stores a submission's media; STORED means it is ready to be scored."""
-    url = _claim(session_factory, submission_id)
+    with leases.running(submission_id) as first:
+        if not first:  # this process fetches it already
+            return FetchResult(FetchOutcome.NOOP)
+        return _fetch(submission_id, session_factory, blobs, settings)
+
+
+def _fetch(
+    submission_id: str, session_factory: sessionmaker[Session], blobs: BlobStore, settings: Settings
+) -> FetchResult:
+    url = _claim(session_factory, submission_id, settings)
     if url is None:
         return FetchResult(FetchOutcome.NOOP)
     if url == "":

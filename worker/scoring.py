@@ -43,10 +43,12 @@ from moderation.policy import (
 )
 from moderation.preprocess import ImageLimits, MediaRejected, decode_image, image_to_input
 from moderation.provenance import ProvenanceLimits, read_provenance
+from moderation.redact import public_detail
 from moderation.settings import Settings
 from moderation.signal_policy import decide_with_signals
 from moderation.submissions import columns_view, submission_view, verdict_view
 from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
+from worker import leases
 from worker.callbacks import EVENT_FAILED, EVENT_SCORED, add_outbox, insert_outbox
 from worker.metrics import observe_since, stage
 from worker.models import ModelAnswer, ModelSet, get_model_set
@@ -59,7 +61,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SCORABLE = (Status.RECEIVED, Status.QUEUED, Status.SCORING)
-MAX_DETAIL_CHARS = 1000
 _SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
 _TENANTS: Table = Tenant.__table__  # type: ignore[assignment]
 _VERDICTS: Table = Verdict.__table__  # type: ignore[assignment]
@@ -130,11 +131,15 @@ _CLAIM = (
     update(_SUBMISSIONS)
     .where(
         _SUBMISSIONS.c.id == bindparam("submission_id"),
-        _SUBMISSIONS.c.status.in_(SCORABLE),
+        leases.claimable(Status.SCORING),
         _SUBMISSIONS.c.blob_sha256.is_not(None),
     )
     .values(
-        status=Status.SCORING, attempts=_SUBMISSIONS.c.attempts + 1, updated_at=bindparam("now")
+        status=Status.SCORING,
+        attempts=_SUBMISSIONS.c.attempts + 1,
+        updated_at=bindparam("now"),
+        lease_owner=bindparam("owner"),
+        lease_expires_at=bindparam("lease_until"),
     )
     .returning(
         _SUBMISSIONS.c.blob_sha256,
@@ -155,29 +160,45 @@ _CLAIM = (
     )
 )
 _STATE = select(_SUBMISSIONS.c.status).where(_SUBMISSIONS.c.id == bindparam("submission_id"))
+_LEASE = select(_SUBMISSIONS.c.status, _SUBMISSIONS.c.blob_sha256).where(
+    _SUBMISSIONS.c.id == bindparam("submission_id")
+)
 _FINISH = (
     update(_SUBMISSIONS)
     .where(_SUBMISSIONS.c.id == bindparam("submission_id"), _SUBMISSIONS.c.status.in_(SCORABLE))
     .values(
-        status=bindparam("decision"), completed_at=bindparam("now"), updated_at=bindparam("now")
+        status=bindparam("decision"),
+        completed_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        lease_owner=None,
+        lease_expires_at=None,
     )
     .returning(*_SUBMISSIONS.c)
 )
 
 
 def _claim(
-    factory: sessionmaker[Session], submission_id: str
+    factory: sessionmaker[Session], submission_id: str, settings: Settings
 ) -> tuple[_Claimed | None, str | None]:
-    """Moves a scorable submission with stored bytes to ``scoring`` (``attempts`` + 1); returns
-    (what the scoring needs or None, status)."""
+    """Moves a scorable submission with stored bytes to ``scoring`` (``attempts`` + 1) under
+    this worker's lease; returns (what the scoring needs or None, status)."""
+    now = utcnow()
+    values = {
+        "submission_id": submission_id,
+        "now": now,
+        "owner": leases.owner(),
+        "lease_until": leases.expiry(settings, now),
+    }
     with session_scope(factory) as session:
-        row = session.execute(_CLAIM, {"submission_id": submission_id, "now": utcnow()}).first()
+        row = session.execute(_CLAIM, values).first()
         if row is None:
-            status = session.execute(_STATE, {"submission_id": submission_id}).scalar()
-            if status is None:
+            found = session.execute(_LEASE, {"submission_id": submission_id}).first()
+            if found is None:
                 logger.warning("score: submission %s does not exist", submission_id)
-            # Scorable but not claimed: its bytes are not stored yet (a media_url to fetch).
-            return None, Status.FETCHING if status in SCORABLE else status
+                return None, None
+            if found.blob_sha256 is None and found.status in SCORABLE:
+                return None, Status.FETCHING  # a media_url whose bytes are not stored yet
+            return None, found.status  # finished, or held by another live worker
     if row.attempts == 1:
         observe_since("queue", row.queued_at or row.created_at)
     policy = DEFAULT_POLICY
@@ -215,7 +236,8 @@ def fail_submission(
             if sub is None or sub.status in Status.FINAL or sub.status == Status.NEEDS_REVIEW:
                 return ScoreResult(Outcome.NOOP, sub.status if sub else None)
             sub.status, sub.failure_reason = Status.FAILED, reason
-            sub.failure_detail, sub.completed_at = detail[:MAX_DETAIL_CHARS], utcnow()
+            sub.lease_owner, sub.lease_expires_at = None, None
+            sub.failure_detail, sub.completed_at = public_detail(detail), utcnow()
             session.flush()
             # Unfinished and never reviewed (reviews need needs_review): nothing to load.
             view = submission_view(sub, verdict=None, reviews=())
@@ -474,8 +496,22 @@ def score_submission(
 
     The media's perceptual hash is stored with the verdict; with a ``matcher`` it is also looked
     up in the banks the submission's tenant sees."""
+    with leases.running(submission_id) as first:
+        if not first:  # this process scores it already
+            return ScoreResult(Outcome.NOOP, Status.SCORING)
+        return _score(submission_id, session_factory, blobs, client, settings, matcher)
+
+
+def _score(
+    submission_id: str,
+    session_factory: sessionmaker[Session],
+    blobs: BlobStore,
+    client: TritonClient,
+    settings: Settings,
+    matcher: BankMatcher | None,
+) -> ScoreResult:
     with stage("database"):
-        claimed, status = _claim(session_factory, submission_id)
+        claimed, status = _claim(session_factory, submission_id, settings)
     if claimed is None:
         outcome = Outcome.NEEDS_FETCH if status == Status.FETCHING else Outcome.NOOP
         return ScoreResult(outcome, status)

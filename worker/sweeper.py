@@ -6,8 +6,10 @@ submissions still in flight whose row has not moved for ``stuck_after_s`` and en
 that moves them on (fetch or score), and callback deliveries whose ``next_attempt_at`` is due
 (long retry waits are left to it on purpose, so they survive restarts; first attempts only once
 they have been due for a sweep interval, since they were handed over when their row was made).
-A submission picked up more than :func:`max_attempts` times ends ``failed`` with
-``internal_error``.
+Jobs a worker holds are leased (:mod:`worker.leases`): the sweeper leaves them to their lease and
+re-enqueues those whose lease lapsed, as every worker's heartbeat does; ``stuck_after_s`` is for
+rows no worker ever held. A submission picked up more than :func:`max_attempts` times ends
+``failed`` with ``internal_error``.
 
 Re-enqueueing is always safe: every task is idempotent and delivery attempts are claimed.
 """
@@ -32,6 +34,7 @@ from moderation.models import (
     utcnow,
 )
 from moderation.settings import Settings
+from worker import leases
 from worker.scoring import fail_submission
 
 logger = logging.getLogger(__name__)
@@ -58,7 +61,11 @@ class SweepResult:
 def _stuck(session: Session, cutoff: dt.datetime) -> list[Submission]:
     query = (
         select(Submission)
-        .where(Submission.status.in_(SWEPT), Submission.updated_at < cutoff)
+        .where(
+            Submission.status.in_(SWEPT),
+            Submission.updated_at < cutoff,
+            Submission.lease_expires_at.is_(None),  # leased rows are worker.leases' to reclaim
+        )
         .order_by(Submission.updated_at)
         .limit(BATCH)
     )
@@ -107,13 +114,28 @@ def _due_deliveries(
         return list(session.scalars(query))
 
 
+def due_deliveries(
+    *, session_factory: sessionmaker[Session], settings: Settings, now: dt.datetime | None = None
+) -> list[str]:
+    """Returns the callback deliveries to send now (see :func:`_due_deliveries`): the sweeper's,
+    and every worker's lease heartbeat's, so a lost worker's callbacks go on without beat."""
+    grace = dt.timedelta(seconds=settings.sweep_interval_s)
+    return _due_deliveries(session_factory, now or utcnow(), grace)
+
+
 def sweep(
     *, session_factory: sessionmaker[Session], settings: Settings, now: dt.datetime | None = None
 ) -> SweepResult:
     """Returns what to re-enqueue; ends submissions that exhausted their attempts ``failed``."""
     now = now or utcnow()
     result = SweepResult()
-    for submission_id in _sweep_submissions(session_factory, settings, now, result):
+    give_up = _sweep_submissions(session_factory, settings, now, result)
+    for job in leases.reclaim(session_factory=session_factory, now=now):
+        if job.attempts >= max_attempts(settings):
+            give_up.append(job.submission_id)
+        else:
+            (result.fetch if job.needs_fetch else result.score).append(job.submission_id)
+    for submission_id in give_up:
         failed = fail_submission(
             submission_id=submission_id,
             session_factory=session_factory,
@@ -123,9 +145,10 @@ def sweep(
         result.gave_up.append(submission_id)
         if failed.delivery_id:
             result.deliver.append(failed.delivery_id)
-    grace = dt.timedelta(seconds=settings.sweep_interval_s)
     result.deliver.extend(
-        d for d in _due_deliveries(session_factory, now, grace) if d not in result.deliver
+        d
+        for d in due_deliveries(session_factory=session_factory, settings=settings, now=now)
+        if d not in result.deliver
     )
     if result.fetch or result.score or result.deliver or result.gave_up:
         logger.info(

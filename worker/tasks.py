@@ -17,9 +17,10 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.models import FailureReason
-from worker import callbacks, dispatch, fetch, scoring, sweeper
+from worker import callbacks, dispatch, fetch, leases, scoring, sweeper
 from worker.celery_app import TASK_DELIVER, TASK_FETCH, TASK_SCORE, TASK_SWEEP, DfmodCelery
 from worker.deps import WorkerDeps, deps_for
 
@@ -67,6 +68,12 @@ def _retry_or_fail(task: Task, submission_id: str, exc: Exception, *, inference:
     if retries < len(delays):
         logger.warning(
             "retry %d of %s in %gs: %s", retries + 1, submission_id, delays[retries], exc
+        )
+        leases.hand_back(
+            session_factory=deps.session_factory,
+            submission_id=submission_id,
+            due_in_s=delays[retries],
+            settings=deps.settings,
         )
         raise task.retry(countdown=delays[retries], exc=exc)
     reason = FailureReason.INFERENCE_UNAVAILABLE if inference else FailureReason.INTERNAL_ERROR
@@ -157,6 +164,35 @@ def enqueue_sweep_result(app: Any, result: sweeper.SweepResult) -> None:
         for item_id in ids:
             enqueue(app, name, item_id)
     for delivery_id in result.deliver:
+        enqueue(app, TASK_DELIVER, delivery_id)
+
+
+def requeue_reclaimed(
+    app: Any, jobs: list[leases.Reclaimed], session_factory: sessionmaker[Session]
+) -> None:
+    """Enqueues jobs taken back from lapsed leases; ends those out of attempts ``failed``."""
+    settings = app.settings
+    for job in jobs:
+        if job.attempts >= sweeper.max_attempts(settings):
+            failed = scoring.fail_submission(
+                submission_id=job.submission_id,
+                session_factory=session_factory,
+                reason=FailureReason.INTERNAL_ERROR,
+                detail=f"gave up after {job.attempts} attempts",
+            )
+            if failed.delivery_id:
+                enqueue(app, TASK_DELIVER, failed.delivery_id)
+            continue
+        enqueue(app, TASK_FETCH if job.needs_fetch else TASK_SCORE, job.submission_id)
+    if jobs:
+        logger.info("leases: re-enqueued %d jobs (a lapsed lease or a lost message)", len(jobs))
+
+
+def send_due_deliveries(app: Any, session_factory: sessionmaker[Session]) -> None:
+    """Enqueues the callback deliveries that are due (a dead worker's claimed or first attempts
+    included); each attempt is claimed, so a duplicate task does nothing."""
+    settings = app.settings
+    for delivery_id in sweeper.due_deliveries(session_factory=session_factory, settings=settings):
         enqueue(app, TASK_DELIVER, delivery_id)
 
 

@@ -61,7 +61,16 @@ def test_fields_come_from_query_parameters(client: FlaskClient, auth: dict[str, 
 
 @pytest.mark.parametrize(
     "content_type",
-    ["image/jpeg", "image/webp; q=1", "video/mp4", "video/webm", "application/octet-stream"],
+    [
+        "image/jpeg",
+        "image/webp; q=1",
+        "image/heic",
+        "image/heif",
+        "image/avif",
+        "video/mp4",
+        "video/webm",
+        "application/octet-stream",
+    ],
 )
 def test_media_types_the_worker_decides_on_are_accepted(
     client: FlaskClient, auth: dict[str, str], content_type: str

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.stack import Stack, embedded_stack, pg_redis_stack, triton_env
+from tests.fixtures.stack import STACK_FLAVOURS, Stack, flavoured_stack, triton_env
 
 CONTRACT_ENV = {
     "DFMOD_MAX_UPLOAD_BYTES": str(256 * 1024),
@@ -16,20 +16,11 @@ CONTRACT_ENV = {
 }
 
 
-@pytest.fixture(scope="module", params=["embedded", "pg-redis"])
+@pytest.fixture(scope="module", params=STACK_FLAVOURS)
 def stack(
     request: pytest.FixtureRequest, triton_server: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp(f"contract-{request.param}")
     env = {**triton_env(triton_server), **CONTRACT_ENV}
-    if request.param == "embedded":
-        started = embedded_stack(root, env)
-    else:
-        started = pg_redis_stack(
-            root,
-            env,
-            postgres_url=request.getfixturevalue("postgres_url"),
-            redis_url=request.getfixturevalue("redis_url"),
-        )
-    with started:
+    with flavoured_stack(request, root, env) as started:
         yield started

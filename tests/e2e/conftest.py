@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from tests.fixtures.stack import Stack, embedded_stack, free_port, pg_redis_stack, triton_env
+from tests.fixtures.stack import STACK_FLAVOURS, Stack, flavoured_stack, free_port, triton_env
 
 # Small limits so the too_large cases need little data.
 E2E_ENV = {
@@ -21,23 +21,14 @@ E2E_ENV = {
 }
 
 
-@pytest.fixture(scope="module", params=["embedded", "pg-redis"])
+@pytest.fixture(scope="module", params=STACK_FLAVOURS)
 def stack(
     request: pytest.FixtureRequest, triton_server: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """The API and a worker (with sweeper) on the real Triton, for each flavour."""
     root = tmp_path_factory.mktemp(f"stack-{request.param}")
     env = {**triton_env(triton_server), **E2E_ENV, "DFMOD_WORKER_METRICS_PORT": str(free_port())}
-    if request.param == "embedded":
-        started = embedded_stack(root, env)
-    else:
-        started = pg_redis_stack(
-            root,
-            env,
-            postgres_url=request.getfixturevalue("postgres_url"),
-            redis_url=request.getfixturevalue("redis_url"),
-        )
-    with started:
+    with flavoured_stack(request, root, env) as started:
         yield started
 
 

@@ -112,3 +112,39 @@ def test_to_rgb_handles_in_memory_modes(mode: str) -> None:
     else:
         image = source.convert(mode)
     assert to_rgb(image).mode == "RGB"
+
+
+@pytest.mark.parametrize(("fmt", "sniffed"), [("HEIF", "HEIF"), ("AVIF", "AVIF")])
+def test_phone_formats_are_sniffed_decoded_and_kept_in_colour(fmt: str, sniffed: str) -> None:
+    """HEIC (pillow-heif) and AVIF (Pillow) are accepted by default, like JPEG."""
+    from moderation.preprocess import _register_heif
+
+    assert _register_heif()
+    data = encode(halves((448, 448)), fmt, quality=95)
+    assert sniff_format(data) == sniffed and sniff_format(data[:64]) == sniffed  # fetch sniffs 64
+    array = load_image(data)
+    assert _is_model_input(array)
+    left, right = array[112, 20].astype(int), array[112, 200].astype(int)
+    assert left[0] > 200 > 60 > left[2] and right[2] > 200 > 60 > right[0]
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_formats_obey_the_pixel_limit_before_decoding(fmt: str) -> None:
+    from moderation.preprocess import MediaRejected
+
+    data = encode(halves((448, 448)), fmt)
+    with pytest.raises(MediaRejected) as info:
+        load_image(data, ImageLimits(max_pixels=448 * 448 - 1))
+    assert info.value.reason == "too_large"
+    with pytest.raises(MediaRejected) as refused:
+        load_image(data, ImageLimits(formats=("JPEG",)))
+    assert refused.value.reason == "unsupported_media"
+
+
+def test_video_brands_are_not_taken_for_phone_images() -> None:
+    from moderation.video import sniff_video
+
+    mp4 = b"\x00\x00\x00\x1cftypisom\x00\x00\x02\x00isomiso2mp41"
+    assert sniff_format(mp4) is None and sniff_video(mp4) == "MP4/MOV"
+    avif_in_mif1 = b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1avifmiaf"
+    assert sniff_format(avif_in_mif1) == "AVIF" and sniff_video(avif_in_mif1) is None

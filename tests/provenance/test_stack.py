@@ -17,7 +17,7 @@ import requests
 from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.reviewers import create_reviewer
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.stack import Stack, embedded_stack, pg_redis_stack, triton_env
+from tests.fixtures.stack import STACK_FLAVOURS, Stack, flavoured_stack, triton_env
 from tests.provenance.conftest import picture
 from tests.provenance.signing import Chain, corrupt_manifest, sign
 from tests.video.media import colour_frames, encode
@@ -28,7 +28,7 @@ SCORED = {"auto_passed", "auto_flagged", "needs_review"}
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture(scope="module", params=["embedded", "pg-redis"])
+@pytest.fixture(scope="module", params=STACK_FLAVOURS)
 def stack(
     request: pytest.FixtureRequest,
     triton_server: object,
@@ -43,16 +43,7 @@ def stack(
         # About provenance, not the demo-weights review (tests/ensemble): the model may decide.
         "DFMOD_DEMO_WEIGHTS_DECIDE": "1",
     }
-    if request.param == "embedded":
-        started = embedded_stack(root, env)
-    else:
-        started = pg_redis_stack(
-            root,
-            env,
-            postgres_url=request.getfixturevalue("postgres_url"),
-            redis_url=request.getfixturevalue("redis_url"),
-        )
-    with started:
+    with flavoured_stack(request, root, env) as started:
         yield started
 
 

@@ -23,7 +23,7 @@ import requests
 from sqlalchemy import func, select
 
 from moderation.db import make_engine, make_session_factory, session_scope
-from moderation.models import CallbackDelivery, Verdict
+from moderation.models import CallbackDelivery, Submission, Verdict
 from tests.e2e.conftest import image_bytes
 from tests.fixtures.receiver import CallbackReceiver
 from tests.fixtures.stack import FINAL, Stack
@@ -139,6 +139,48 @@ def webhook_ids_by_submission(receiver: CallbackReceiver) -> dict[str, set[str]]
     return seen
 
 
+def wait_callbacks_for(receiver: CallbackReceiver, ids: list[str], *, timeout_s: float) -> None:
+    """Returns once every submission in ``ids`` has had a callback (a lost worker's callbacks
+    are sent again once their attempt's hold lapses, by the sweeper or any worker's heartbeat)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        missing = set(ids) - set(webhook_ids_by_submission(receiver))
+        if not missing:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no callback after {timeout_s}s for {sorted(missing)[:5]}")
+
+
+def unfinished_leases(stack: Stack) -> dict[str, str | None]:
+    """Returns {id: lease owner} of the submissions not finished yet."""
+    engine = make_engine(stack.database_url)
+    try:
+        with session_scope(make_session_factory(engine), read_only=True) as session:
+            rows = session.execute(
+                select(Submission.id, Submission.lease_owner).where(Submission.status.not_in(FINAL))
+            )
+            return {row.id: row.lease_owner for row in rows}
+    finally:
+        engine.dispose()
+
+
+def held_by(stack: Stack, pid: int) -> list[str]:
+    """Returns the unfinished submissions leased by the worker whose main process is ``pid``."""
+    return [
+        i for i, owner in unfinished_leases(stack).items() if owner and owner.endswith(f":{pid}")
+    ]
+
+
+def wait_holding(stack: Stack, pid: int, *, timeout_s: float = 60.0) -> None:
+    """Returns once the worker holds a lease (so the kill lands on work in flight)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if held_by(stack, pid):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the worker held no job for {timeout_s}s\n{stack.log_tail()}")
+
+
 def descendants(pid: int) -> list[int]:
     """Returns the ids of every process below ``pid`` (from /proc), deepest last."""
     found: list[int] = []
@@ -162,18 +204,22 @@ def kill_tree(pid: int) -> None:
             os.kill(target, signal.SIGKILL)
 
 
-def wait_worker_ready(stack: Stack, *, timeout_s: float = 60.0) -> None:
-    """Returns once the worker logged Celery's ``ready.`` (its queues are declared by then).
+def wait_worker_ready(
+    stack: Stack, *, timeout_s: float = 60.0, log: str = "worker.log", count: int = 1
+) -> None:
+    """Returns once the worker logged Celery's ``ready.`` (its queues are declared by then);
+    ``count``: how many times (a restarted worker appends to the same log).
 
     ``Stack.start`` returns when the API answers, which can be before the worker declared its
     queues; on the SQLite broker the API's first publish then races that declaration, can fail
     with a unique-constraint error, and leaves the submission to the sweeper.
     """
-    path = stack.root / "worker.log"
+    path = stack.root / log
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         stack._check_alive()
-        if path.exists() and re.search(r"celery@\S+ ready\.", path.read_text(errors="replace")):
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if len(re.findall(r"\S+@\S+ ready\.", text)) >= count:
             return
         time.sleep(0.2)
     raise AssertionError(f"the worker did not log ready within {timeout_s}s\n{stack.log_tail()}")

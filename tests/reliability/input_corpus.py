@@ -59,12 +59,12 @@ def _palette_transparent() -> Image.Image:
     return image
 
 
-def _exif_rotated(orientation: int) -> bytes:
+def _exif_rotated(orientation: int, fmt: str = "JPEG") -> bytes:
     image = Image.new("RGB", (64, 32), (255, 0, 0))
     image.paste((0, 0, 255), (32, 0, 64, 32))
     exif = Image.Exif()
     exif[0x0112] = orientation
-    return _save(image, "JPEG", exif=exif.tobytes())
+    return _save(image, fmt, exif=exif.tobytes(), quality=90)
 
 
 def valid_bases() -> dict[str, bytes]:
@@ -95,6 +95,26 @@ def valid_bases() -> dict[str, bytes]:
     }
     for orientation in range(1, 9):
         bases[f"jpeg_exif_orientation_{orientation}"] = _exif_rotated(orientation)
+    bases.update(phone_bases())
+    return bases
+
+
+def phone_bases() -> dict[str, bytes]:
+    """Returns HEIC (pillow-heif) and AVIF (Pillow) images, plain and with EXIF orientations."""
+    from moderation.preprocess import _register_heif
+
+    _register_heif()
+    rgb = _gradient()
+    bases = {
+        "heic_rgb": _save(rgb, "HEIF", quality=80),
+        "heic_rgba": _save(rgb.convert("RGBA"), "HEIF", quality=80),
+        "avif_rgb": _save(rgb, "AVIF", quality=80),
+        "avif_rgba": _save(rgb.convert("RGBA"), "AVIF", quality=80),
+    }
+    for orientation in (3, 6, 8):
+        for fmt in ("HEIF", "AVIF"):
+            name = f"{'heic' if fmt == 'HEIF' else 'avif'}_exif_orientation_{orientation}"
+            bases[name] = _exif_rotated(orientation, fmt)
     return bases
 
 
@@ -259,6 +279,82 @@ def damaged(bases: dict[str, bytes]) -> Iterator[Case]:
             flipped = bytearray(data)
             flipped[position % len(data)] ^= 0xA5
             yield Case(f"flipped_{name}_{index}", bytes(flipped), None)
+
+
+def _gif_descriptors(data: bytes) -> list[int]:
+    """Returns the offsets of a GIF's image descriptors (walking its blocks)."""
+
+    def skip_sub_blocks(pos: int) -> int:
+        while data[pos]:
+            pos += data[pos] + 1
+        return pos + 1
+
+    flags = data[10]
+    pos = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
+    found = []
+    while data[pos] != 0x3B:
+        if data[pos] == 0x21:  # extension: label, then sub-blocks
+            pos = skip_sub_blocks(pos + 2)
+        elif data[pos] == 0x2C:  # image descriptor, optional local table, LZW size, sub-blocks
+            found.append(pos)
+            local = data[pos + 9]
+            pos += 10 + (3 * 2 ** ((local & 7) + 1) if local & 0x80 else 0)
+            pos = skip_sub_blocks(pos + 1)
+        else:
+            raise ValueError(f"unexpected GIF block 0x{data[pos]:02x} at {pos}")
+    return found
+
+
+def _gif_frame_declaring(width: int, height: int, frame: int = 1) -> bytes:
+    """A valid 3-frame 10x10 GIF whose frame ``frame`` declares ``width`` x ``height``."""
+    frames = [Image.new("RGB", (10, 10), (80 * i, 20, 30)) for i in range(3)]
+    data = bytearray(_save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100))
+    at = _gif_descriptors(bytes(data))[frame]
+    data[at + 5 : at + 9] = struct.pack("<HH", width, height)
+    return bytes(data)
+
+
+def _mjpeg_mkv(frames: list[bytes]) -> bytes:
+    """A Matroska file of MJPEG packets (each a JPEG of any size), 10 frames a second."""
+    import fractions
+
+    import av
+
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="matroska") as container:
+        stream = container.add_stream("mjpeg", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuvj420p"
+        stream.time_base = fractions.Fraction(1, 10)
+        for index, data in enumerate(frames):
+            packet = av.Packet(data)
+            packet.pts = packet.dts = index
+            packet.time_base, packet.stream = stream.time_base, stream
+            container.mux(packet)
+    return out.getvalue()
+
+
+def media_bombs() -> Iterator[Case]:
+    """Yields animations and videos with one frame far larger than the others: each must end
+    ``too_large`` on the worker's media path (video limits: 8.3 MP a frame by default)."""
+    for width, height in ((65535, 65535), (20000, 20000), (5000, 5000)):
+        yield Case(
+            f"bomb_gif_frame1_{width}x{height}",
+            _gif_frame_declaring(width, height),
+            frozenset({TOO_LARGE}),
+            "anim.gif",
+            "image/gif",
+        )
+    small = [_save(Image.new("RGB", (16, 16), (40 * i, 0, 0)), "JPEG") for i in range(4)]
+    huge_header = _jpeg_declaring(65535, 65535)
+    real_big = _save(Image.new("RGB", (4000, 4000)), "JPEG", quality=10)  # 16 MP, ~250 KB
+    for name, odd in (("declared_65535x65535", huge_header), ("real_4000x4000", real_big)):
+        yield Case(
+            f"bomb_mkv_frame2_{name}",
+            _mjpeg_mkv([*small[:2], odd, *small[2:]]),
+            frozenset({TOO_LARGE}),
+            "clip.mkv",
+            "video/x-matroska",
+        )
 
 
 def build_corpus() -> list[Case]:

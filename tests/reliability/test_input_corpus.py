@@ -9,11 +9,16 @@ is applied.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from moderation.models import FailureReason
 from moderation.preprocess import REASONS, ImageLimits, MediaRejected, load_image
-from tests.reliability.input_corpus import ARRAY, Case, build_corpus
+from moderation.redact import public_detail
+from moderation.video import VideoLimits, is_video, load_video
+from tests.reliability.input_corpus import ARRAY, Case, build_corpus, media_bombs
 
 CORPUS = build_corpus()
 LIMITS = ImageLimits(max_pixels=40_000_000)
@@ -66,10 +71,12 @@ def test_every_case_ends_in_an_array_or_a_known_refusal() -> None:
     assert outcomes.get(ARRAY, 0) >= 50 and sum(outcomes.values()) - outcomes[ARRAY] >= 100
 
 
+@pytest.mark.parametrize("fmt", ["jpeg", "heic", "avif"])
 @pytest.mark.parametrize("orientation", [3, 6, 8])
-def test_exif_orientation_is_applied(orientation: int) -> None:
-    """The stored image is red on the left, blue on the right; EXIF says how to display it."""
-    case = next(c for c in CORPUS if c.name == f"valid_jpeg_exif_orientation_{orientation}")
+def test_exif_orientation_is_applied(orientation: int, fmt: str) -> None:
+    """The stored image is red on the left, blue on the right; EXIF says how to display it
+    (HEIC and AVIF, the phones' formats, turned exactly as JPEG)."""
+    case = next(c for c in CORPUS if c.name == f"valid_{fmt}_exif_orientation_{orientation}")
     array = load_image(case.data, LIMITS).astype(int)
     red_minus_blue = array[..., 0] - array[..., 2]
     if orientation == 3:  # rotated 180: red on the right
@@ -89,3 +96,35 @@ def test_bombs_are_refused_before_decoding() -> None:
             load_image(case.data, LIMITS)
         assert info.value.reason in ("too_large", "unreadable_media"), case.name
         assert len(case.data) < 4096
+
+
+@pytest.mark.parametrize("case", list(media_bombs()), ids=lambda c: c.name)
+def test_a_bomb_in_any_frame_of_an_animation_or_video_is_too_large(case: Case) -> None:
+    """The worker's media path (video limits first, as ``worker.scoring`` decides) refuses it as
+    ``too_large`` with a detail free of object representations and paths."""
+    limits = VideoLimits()
+    assert is_video(case.data, limits), case.name
+    with pytest.raises(MediaRejected) as info:
+        load_video(case.data, limits)
+    assert info.value.reason in case.expect, f"{case.name}: {info.value.detail}"  # type: ignore[operator]
+    assert public_detail(info.value.detail) == info.value.detail
+    assert len(case.data) < 400_000
+
+
+def test_refusal_details_carry_no_object_repr_or_path() -> None:
+    """Pillow's messages name the BytesIO they read ("<_io.BytesIO object at 0x…>")."""
+    leaks = []
+    for case in CORPUS:
+        try:
+            load_image(case.data, LIMITS)
+        except MediaRejected as exc:
+            if " at 0x" in exc.detail or "/tmp/" in exc.detail or "/work/" in exc.detail:
+                leaks.append(f"{case.name}: {exc.detail}")
+    assert not leaks, "\n".join(leaks[:10])
+
+
+def test_refusal_reasons_are_documented_failure_reasons() -> None:
+    reasons = {v for k, v in vars(FailureReason).items() if k.isupper()}
+    assert set(REASONS) <= reasons
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert all(f"`{reason}`" in readme for reason in reasons), "README lists every reason"

@@ -87,7 +87,7 @@ def test_score_submission__lost_race__no_second_verdict(scoring_env: WorkerEnv) 
     sha = scoring_env.blobs.put(image_bytes())
     sub_id = scoring_env.submission(blob_sha256=sha)
     result = StubClient(logit=-5.0).infer(np.zeros((1, 224, 224, 3), np.uint8))
-    claimed, _ = scoring._claim(scoring_env.session_factory, sub_id)
+    claimed, _ = scoring._claim(scoring_env.session_factory, sub_id, scoring_env.settings)
     assert claimed is not None and claimed.blob_sha256 == sha
     first = scoring._record_verdict(
         scoring_env.session_factory, sub_id, result, scoring_env.settings, claimed
@@ -116,6 +116,35 @@ def test_score_submission__bad_media__failed_not_retried(
     sub = submission_row(scoring_env, sub_id)
     assert (sub.status, sub.failure_reason) == (Status.FAILED, reason)
     assert sub.failure_detail and sub.completed_at is not None
+
+
+def test_score_submission__bomb_frame_in_animation__too_large_at_first_attempt(
+    scoring_env: WorkerEnv,
+) -> None:
+    """A GIF whose second frame declares 65535x65535 (4.3 gigapixels) ends ``too_large``."""
+    from tests.reliability.input_corpus import _gif_frame_declaring
+
+    data = _gif_frame_declaring(65535, 65535)
+    sub_id = scoring_env.submission(blob_sha256=scoring_env.blobs.put(data))
+    client = StubClient()
+    result = _score(scoring_env, sub_id, client)
+    assert (result.outcome, client.calls) == (scoring.Outcome.FAILED, 0)
+    sub = submission_row(scoring_env, sub_id)
+    assert (sub.status, sub.failure_reason, sub.attempts) == (Status.FAILED, "too_large", 1)
+    assert sub.failure_detail and " at 0x" not in sub.failure_detail
+
+
+def test_fail_submission__detail_loses_object_reprs_and_paths(scoring_env: WorkerEnv) -> None:
+    sub_id = scoring_env.submission()
+    scoring.fail_submission(
+        submission_id=sub_id,
+        session_factory=scoring_env.session_factory,
+        reason="internal_error",
+        detail="OSError: cannot identify image file <_io.BytesIO object at 0x7f00aa>; "
+        "[Errno 2] No such file or directory: '/srv/dfmod/var/blobs/ab/abcd'",
+    )
+    detail = submission_row(scoring_env, sub_id).failure_detail or ""
+    assert " at 0x" not in detail and "/srv/" not in detail and "cannot identify" in detail
 
 
 def test_score_submission__unavailable__raises_and_stays_scoring(scoring_env: WorkerEnv) -> None:

@@ -1,7 +1,7 @@
 """Several models: each verdict's per-model results and ensemble; a tenant's enabled models
 
-Revision ID: 0009_ensemble
-Revises: 0008_banks
+Revision ID: 0010_ensemble
+Revises: 0009_leases
 Create Date: 2026-11-30
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_ensemble"
-down_revision: str | None = "0008_banks"
+revision: str = "0010_ensemble"
+down_revision: str | None = "0009_leases"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
