@@ -362,16 +362,21 @@ def write_version(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        onnx_path = export_onnx(model, staging / contract.ONNX_FILENAME)
+        # Grad-CAM is written for the seed's feature map; another family (the residual
+        # detector) is served with its logit only, like a version exported before maps.
+        cam = isinstance(model, DeepfakeDetector)
+        onnx_path = export_onnx(model, staging / contract.ONNX_FILENAME, cam=cam)
         session = onnx_session(onnx_path)
         parity = check_parity(model, lambda x: onnx_logits(session, x), real_images)
-        cam_parity = check_cam_parity(model, lambda x: onnx_cams(session, x), real_images)
         extra = {
             **metadata.extra,
             "onnx_parity": parity.as_dict(),
-            "cam_parity": cam_parity,
             "onnx_opset": ONNX_OPSET,
         }
+        if cam:
+            extra["cam_parity"] = check_cam_parity(
+                model, lambda x: onnx_cams(session, x), real_images
+            )
         final = contract.ModelMetadata(**{**metadata.__dict__, "version": version, "extra": extra})
         final.write(staging)
         save_checkpoint(staging / CHECKPOINT_FILENAME, checkpoint)
