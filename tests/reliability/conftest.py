@@ -197,6 +197,29 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def kill_holding(stack: Stack, pid: int, *, timeout_s: float = 60.0) -> list[str]:
+    """SIGKILLs the worker ``pid`` (and its children) while it holds leases; returns them.
+
+    The worker is frozen (SIGSTOP) before its leases are read, so it cannot finish the jobs
+    between the look and the kill; if it held none at that instant it runs on and is tried again.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        wait_holding(stack, pid, timeout_s=max(0.1, deadline - time.monotonic()))
+        tree = [pid, *descendants(pid)]
+        for target in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGSTOP)
+        held = held_by(stack, pid)
+        if held:
+            kill_tree(pid)
+            return held
+        for target in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGCONT)
+    raise AssertionError(f"the worker held no job at any look for {timeout_s}s")
+
+
 def kill_tree(pid: int) -> None:
     """Sends SIGKILL to a process and everything it started (no clean-up runs anywhere)."""
     for target in [pid, *descendants(pid)]:

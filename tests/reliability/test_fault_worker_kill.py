@@ -26,12 +26,10 @@ from tests.fixtures.receiver import CallbackReceiver
 from tests.fixtures.stack import Stack, embedded_stack, pg_redis_stack, triton_env
 from tests.reliability.conftest import (
     assert_exactly_once,
-    held_by,
-    kill_tree,
+    kill_holding,
     submit_stream,
     wait_all_final,
     wait_callbacks_for,
-    wait_holding,
     wait_worker_ready,
     webhook_ids_by_submission,
 )
@@ -108,12 +106,10 @@ def _kill_mid_stream(stack: Stack, receiver: CallbackReceiver, worker: str) -> K
             for n in range(CLIENTS)
         ]
         receiver.wait_for(10, timeout_s=90)
-        wait_holding(stack, stack.procs[worker].pid)
         process = stack.procs.pop(worker)
-        kill_tree(process.pid)
+        held = kill_holding(stack, process.pid)  # frozen, looked at, then killed
         process.wait(timeout=10)
         killed_at = dt.datetime.now(dt.timezone.utc)
-        held = held_by(stack, process.pid)
         ids = [i for stream in streams for i in stream.result(timeout=180)]
     assert held, "the killed worker held no job; the test proves nothing"
     return Killed(ids, held, killed_at, tenant.api_key)

@@ -25,11 +25,10 @@ from tests.fixtures.receiver import CallbackReceiver
 from tests.fixtures.stack import Stack, triton_env
 from tests.reliability.conftest import (
     assert_exactly_once,
-    kill_tree,
+    kill_holding,
     submit_stream,
     wait_all_final,
     wait_callbacks_for,
-    wait_holding,
     wait_worker_ready,
     webhook_ids_by_submission,
 )
@@ -128,9 +127,8 @@ def test_two_workers_one_sigkilled_under_load__every_item_ends_once(
             for s in range(30_000, 30_000 + CLIENTS * 100, 100)
         ]
         callback_receiver.wait_for(len(one_ids) + len(two_ids) + 8, timeout_s=120)
-        wait_holding(started, started.procs["worker"].pid)  # the kill lands on work in flight
         victim = started.procs.pop("worker")
-        kill_tree(victim.pid)
+        kill_holding(started, victim.pid)  # the kill lands on work in flight
         victim.wait(timeout=10)
         killed_at = time.monotonic()
         load_ids = [i for s in streams for i in s.result(timeout=300)]
