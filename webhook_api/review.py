@@ -300,7 +300,7 @@ def overview() -> Any:
 @bp.post("/callbacks/<delivery_id>/replay")
 @login_required
 def replay(delivery_id: str) -> Any:
-    from worker.callbacks import replay as replay_delivery
+    from moderation.outbox import replay as replay_delivery
 
     if not replay_delivery(delivery_id=delivery_id, session_factory=state().session_factory):
         abort(404, description=f"no callback delivery {delivery_id}")
