@@ -1,7 +1,7 @@
 """The one Celery application: broker, reliability options, task names and the sweeper schedule.
 
-The API only needs :func:`create_celery` and the task-name constants to enqueue work by name
-(``send_task``), so importing this module never imports the tasks, Triton or the database. The
+The API enqueues by task name through :mod:`worker.enqueue`, which builds the app with
+:func:`create_celery`; importing this module never imports the tasks, Triton or the database. The
 worker binds the tasks with :func:`worker.tasks.register_tasks` when it starts.
 
 Reliability: tasks are acknowledged late and rejected back to the queue when a worker process dies,
@@ -24,14 +24,10 @@ from kombu.transport import sqlalchemy as kombu_sqla
 
 from moderation.settings import Settings
 from worker.doorbell import doorbell_for
+from worker.enqueue import TASK_SWEEP
 
 logger = logging.getLogger(__name__)
 
-TASK_SCORE = "dfmod.score_submission"
-TASK_FETCH = "dfmod.fetch_media"
-TASK_DELIVER = "dfmod.deliver_callback"
-TASK_SWEEP = "dfmod.sweep"
-TASK_NAMES = (TASK_SCORE, TASK_FETCH, TASK_DELIVER, TASK_SWEEP)
 
 # Redis redelivers a reserved-but-unacknowledged message after its visibility timeout. Recovery
 # from a lost worker does not wait for it (worker.leases re-enqueues a lapsed job within a lease
