@@ -23,7 +23,7 @@ from kombu import Connection
 from kombu import transport as kombu_transport
 from kombu.transport import sqlalchemy as kombu_sqla
 
-from worker.celery_app import SqlaChannel, SqlaTransport
+from worker.sqlite_broker import SqlaChannel, SqlaTransport
 
 
 class OrmChannel(SqlaChannel):

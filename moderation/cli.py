@@ -37,11 +37,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retrain": ("training.loop_cli:retrain_command", "Retrain on review labels, gate, deploy N+1."),
     "rollback": ("training.loop_cli:rollback_command", "Serve the previous version again as N+1."),
     "model": (
-        "moderation.model_cli:model_group",
+        "worker.model_cli:model_group",
         "Import ONNX detectors with a manifest; list them.",
     ),
     "ensemble": (
-        "moderation.ensemble_cli:ensemble_group",
+        "training.ensemble_cli:ensemble_group",
         "Fit the calibrated ensemble of models.",
     ),
     "reviewer": ("moderation.reviewers:reviewer_group", "Manage dashboard reviewer accounts."),

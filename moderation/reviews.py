@@ -13,11 +13,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from moderation.models import Review, Status, Submission, utcnow
+from moderation.outbox import EVENT_DECIDED, add_outbox
+from moderation.submissions import get_submission
 
 logger = logging.getLogger(__name__)
 
 LABELS = ("real", "fake")
-EVENT_DECIDED = "submission.decided"
 
 
 class ReviewError(ValueError):
@@ -70,8 +71,6 @@ def decide(
     status moves with a conditional update, so two reviewers deciding at once cannot both win.
     The item's hash goes into the tenant's bank for the label (unless its policy says not to).
     """
-    from worker.callbacks import add_outbox
-
     moved = session.execute(
         update(Submission)
         .where(Submission.id == submission_id, Submission.status == Status.NEEDS_REVIEW)
@@ -84,11 +83,11 @@ def decide(
         session, submission_id=submission_id, reviewer=reviewer, label=label, note=note or None
     )
     _file_in_bank(session, review)
-    submission = session.get(Submission, submission_id)
-    assert submission is not None  # the update above found it
-    session.refresh(submission)
-    delivery = add_outbox(session, submission=submission, event_type=EVENT_DECIDED)
-    return Decision(submission_id, review.id, delivery.id if delivery else None)
+    session.flush()
+    view = get_submission(session=session, submission_id=submission_id, tenant_id=None)
+    assert view is not None  # the update above found it
+    delivery_id = add_outbox(session, view=view, event_type=EVENT_DECIDED)
+    return Decision(submission_id, review.id, delivery_id)
 
 
 def _file_in_bank(session: Session, review: Review) -> None:

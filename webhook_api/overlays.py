@@ -86,7 +86,7 @@ def on_demand_versions(model_name: str, versions: list[str]) -> set[str]:
 def _autograd(item: _Item, submission_id: str, data: bytes) -> bytes | None:
     """Returns the on-demand heatmap of an older verdict when torch is installed, else None."""
     try:
-        from moderation.gradcam import HeatmapUnavailable, cached_overlay
+        from training.gradcam import HeatmapUnavailable, cached_overlay
     except ImportError:
         return None
     settings = state().settings

@@ -39,6 +39,7 @@ from moderation.reviews import Decision, ReviewError, decide
 from moderation.tenant_models import ensemble_overview
 from webhook_api import overlays
 from webhook_api.state import state
+from worker.enqueue import TASK_DELIVER, enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -240,9 +241,6 @@ def frame(submission_id: str, index: int) -> Any:
 
 
 def _enqueue_delivery(delivery_id: str) -> None:
-    from worker.celery_app import TASK_DELIVER
-    from worker.tasks import enqueue
-
     enqueue(state().celery, TASK_DELIVER, delivery_id)
 
 
@@ -300,7 +298,7 @@ def overview() -> Any:
 @bp.post("/callbacks/<delivery_id>/replay")
 @login_required
 def replay(delivery_id: str) -> Any:
-    from worker.callbacks import replay as replay_delivery
+    from moderation.outbox import replay as replay_delivery
 
     if not replay_delivery(delivery_id=delivery_id, session_factory=state().session_factory):
         abort(404, description=f"no callback delivery {delivery_id}")

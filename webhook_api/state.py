@@ -55,9 +55,9 @@ class AppState:
         """Returns the Celery app used to enqueue by task name (built once, thread-safe)."""
         with self._lock:
             if self._celery is None:
-                from worker.celery_app import create_celery
+                from worker.enqueue import publisher
 
-                self._celery = create_celery(self.settings)
+                self._celery = publisher(self.settings)
             return self._celery
 
     def init_app(self, app: Flask) -> None:

@@ -45,18 +45,11 @@ from webhook_api.metrics import ENQUEUE_FAILURES, SUBMISSIONS_ACCEPTED
 from webhook_api.problems import ApiProblem, validation_problem
 from webhook_api.state import state
 from webhook_api.validation import validate
+from worker.enqueue import TASK_FETCH, TASK_SCORE, publish
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("submissions", __name__, url_prefix="/v1/submissions")
-
-# Publishing must not hang a request when the broker is down: a few quick retries, then give up.
-PUBLISH_RETRY_POLICY = {
-    "max_retries": 2,
-    "interval_start": 0,
-    "interval_step": 0.2,
-    "interval_max": 0.5,
-}
 
 
 def _idempotency_key() -> str | None:
@@ -146,13 +139,9 @@ def _create(intake: Intake, tenant_id: str, key: str | None, fingerprint: str) -
 
 
 def _enqueue(view: SubmissionView) -> bool:
-    from worker.celery_app import TASK_FETCH, TASK_SCORE
-
     task = TASK_FETCH if view.media_kind == MediaKind.URL else TASK_SCORE
     try:
-        state().celery.send_task(
-            task, args=[view.id], retry=True, retry_policy=PUBLISH_RETRY_POLICY
-        )
+        publish(state().celery, task, view.id)
     except Exception:
         ENQUEUE_FAILURES.inc()
         logger.exception(

@@ -1,4 +1,4 @@
-"""Signed callbacks: the outbox rows the scorer writes and their delivery with retries.
+"""Signed callbacks: delivery of the outbox rows (:mod:`moderation.outbox`) with retries.
 
 Delivery follows Standard Webhooks: ``webhook-id`` is the outbox row's id and stays the same on
 every retry, ``webhook-timestamp`` is the attempt's time and ``webhook-signature`` signs
@@ -24,22 +24,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation import signing
 from moderation.db import session_scope
-from moderation.models import CallbackDelivery, DeliveryStatus, Submission, Tenant, new_id, utcnow
+from moderation.models import CallbackDelivery, DeliveryStatus, Tenant, utcnow
 from moderation.settings import Settings
-from moderation.submissions import SubmissionView, get_submission
 from moderation.tenants import signing_secrets
 from worker import outbound
 from worker.metrics import observe_since, stage
 
 logger = logging.getLogger(__name__)
 
-EVENT_SCORED = "submission.scored"
-EVENT_FAILED = "submission.failed"
 # A claimed attempt holds its row this long beyond the request timeout before the sweeper may retry.
 # It must exceed DUE_SLACK_S, or a second claim would find a just-claimed row still due.
 LEASE_MARGIN_S = 30.0
@@ -96,63 +93,6 @@ _RECORD = {
     DeliveryStatus.DEAD: _CLAIMED.values(status=DeliveryStatus.DEAD, next_attempt_at=None),
 }
 _STATUS = select(_d.status).where(_d.id == bindparam("delivery_id"))
-
-
-def event_payload(event_type: str, view: SubmissionView) -> dict[str, Any]:
-    """Returns the Standard Webhooks payload ``{type, timestamp, data}``; data is the API's view."""
-    return {"type": event_type, "timestamp": utcnow().isoformat(), "data": view.to_json()}
-
-
-def add_outbox(
-    session: Session,
-    *,
-    submission: Submission,
-    event_type: str,
-    view: SubmissionView | None = None,
-) -> CallbackDelivery | None:
-    """Adds the outbox row of an event when the submission has a callback URL; returns it.
-
-    Call it after the submission's new state (and verdict) are flushed, in the same transaction.
-    ``view`` is the payload's submission; by default it is read back from the session.
-    """
-    if not submission.callback_url:
-        return None
-    session.flush()
-    if view is None:
-        view = get_submission(session=session, submission_id=submission.id, tenant_id=None)
-    if view is None:
-        raise LookupError(f"submission {submission.id} vanished while writing its callback")
-    delivery = CallbackDelivery(**_outbox_row(view, event_type))
-    session.add(delivery)
-    session.flush()
-    return delivery
-
-
-def insert_outbox(session: Session, *, view: SubmissionView, event_type: str) -> str | None:
-    """Inserts the outbox row of an event (one Core INSERT, no unit of work) when the submission
-    has a callback URL; returns its id. For a caller that already has the submission's new
-    :class:`SubmissionView`, in the transaction that wrote that state."""
-    if not view.callback_url:
-        return None
-    values = _outbox_row(view, event_type)
-    values.update(id=new_id("msg"), last_status_code=None, last_error=None, delivered_at=None)
-    values.update(created_at=values["next_attempt_at"], updated_at=values["next_attempt_at"])
-    session.execute(insert(_DELIVERIES), values)
-    return str(values["id"])
-
-
-def _outbox_row(view: SubmissionView, event_type: str) -> dict[str, Any]:
-    """Returns the new outbox row's values: pending, due now, the payload built from ``view``."""
-    return {
-        "submission_id": view.id,
-        "tenant_id": view.tenant_id,
-        "event_type": event_type,
-        "url": view.callback_url,
-        "payload": event_payload(event_type, view),
-        "status": DeliveryStatus.PENDING,
-        "attempts": 0,
-        "next_attempt_at": utcnow(),
-    }
 
 
 @dataclass(frozen=True)
@@ -329,17 +269,3 @@ def deliver(
         error or code,
     )
     return result
-
-
-def replay(*, delivery_id: str, session_factory: sessionmaker[Session]) -> bool:
-    """Makes a dead (or delivered) delivery due again for one more attempt; returns False if absent.
-
-    The event keeps its ``webhook-id``, so a receiver that already processed it can deduplicate.
-    Callers enqueue ``TASK_DELIVER`` after this returns (or leave it to the sweeper).
-    """
-    with session_scope(session_factory) as session:
-        row = session.get(CallbackDelivery, delivery_id)
-        if row is None:
-            return False
-        row.status, row.next_attempt_at = DeliveryStatus.PENDING, utcnow()
-        return True

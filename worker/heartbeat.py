@@ -14,7 +14,8 @@ from typing import Any
 
 from moderation.db import make_engine, make_session_factory
 from worker import leases
-from worker.celery_app import TASK_FETCH, TASK_SCORE, DfmodCelery
+from worker.celery_app import DfmodCelery
+from worker.enqueue import TASK_FETCH, TASK_SCORE
 
 logger = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from moderation.ensemble import ModelScore, combine_scores, is_demo, latest_ense
 from moderation.explanation import explain, oriented_size, video_explain
 from moderation.mediahash import MediaHash, video_hash
 from moderation.models import Status, Submission, Tenant, Verdict, new_id, utcnow
+from moderation.outbox import EVENT_FAILED, EVENT_SCORED, add_outbox
 from moderation.policy import (
     REASON_DEMO_MODEL,
     REASON_MODEL,
@@ -49,7 +50,6 @@ from moderation.signal_policy import decide_with_signals
 from moderation.submissions import columns_view, submission_view, verdict_view
 from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
 from worker import leases
-from worker.callbacks import EVENT_FAILED, EVENT_SCORED, add_outbox, insert_outbox
 from worker.metrics import observe_since, stage
 from worker.models import ModelAnswer, ModelSet, get_model_set
 from worker.triton_client import InferenceResult
@@ -241,8 +241,7 @@ def fail_submission(
             session.flush()
             # Unfinished and never reviewed (reviews need needs_review): nothing to load.
             view = submission_view(sub, verdict=None, reviews=())
-            delivery = add_outbox(session, submission=sub, event_type=EVENT_FAILED, view=view)
-            delivery_id = delivery.id if delivery else None
+            delivery_id = add_outbox(session, view=view, event_type=EVENT_FAILED)
     except IntegrityError:
         return ScoreResult(Outcome.NOOP)
     logger.info("submission %s failed: %s (%s)", submission_id, reason, detail)
@@ -473,7 +472,7 @@ def _record_verdict(
                 session.execute(insert(_HASHES), hash_row)
             # The verdict just written, and no reviews: a scorable submission was never reviewed.
             view = columns_view(row._mapping, verdict=verdict_view(SimpleNamespace(**verdict)))
-            delivery_id = insert_outbox(session, view=view, event_type=EVENT_SCORED)
+            delivery_id = add_outbox(session, view=view, event_type=EVENT_SCORED)
     except IntegrityError:  # another worker stored the verdict first
         logger.info("score: verdict for %s already stored by another run", submission_id)
         return ScoreResult(Outcome.NOOP)

@@ -21,8 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.models import FailureReason
 from worker import callbacks, dispatch, fetch, leases, scoring, sweeper
-from worker.celery_app import TASK_DELIVER, TASK_FETCH, TASK_SCORE, TASK_SWEEP, DfmodCelery
+from worker.celery_app import DfmodCelery
 from worker.deps import WorkerDeps, deps_for
+from worker.enqueue import TASK_DELIVER, TASK_FETCH, TASK_SCORE, TASK_SWEEP, enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +32,6 @@ INTERNAL_RETRY_DELAYS = (5.0, 30.0, 120.0)
 
 def _deps(task: Task) -> WorkerDeps:
     return deps_for(task.app.settings)
-
-
-def enqueue(app: Any, name: str, item_id: str, *, countdown: float | None = None) -> None:
-    """Sends one task by name (countdown in seconds), logging instead of raising on failure."""
-    try:
-        app.send_task(name, args=[item_id], countdown=countdown)
-    except Exception:  # the sweeper re-enqueues from the database
-        logger.exception("could not enqueue %s(%s); the sweeper will retry", name, item_id)
 
 
 def hand_over_delivery(app: Any, delivery_id: str) -> None:

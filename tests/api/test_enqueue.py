@@ -16,7 +16,7 @@ import pytest
 from moderation.settings import Settings
 from tests.api.conftest import png_bytes, upload
 from webhook_api import create_app
-from worker.celery_app import TASK_FETCH, TASK_SCORE
+from worker.enqueue import TASK_FETCH, TASK_SCORE
 
 QUEUE = "dfmod"
 

@@ -35,8 +35,8 @@ def test_heatmap_is_computed_once_and_cached(client: FlaskClient, settings: Sett
 
 
 def test_cam_is_normalised_and_overlay_differs_from_input(settings: Settings) -> None:
-    from moderation.gradcam import _load_model, cam
     from moderation.preprocess import load_image
+    from training.gradcam import _load_model, cam
 
     checkpoint = settings.model_repository / "deepfake_detector" / "1" / "checkpoint.pt"
     image = load_image(image_bytes(size=(224, 224), seed=6))

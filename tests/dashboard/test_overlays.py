@@ -36,7 +36,7 @@ def _explained_item(settings: Settings, *, size: tuple[int, int] = (160, 120)) -
 @pytest.fixture()
 def no_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Makes torch and the on-demand path unimportable in this process for the test."""
-    for name in ("torch", "torchvision", "training.checkpoint", "moderation.gradcam"):
+    for name in ("torch", "torchvision", "training.checkpoint", "training.gradcam"):
         monkeypatch.setitem(sys.modules, name, None)
 
 

@@ -39,8 +39,8 @@ def test_import_and_ensemble_work_without_torch() -> None:
 
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['scipy'] = None\n"
-        "import moderation.model_import, moderation.ensemble, moderation.ensemble_cli\n"
-        "import moderation.model_cli, moderation.tenant_models, worker.models, worker.scoring\n"
+        "import moderation.model_import, moderation.ensemble, training.ensemble_cli\n"
+        "import worker.model_cli, moderation.tenant_models, worker.models, worker.scoring\n"
         "from moderation.ensemble import repository_models\n"
         f"print(len(repository_models({str(REPOSITORY)!r})))\n"
     )

@@ -2,7 +2,7 @@
 
 The worker runs a short schedule (``DFMOD_CALLBACK_SCHEDULE=0,1,2``: three attempts, then dead) and
 a 1 s receiver timeout. Each failing receiver sees the attempts on that schedule with one
-``webhook-id``; the row ends ``dead``; :func:`worker.callbacks.replay` makes it due again and the
+``webhook-id``; the row ends ``dead``; :func:`moderation.outbox.replay` makes it due again and the
 sweeper delivers it. A receiver that never answers costs each attempt only the timeout, so another
 tenant's callbacks still go out promptly.
 """
@@ -19,10 +19,10 @@ from sqlalchemy import select
 
 from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.models import CallbackDelivery
+from moderation.outbox import replay
 from tests.fixtures.receiver import Answer, CallbackReceiver
 from tests.fixtures.stack import Stack, closed_port, embedded_stack, triton_env
 from tests.reliability.conftest import FAULT_ENV, submit_many
-from worker.callbacks import replay
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,9 @@ from moderation.models import (
     Submission,
     utcnow,
 )
+from moderation.outbox import EVENT_SCORED, add_outbox
 from moderation.settings import Settings
+from moderation.submissions import submission_view
 from moderation.tenants import rotate_secret
 from tests.fixtures.receiver import CallbackReceiver, Received, standard_webhooks_signature
 from tests.fixtures.services import DATABASE_KINDS, create_test_tenant, empty_database_url
@@ -58,9 +60,13 @@ class Env:
             )
             session.add(sub)
             session.flush()
-            row = callbacks.add_outbox(session, submission=sub, event_type="submission.scored")
+            row = add_outbox(
+                session,
+                view=submission_view(sub, verdict=None, reviews=()),
+                event_type=EVENT_SCORED,
+            )
             assert row is not None
-            return row.id
+            return row
 
     def row(self, delivery_id: str) -> CallbackDelivery:
         with session_scope(self.session_factory) as session:

@@ -7,6 +7,8 @@ import time
 
 from moderation.db import session_scope
 from moderation.models import CallbackDelivery, DeliveryStatus, Submission, utcnow
+from moderation.outbox import EVENT_SCORED, add_outbox, replay
+from moderation.submissions import submission_view
 from tests.fixtures.receiver import Answer, CallbackReceiver
 from tests.worker.conftest import WorkerEnv
 from worker import callbacks
@@ -17,9 +19,11 @@ def _delivery(env: WorkerEnv, url: str) -> str:
     with session_scope(env.session_factory) as session:
         sub = session.get(Submission, sub_id)
         assert sub is not None
-        row = callbacks.add_outbox(session, submission=sub, event_type="submission.scored")
+        row = add_outbox(
+            session, view=submission_view(sub, verdict=None, reviews=()), event_type=EVENT_SCORED
+        )
         assert row is not None
-        return row.id
+        return row
 
 
 def _row(env: WorkerEnv, delivery_id: str) -> CallbackDelivery:
@@ -161,10 +165,8 @@ def test_replay__dead_delivery_gets_one_more_attempt(
     delivery_id = _delivery(worker_env, receiver.url())
     deps = {"session_factory": worker_env.session_factory, "settings": settings}
     assert callbacks.deliver(delivery_id=delivery_id, **deps).status == DeliveryStatus.DEAD
-    assert callbacks.replay(delivery_id=delivery_id, session_factory=worker_env.session_factory)
+    assert replay(delivery_id=delivery_id, session_factory=worker_env.session_factory)
     assert callbacks.deliver(delivery_id=delivery_id, **deps).status == DeliveryStatus.DELIVERED
     first, second = receiver.wait_for(2)
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == delivery_id
-    assert not callbacks.replay(
-        delivery_id="msg_missing", session_factory=worker_env.session_factory
-    )
+    assert not replay(delivery_id="msg_missing", session_factory=worker_env.session_factory)

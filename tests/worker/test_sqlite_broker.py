@@ -16,7 +16,7 @@ from kombu.transport import sqlalchemy as kombu_sqla
 from sqlalchemy import create_engine, text
 
 from tests.fixtures.services import fresh_postgres_database
-from worker.celery_app import SqlaChannel, broker_url_for
+from worker.sqlite_broker import SqlaChannel, broker_url_for
 
 
 @pytest.fixture
@@ -195,8 +195,8 @@ def test_a_publish_wakes_a_consumer_long_before_its_next_poll(
     broker_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The doorbell: a worker between polls gets a new message at once, not a poll later."""
-    from worker.celery_app import SqlaTransport
     from worker.doorbell import Doorbell
+    from worker.sqlite_broker import SqlaTransport
 
     monkeypatch.setattr(SqlaTransport, "polling_interval", 60.0)  # a poll would come far too late
     rung: list[bool] = []

@@ -11,7 +11,8 @@ import pytest
 from moderation.models import Status
 from tests.fixtures.stack import closed_port
 from tests.worker.conftest import WorkerEnv, image_bytes, submission_row
-from worker.celery_app import TASK_SCORE, create_celery
+from worker.celery_app import create_celery
+from worker.enqueue import TASK_SCORE
 from worker.tasks import INTERNAL_RETRY_DELAYS, register_tasks
 
 
