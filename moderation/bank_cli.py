@@ -23,23 +23,9 @@ T = TypeVar("T")
 
 def _run(change: Callable[[Session], T]) -> T:
     """Returns ``change(session)`` in one transaction; refusals become a clear ClickException."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from moderation.db import cli_transaction
 
-    from moderation.db import make_engine, make_session_factory, session_scope
-
-    engine = make_engine(load_settings().resolved_database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            return change(session)
-    except (LookupError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except SQLAlchemyError as exc:
-        raise click.ClickException(
-            f"the database refused the change ({type(exc).__name__}); expected a migrated "
-            "database: run 'dfmod migrate' first"
-        ) from exc
-    finally:
-        engine.dispose()
+    return cli_transaction(load_settings().resolved_database_url, change)
 
 
 def _operator(by: str | None) -> str:

@@ -11,14 +11,16 @@ at import time; each process builds its own from settings.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -125,5 +127,26 @@ def current_revision(url: str) -> str | None:
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def cli_transaction(database_url: str, change: Callable[[Session], T]) -> T:
+    """Returns ``change(session)`` run in one transaction for a command: lookup and value errors
+    (a service's refusals) and database errors become a ClickException saying what was expected."""
+    import click
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = make_engine(database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            return change(session)
+    except (LookupError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        raise click.ClickException(
+            f"the database refused the change ({type(exc).__name__}); expected a migrated "
+            "database: run 'dfmod migrate' first"
+        ) from exc
     finally:
         engine.dispose()

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -22,10 +21,11 @@ from moderation.api_schema import (
     MAX_HEADER_FIELDS,
     MAX_REQUEST_LINE_BYTES,
 )
+from moderation.db import cli_transaction
 from moderation.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+    pass
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -134,28 +134,6 @@ def tenant_group() -> None:
     """Manage tenants."""
 
 
-def _in_transaction(database_url: str, change: Callable[[Session], T]) -> T:
-    """Returns ``change(session)`` run in one transaction; lookup and value errors (a service's
-    refusals) and database errors become a ClickException saying what was expected."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from moderation.db import make_engine, make_session_factory, session_scope
-
-    engine = make_engine(database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            return change(session)
-    except (LookupError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except SQLAlchemyError as exc:
-        raise click.ClickException(
-            f"the database refused the change ({type(exc).__name__}); expected a migrated "
-            "database: run 'dfmod migrate' first"
-        ) from exc
-    finally:
-        engine.dispose()
-
-
 @tenant_group.command("create")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (api_key, webhook_secret, ...).")
@@ -163,7 +141,7 @@ def tenant_create(name: str, as_json: bool) -> None:
     """Create a tenant and print its API key and webhook secret (shown only this once)."""
     from moderation.tenants import create_tenant
 
-    created = _in_transaction(
+    created = cli_transaction(
         load_settings().resolved_database_url,
         lambda session: create_tenant(session=session, name=name),
     )
@@ -197,7 +175,7 @@ def tenant_rotate_secret(name: str, overlap_hours: float) -> None:
     """Give a tenant a new webhook secret (printed once); the old one keeps signing meanwhile."""
     from moderation.tenants import rotate_secret
 
-    secret = _in_transaction(
+    secret = cli_transaction(
         load_settings().resolved_database_url,
         lambda session: rotate_secret(session=session, name=name, overlap_hours=overlap_hours),
     )
@@ -235,7 +213,7 @@ def tenant_set_rate_limit(name: str, per_minute: int | None, use_default: bool) 
             param_hint="'--per-minute'",
         )
     settings = load_settings()
-    tenant = _in_transaction(
+    tenant = cli_transaction(
         settings.resolved_database_url,
         lambda session: set_rate_limit(session=session, name=name, per_minute=per_minute),
     )
@@ -272,7 +250,7 @@ def tenant_set_provenance_policy(name: str, policy: str | None, use_default: boo
     if (policy is not None) == use_default:
         raise click.UsageError("expected exactly one of --policy trusted|signed|off or --default")
     settings = load_settings()
-    chosen = _in_transaction(
+    chosen = cli_transaction(
         settings.resolved_database_url,
         lambda session: set_provenance_policy(session=session, name=name, policy=policy),
     )
@@ -295,7 +273,7 @@ def tenant_set_models(name: str, models: str | None, use_default: bool) -> None:
     if (models is not None) == use_default:
         raise click.UsageError("expected exactly one of --models A,B or --default")
     settings = load_settings()
-    chosen = _in_transaction(
+    chosen = cli_transaction(
         settings.resolved_database_url,
         lambda session: set_models(
             session=session,
@@ -324,7 +302,7 @@ def tenant_set_thresholds(
     if given == use_default:
         raise click.UsageError("expected --pass-below and/or --flag-at, or --default")
     settings = load_settings()
-    chosen = _in_transaction(
+    chosen = cli_transaction(
         settings.resolved_database_url,
         lambda session: set_thresholds(
             session=session, name=name, pass_below=pass_below, flag_at=flag_at
