@@ -1,22 +1,24 @@
-"""One decision from several signals: a bank match, (later) provenance, and the model's score.
+"""One decision from several signals: a bank match, provenance, and the model's decision.
 
 The default policy, which a tenant may change (:class:`moderation.banks.Policy`): a match in a
-``fake`` bank is ``auto_flagged``; a match in a ``real`` bank is ``auto_passed`` unless the
-media's provenance declares AI generation (the ``provenance_ai_generated`` hook, whose own
-decision is made by the provenance policy); otherwise the model's thresholds decide. The
-decision's reason names what decided it.
+``fake`` bank is ``auto_flagged``; a match in a ``real`` bank is ``auto_passed``; otherwise the
+model's thresholds decide. Then a manifest declaring AI generation that the provenance policy
+accepts flags the item (:func:`moderation.policy.apply_provenance`), over a real-bank match too.
+The decision's reason names what decided it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from moderation.banks import DEFAULT_POLICY, Policy
 from moderation.models import Status
+from moderation.policy import REASON_MODEL, apply_provenance
 
 logger = logging.getLogger(__name__)
 
-REASON_MODEL = "model"
 _FAKE_ACTIONS = {"flag": Status.AUTO_FLAGGED, "review": Status.NEEDS_REVIEW}
 _REAL_ACTIONS = {"pass": Status.AUTO_PASSED, "review": Status.NEEDS_REVIEW}
 
@@ -31,12 +33,20 @@ def decide_with_signals(
     model_decision: str,
     match_verdict: str | None,
     policy: Policy = DEFAULT_POLICY,
-    provenance_ai_generated: bool = False,
+    provenance: Mapping[str, Any] | None = None,
+    provenance_policy: str = "off",
 ) -> tuple[str, str]:
-    """Returns (decision, decision_reason) from the model's decision and the bank match's verdict
-    (None without a match)."""
+    """Returns (decision, decision_reason) from the model's decision, the bank match's verdict
+    (None without a match) and the media's provenance under ``provenance_policy``."""
+    decision, reason = _bank_decision(model_decision, match_verdict, policy)
+    return apply_provenance(decision, provenance, policy=provenance_policy, reason=reason)
+
+
+def _bank_decision(
+    model_decision: str, match_verdict: str | None, policy: Policy
+) -> tuple[str, str]:
     if match_verdict == "fake" and policy.on_fake in _FAKE_ACTIONS:
         return _FAKE_ACTIONS[policy.on_fake], bank_reason("fake")
-    if match_verdict == "real" and not provenance_ai_generated and policy.on_real in _REAL_ACTIONS:
+    if match_verdict == "real" and policy.on_real in _REAL_ACTIONS:
         return _REAL_ACTIONS[policy.on_real], bank_reason("real")
     return model_decision, REASON_MODEL

@@ -37,7 +37,6 @@ from moderation.outbox import EVENT_FAILED, EVENT_SCORED, add_outbox
 from moderation.policy import (
     REASON_DEMO_MODEL,
     REASON_MODEL,
-    apply_provenance,
     calibrate,
     decide,
     resolve_thresholds,
@@ -414,13 +413,11 @@ def _record_verdict(
         model_decision=Status.NEEDS_REVIEW if demoted else model_decision,
         match_verdict=None if match is None else match.verdict,
         policy=claimed.policy,
+        provenance=provenance,
+        provenance_policy=claimed.tenant_provenance_policy or settings.provenance_policy,
     )
     if demoted and reason == REASON_MODEL:
         reason = REASON_DEMO_MODEL
-    provenance_policy = claimed.tenant_provenance_policy or settings.provenance_policy
-    decision, reason = apply_provenance(
-        decision, provenance, policy=provenance_policy, reason=reason
-    )
     missing = [e["name"] for e in entries if e["p_fake"] is None]
     ensemble_record = {
         "combination": combined.combination,

@@ -1,4 +1,4 @@
-"""The decision from several signals: bank matches per tenant policy, the provenance hook, and
+"""The decision from several signals: bank matches per tenant policy, then provenance, and
 hashes of media that cannot be hashed."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from moderation.signal_policy import decide_with_signals
         ("fake", Policy(), False, ("auto_flagged", "bank_match:fake")),
         ("fake", Policy(), True, ("auto_flagged", "bank_match:fake")),
         ("real", Policy(), False, ("auto_passed", "bank_match:real")),
-        ("real", Policy(), True, ("needs_review", "model")),  # provenance decides, not the bank
+        ("real", Policy(), True, ("auto_flagged", "provenance:ai_generated")),  # not the bank
         ("fake", Policy(on_fake="review"), False, ("needs_review", "bank_match:fake")),
         ("fake", Policy(on_fake="ignore"), False, ("needs_review", "model")),
         ("real", Policy(on_real="review"), False, ("needs_review", "bank_match:real")),
@@ -32,7 +32,8 @@ def test_decide_with_signals(
             model_decision="needs_review",
             match_verdict=match,
             policy=policy,
-            provenance_ai_generated=ai,
+            provenance={"manifest": "valid", "ai_generated": True} if ai else None,
+            provenance_policy="trusted",
         )
         == expected
     )
