@@ -374,7 +374,7 @@ def _scores(
 def _record_verdict(
     factory: sessionmaker[Session],
     submission_id: str,
-    answers: list[ModelAnswer] | InferenceResult,
+    answers: list[ModelAnswer],
     settings: Settings,
     claimed: _Claimed,
     frames: list[Frame] | None = None,
@@ -383,12 +383,6 @@ def _record_verdict(
     *,
     size: tuple[int, int] | None = None,
 ) -> ScoreResult:
-    if not isinstance(answers, list):  # one model's result, as before several models
-        answers = [
-            ModelAnswer(
-                answers.model_name, answers.model_version, answers.logits, 0.0, cams=answers.cams
-            )
-        ]
     scores, entries, first = _scores(answers, settings, frames)
     assert first is not None  # ModelSet.infer raises when no model answered
     answer, logit, temperature, record, top = first

@@ -18,6 +18,7 @@ from moderation.models import CallbackDelivery, Status, Verdict
 from moderation.policy import calibrate
 from tests.worker.conftest import WorkerEnv, image_bytes, submission_row
 from worker import scoring
+from worker.models import ModelAnswer
 from worker.triton_client import InferenceResult, InferenceUnavailable
 
 
@@ -87,14 +88,15 @@ def test_score_submission__lost_race__no_second_verdict(scoring_env: WorkerEnv) 
     sha = scoring_env.blobs.put(image_bytes())
     sub_id = scoring_env.submission(blob_sha256=sha)
     result = StubClient(logit=-5.0).infer(np.zeros((1, 224, 224, 3), np.uint8))
+    answers = [ModelAnswer(result.model_name, result.model_version, result.logits, 0.0)]
     claimed, _ = scoring._claim(scoring_env.session_factory, sub_id, scoring_env.settings)
     assert claimed is not None and claimed.blob_sha256 == sha
     first = scoring._record_verdict(
-        scoring_env.session_factory, sub_id, result, scoring_env.settings, claimed
+        scoring_env.session_factory, sub_id, answers, scoring_env.settings, claimed
     )
     # A second worker that scored the same message concurrently: status moved on -> no-op.
     second = scoring._record_verdict(
-        scoring_env.session_factory, sub_id, result, scoring_env.settings, claimed
+        scoring_env.session_factory, sub_id, answers, scoring_env.settings, claimed
     )
     assert (first.outcome, first.status) == (scoring.Outcome.SCORED, Status.AUTO_PASSED)
     assert (second.outcome, second.status) == (scoring.Outcome.NOOP, Status.AUTO_PASSED)
