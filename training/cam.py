@@ -12,7 +12,11 @@ the identity):
 - attention ``g = sigmoid(W2 relu(BN(W1 s + b1)) + b2)``:
   ``d logit / d s = v * g + W1ᵀ (k1 * [h1 > 0] * W2ᵀ (v * s * g * (1 - g)))``.
 
-No autograd runs at serving time: the exported ONNX graph is these matrix products.
+No autograd runs at serving time: the exported ONNX graph is these matrix products. The forward
+half is the logit's own (one pass through the head serves both outputs); each batch norm's scale
+``k`` is folded into the smallest neighbouring constant (export-time constants, not per-call
+work), and the ReLU masks select with ``where``. Three matrix–vector products with the head's
+1280 × 256 matrices remain; at batch 1 they are most of what the map costs.
 
 Scaling: Grad-CAM is usually divided by its maximum. A map whose positive evidence is a sliver of
 the evidence present (most real images: the channels' contributions nearly cancel) would then be
@@ -20,6 +24,9 @@ stretched to full heat, and its shape would be float32 rounding, different betwe
 PyTorch. So the map is divided by ``max(peak, WEAK_MAP * S)``, ``S`` the largest total magnitude
 ``sum_c |w_c F_c|`` at any position: a strong map reaches 1 as usual, a weak one stays faint.
 :func:`autograd_cam` (the reference the export and the tests compare against) scales the same way.
+That ratio does not change when every ``w_c`` is multiplied by the same positive number, so the
+graph leaves out the ``1 / (H * W)``. ``F`` is the output of a ReLU6 (non-negative), so
+``|w_c F_c| = |w_c| F_c`` and one batched product gives the signed map and ``S`` together.
 """
 
 from __future__ import annotations
@@ -29,11 +36,13 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from training.model import DeepfakeDetector, ExportWrapper
+from moderation import contract
+from training.model import FEATURE_CHANNELS, DeepfakeDetector, ExportWrapper
 
 # A map whose peak is below this fraction of the largest evidence magnitude stays faint (< 1).
 WEAK_MAP = 0.25
 CAM_FLOOR = 1e-12  # guards the division for an all-zero feature map
+CAM_CELLS = contract.CAM_SHAPE[0] * contract.CAM_SHAPE[1]
 _M = TypeVar("_M", bound=nn.Module)
 
 
@@ -44,19 +53,18 @@ def _bn_scale(bn: nn.BatchNorm1d) -> torch.Tensor:
     return scale * bn.weight if bn.affine else scale
 
 
-def _linear_bn_relu(
-    x: torch.Tensor, linear: nn.Linear, bn: nn.BatchNorm1d
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (relu output, its derivative factor k * [pre-activation > 0])."""
-    pre = bn(linear(x))
-    return torch.relu(pre), _bn_scale(bn) * (pre > 0).to(pre.dtype)
-
-
 def _layer(sequence: nn.Sequential, index: int, kind: type[_M]) -> _M:
     layer = sequence[index]
     if not isinstance(layer, kind):
         raise TypeError(f"layer {index} is {type(layer).__name__}; expected {kind.__name__}")
     return layer
+
+
+def check_non_negative_features(model: DeepfakeDetector) -> None:
+    """Raises unless the last feature map ends in ReLU/ReLU6 (the map uses ``|F| = F``)."""
+    last = list(model.features.modules())[-1]
+    if not isinstance(last, nn.ReLU | nn.ReLU6):
+        raise TypeError(f"the feature map ends in {type(last).__name__}; expected ReLU or ReLU6")
 
 
 def head_gradient(
@@ -69,41 +77,54 @@ def head_gradient(
     lin_a, bn_a = _layer(cls, 1, nn.Linear), _layer(cls, 2, nn.BatchNorm1d)
     lin_b, bn_b = _layer(cls, 5, nn.Linear), _layer(cls, 6, nn.BatchNorm1d)
     lin_c = _layer(cls, 9, nn.Linear)
-    hidden, slope1 = _linear_bn_relu(pooled, lin1, bn1)
+    hidden = torch.relu(bn1(lin1(pooled)))
     g = torch.sigmoid(lin2(hidden))
     attended = pooled * g
-    r1, k1 = _linear_bn_relu(attended, lin_a, bn_a)
-    r2, k2 = _linear_bn_relu(r1, lin_b, bn_b)
+    r1 = torch.relu(bn_a(lin_a(attended)))
+    r2 = torch.relu(bn_b(lin_b(r1)))
     logit = lin_c(r2)
-    # Back through the classifier: W_c, then (k2 ⊙ ·) W_b, then (k1 ⊙ ·) W_a.
-    v = (k2 * lin_c.weight) @ lin_b.weight  # [B, 256]
-    v = (k1 * v) @ lin_a.weight  # [B, C] = d logit / d attended
-    through_gate = ((v * pooled * g * (1 - g)) @ lin2.weight) * slope1  # [B, 256]
-    return logit, v * g + through_gate @ lin1.weight
+    # Back through the classifier: d relu(BN(z)) / dz = k * [relu > 0]. k_b scales W_c's row and
+    # k_a W_b's columns (constants); W_a, the large one, is used as it is.
+    u = torch.where(r2 > 0, _bn_scale(bn_b) * lin_c.weight, 0.0)  # [B, 64]
+    v = torch.where(r1 > 0, u @ (lin_b.weight * _bn_scale(bn_a)), 0.0) @ lin_a.weight  # [B, C]
+    # v = d logit / d attended; through the gate: s * g * (1 - g) = attended * (1 - g).
+    t = (v * attended * (1 - g)) @ lin2.weight * _bn_scale(bn1)  # [B, 256]
+    return logit, v * g + torch.where(hidden > 0, t, 0.0) @ lin1.weight
 
 
 def cam_from_features(
     model: DeepfakeDetector, features: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (logit [B, 1], Grad-CAM [B, H, W] in [0, 1]) from the last feature map."""
+    """Returns (logit [B, 1], Grad-CAM [B, 7, 7] in [0, 1]) from the last feature map.
+
+    ``features`` is the non-negative [B, 1280, 7, 7] map of a 224 × 224 input; its shape is
+    written as constants so the graph does no shape arithmetic.
+    """
     pooled = features.mean(dim=(2, 3))
     logit, grad = head_gradient(model, pooled)
-    weights = grad / (features.shape[2] * features.shape[3])
-    signed = torch.einsum("bc,bchw->bhw", weights, features)
-    magnitude = torch.einsum("bc,bchw->bhw", weights.abs(), features.abs())
-    return logit, scale_map(signed, magnitude)
+    weights = torch.cat([grad, grad.abs()], dim=1).reshape(-1, 2, FEATURE_CHANNELS)
+    maps = weights @ features.reshape(-1, FEATURE_CHANNELS, CAM_CELLS)  # signed, magnitude
+    return logit, scale_map(maps).reshape(-1, *contract.CAM_SHAPE)
 
 
-def scale_map(signed: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
-    """Returns ReLU(signed) [B, H, W] divided by max(peak, WEAK_MAP * largest magnitude)."""
-    heat = torch.relu(signed)
-    peak = heat.amax(dim=(1, 2), keepdim=True)
-    scale = torch.maximum(peak, WEAK_MAP * magnitude.amax(dim=(1, 2), keepdim=True))
-    return heat / scale.clamp_min(CAM_FLOOR)
+def scale_map(maps: torch.Tensor) -> torch.Tensor:
+    """Returns ReLU(signed) [B, N] divided by max(peak, WEAK_MAP * largest magnitude).
+
+    ``maps`` [B, 2, N] holds the signed map and the magnitude map over N positions. The
+    magnitude is never negative and never below the signed map's absolute value, so the largest
+    signed value can stand for the peak of its ReLU: when it is negative, the other term wins.
+    """
+    weak = maps.new_tensor([1.0, WEAK_MAP])
+    scale = (maps.amax(dim=2) * weak).amax(dim=1, keepdim=True)
+    return torch.relu(maps[:, 0]) / scale.clamp_min(CAM_FLOOR)
 
 
 class CamExportWrapper(ExportWrapper):
     """The served graph with explanations: uint8 NHWC RGB → (logit [B, 1], cam [B, 7, 7])."""
+
+    def __init__(self, model: DeepfakeDetector) -> None:
+        check_non_negative_features(model)
+        super().__init__(model)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         x = image.permute(0, 3, 1, 2).to(torch.float32)
@@ -119,4 +140,5 @@ def autograd_cam(model: DeepfakeDetector, images: torch.Tensor) -> torch.Tensor:
         (grad,) = torch.autograd.grad(logit.sum(), features)
     weights = grad.mean(dim=(2, 3), keepdim=True)
     contributions = (weights * features).detach()
-    return scale_map(contributions.sum(dim=1), contributions.abs().sum(dim=1))
+    maps = torch.stack([contributions.sum(dim=1), contributions.abs().sum(dim=1)], dim=1)
+    return scale_map(maps.flatten(2)).reshape(contributions[:, 0].shape)

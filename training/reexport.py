@@ -43,8 +43,16 @@ def _onnx_outputs(path: Path) -> list[str]:
     return [o.name for o in onnx_session(path, threads=1).get_outputs()]
 
 
-def reexport_version(version_dir: Path, real_images: np.ndarray) -> dict[str, object]:
-    """Replaces ``model.onnx`` with the graph that also returns ``cam``; returns the record."""
+ADDED_CAM = "added the cam output (Grad-CAM as forward operations); same weights"
+
+
+def reexport_version(
+    version_dir: Path, real_images: np.ndarray, *, why: str = ADDED_CAM
+) -> dict[str, object]:
+    """Replaces ``model.onnx`` with the graph the current code exports; returns the record.
+
+    An earlier ``extra.reexport`` record is kept inside the new one as ``previous``.
+    """
     version_dir = Path(version_dir)
     old_path = version_dir / contract.ONNX_FILENAME
     model, _state = model_from_checkpoint(version_dir / CHECKPOINT_FILENAME)
@@ -63,15 +71,23 @@ def reexport_version(version_dir: Path, real_images: np.ndarray) -> dict[str, ob
                 f"the re-exported logits differ from {old_path.name} by {delta:.3g}; "
                 f"expected at most {PARITY_TOLERANCE} (same weights)"
             )
+        previous_outputs = _onnx_outputs(old_path)
         record: dict[str, object] = {
             "at": utc_now(),
             "code_revision": code_revision(),
-            "why": "added the cam output (Grad-CAM as forward operations); same weights",
-            "previous_outputs": _onnx_outputs(old_path),
+            "why": why,
+            "previous_outputs": previous_outputs,
             "logit_max_abs_vs_previous": delta,
             "samples": len(probe),
         }
+        if contract.CAM_NAME in previous_outputs:
+            old_cams = onnx_cams(onnx_session(old_path), probe)
+            record["cam_max_abs_vs_previous"] = float(
+                np.max(np.abs(old_cams - onnx_cams(new, probe)))
+            )
         meta = contract.ModelMetadata.read(version_dir)
+        if "reexport" in meta.extra:
+            record["previous"] = meta.extra["reexport"]
         extra = {
             **meta.extra,
             "onnx_parity": parity.as_dict(),

@@ -103,6 +103,14 @@ def test_autograd_reference__is_grad_cam_of_the_last_feature_map(shaken: Deepfak
     assert torch.allclose(autograd_cam(shaken, images), expected.detach(), atol=1e-6)
 
 
+def test_cam_graph__refuses_a_feature_map_that_can_be_negative() -> None:
+    model = DeepfakeDetector(freeze_blocks=0).eval()
+    CamExportWrapper(model)  # MobileNetV2 ends in ReLU6: |F| = F holds
+    model.features[-1][-1] = torch.nn.SiLU()
+    with pytest.raises(TypeError, match="SiLU"):
+        CamExportWrapper(model)
+
+
 def test_exported_onnx__cam_matches_autograd(shaken: DeepfakeDetector, tmp_path: Path) -> None:
     path = export_onnx(shaken, tmp_path / "model.onnx")
     session = onnx_session(path)
