@@ -16,7 +16,6 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,7 +45,7 @@ from moderation.provenance import ProvenanceLimits, read_provenance
 from moderation.redact import public_detail
 from moderation.settings import Settings
 from moderation.signal_policy import decide_with_signals
-from moderation.submissions import columns_view, submission_view, verdict_view
+from moderation.submissions import submission_view
 from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
 from worker import leases
 from worker.metrics import observe_since, stage
@@ -239,7 +238,7 @@ def fail_submission(
             sub.failure_detail, sub.completed_at = public_detail(detail), utcnow()
             session.flush()
             # Unfinished and never reviewed (reviews need needs_review): nothing to load.
-            view = submission_view(sub, verdict=None, reviews=())
+            view = submission_view(sub)
             delivery_id = add_outbox(session, view=view, event_type=EVENT_FAILED)
     except IntegrityError:
         return ScoreResult(Outcome.NOOP)
@@ -462,7 +461,7 @@ def _record_verdict(
             if hash_row is not None:
                 session.execute(insert(_HASHES), hash_row)
             # The verdict just written, and no reviews: a scorable submission was never reviewed.
-            view = columns_view(row._mapping, verdict=verdict_view(SimpleNamespace(**verdict)))
+            view = submission_view(row._mapping, verdict=verdict)
             delivery_id = add_outbox(session, view=view, event_type=EVENT_SCORED)
     except IntegrityError:  # another worker stored the verdict first
         logger.info("score: verdict for %s already stored by another run", submission_id)

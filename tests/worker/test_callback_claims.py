@@ -62,7 +62,7 @@ class Env:
             session.flush()
             row = add_outbox(
                 session,
-                view=submission_view(sub, verdict=None, reviews=()),
+                view=submission_view(sub),
                 event_type=EVENT_SCORED,
             )
             assert row is not None
