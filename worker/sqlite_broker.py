@@ -61,9 +61,9 @@ class SqlaChannel(kombu_sqla.Channel):
     def _get_or_create(self, queue: str) -> Any:
         """Returns the queue's row; a row another process inserted first is simply read.
 
-        kombu's version is SELECT-then-INSERT and only forgives ``OperationalError``, so the loser
-        of a race (an API publishing while the worker declares the queue) raised an
-        ``IntegrityError`` and its submission waited for the sweeper.
+        The one guard against the queue-declaration race, in every process on this transport
+        (API publishing, worker consumer, beat): kombu's SELECT-then-INSERT forgives only
+        ``OperationalError``, so its loser raised an ``IntegrityError``.
         """
         from sqlalchemy.exc import IntegrityError
 
@@ -81,6 +81,7 @@ class SqlaChannel(kombu_sqla.Channel):
             from moderation.db import sqlite_pragmas
 
             event.listen(engine, "connect", sqlite_pragmas)
+        _create_tables(engine)
         if _fast_path(engine):
             _drop_delivered(engine, self.message_cls.__table__)
         return engine
@@ -174,6 +175,17 @@ def _run(connection: Any, statement: Any, *, fetch: bool = False) -> Any:
         connection.rollback()
         raise
     return value
+
+
+def _create_tables(engine: Any) -> None:
+    """Creates kombu's tables before kombu does; a table another process created between the
+    check and the CREATE is simply there (kombu's own ``create_all`` then has nothing to do)."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        kombu_sqla.metadata.create_all(engine)
+    except DBAPIError:
+        kombu_sqla.metadata.create_all(engine)  # an error other than that race comes back here
 
 
 def _drop_delivered(engine: Any, table: Any) -> None:

@@ -14,6 +14,7 @@ import pytest
 from kombu import Connection
 from kombu.transport import sqlalchemy as kombu_sqla
 from sqlalchemy import create_engine, text
+from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 
 from tests.fixtures.services import fresh_postgres_database
 from worker.sqlite_broker import SqlaChannel, broker_url_for
@@ -67,6 +68,32 @@ def test_a_queue_row_inserted_by_another_process_first_is_read_not_raised(
         monkeypatch.setattr(channel.session, "query", lambda *a: StaleRead(real_query(*a)))
         row = channel._get_or_create("raced")  # kombu's INSERT now hits the unique name
         assert row.name == "raced" and stale["left"] == 0
+
+
+def test_tables_another_process_created_first_are_used_not_raised(
+    broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Connection(broker_url) as first:
+        first.SimpleQueue("raced").close()  # "another process" created the tables
+    kombu_sqla.Channel._engines.clear()  # this process opens the file afresh
+    real_has_table = SQLiteDialect.has_table
+    stale = {"left": 2}  # kombu_queue and kombu_message
+
+    def has_table(self: Any, connection: Any, table_name: str, *args: Any, **kw: Any) -> bool:
+        """The loser's checks ran before the winner's CREATE TABLE: they saw no table."""
+        if stale["left"] and table_name.startswith("kombu_"):
+            stale["left"] -= 1
+            return False
+        return bool(real_has_table(self, connection, table_name, *args, **kw))
+
+    monkeypatch.setattr(SQLiteDialect, "has_table", has_table)
+    with Connection(broker_url) as second:
+        queue = second.SimpleQueue("raced")  # the CREATE TABLE now finds the table there
+        queue.put({"n": 1})
+        message = queue.get(timeout=5)
+        message.ack()
+        queue.close()
+    assert message.payload == {"n": 1} and stale["left"] == 0
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
