@@ -1,11 +1,7 @@
 """Engines, sessions and migrations: how every process talks to the one database.
 
-SQLite (the embedded deployment) is shared by the API's threads, the Celery worker and the
-sweeper, so its connections get WAL, a busy timeout, enforced foreign keys and transactions that
-take the write lock when they begin (``BEGIN IMMEDIATE``), except read-only scopes
-(``session_scope(factory, read_only=True)``), which begin deferred so lookups such as
-authentication never queue behind writers. PostgreSQL needs nothing special. No engine exists
-at import time; each process builds its own from settings.
+SQLite connections get WAL, a busy timeout, foreign keys and ``BEGIN IMMEDIATE`` (read-only scopes
+begin deferred); PostgreSQL needs nothing special. No engine exists at import time.
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
 """Bring-your-own detector: ``dfmod model import NAME MODEL.onnx --manifest MANIFEST.yaml``.
 
-A manifest declares what someone else's ONNX graph expects and returns (input name, layout, size,
-dtype, colour order, resize method, pixel range and normalisation; output name and meaning) and
-where its weights come from (licence, provenance). Import checks every declaration that the graph
-can check -- names, layout, size, dtype and output shape from the graph's signature, then a run
-on onnxruntime (a declared probability must stay in [0, 1]; a declared file hash must match) -- and
-refuses the model with a message naming the first mismatch. It then wraps the graph so that Triton
-receives what every dfmod model receives, uint8 NHWC RGB at the model's (square) size, and answers
-``logit`` FP32 [N, 1]: cast, colour swap, scale, mean/std and transpose are prepended as ONNX
-nodes, and the output is turned into a logit (identity, log(p/(1-p)), or a softmax class's log
-odds). The wrapped graph is checked against numpy preprocessing + the original graph, then written
-as a new version of its own Triton model with a generated ``config.pbtxt``, ``metadata.json``
-(thresholds, the manifest, ``demo_weights``) and the manifest itself.
-
-Needs numpy, onnx, onnxruntime and PyYAML; no torch.
+Checks the manifest's declarations against the graph and an onnxruntime run, wraps the graph to
+take what every dfmod model takes and answer a ``logit``, and writes it as a new Triton model
+version. Needs numpy, onnx, onnxruntime and PyYAML, no torch (docs/design.md, "Several detectors").
 """
 
 from __future__ import annotations

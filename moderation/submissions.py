@@ -1,9 +1,8 @@
 """Submission service functions: create, read, list, mark queued, and Idempotency-Key records.
 
-Keyword-only functions taking a ``Session``; ORM rows stay inside, callers get frozen dataclasses
-(:class:`SubmissionView`) whose :meth:`SubmissionView.to_json` is the API's representation.
-Lists are ordered newest first by ``(created_at, id)`` with an opaque cursor, which the
-``(tenant_id, [status,] created_at, id)`` indexes serve.
+Keyword-only functions taking a ``Session``; callers get :class:`SubmissionView` (built by
+:func:`submission_view`), whose :meth:`SubmissionView.to_json` is the API's representation. Lists
+are newest first by ``(created_at, id)`` with an opaque cursor.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Publishing a model version to the running Triton, recording it, and rolling back.
 
-Deploy copies a finished version folder (model.onnx + metadata.json [+ checkpoint.pt]) into
-``model_repository/<model>/.<N>.incoming``, renames it to ``<N>`` (Triton never sees half a
-version), asks Triton to load the model (explicit model control; ``version_policy latest 1``
-makes N serve and retires N-1 once N is ready), checks that an inference is answered by version
-N, and records a :class:`~moderation.models.ModelVersion` row (when, by whom, metrics, live).
-If Triton refuses the new version or another version answers, the folder is moved aside and the
-previous version is reloaded. A rollback republishes the previous version's files as a new
-number, so every verdict's version names exactly one set of weights (docs/design.md, Serving).
+Deploy renames the version folder in, loads it, checks that version N answers and records a
+:class:`~moderation.models.ModelVersion`; a failure restores the previous version, and a rollback
+republishes it as a new number (docs/design.md, "Labels, retraining, deploy and rollback").
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """Export a trained detector as a numbered Triton model version, checked against PyTorch itself.
 
-The exported graph takes the contract's uint8 NHWC ``image`` and returns ``logit`` [batch, 1] and
-``cam`` [batch, 7, 7] (Grad-CAM written as forward operations, :mod:`training.cam`) with ImageNet
-normalisation inside, so serving can never drift from training. Every export re-runs the same
-inputs through PyTorch and the exported model and refuses to write a version whose logits or maps
-differ by more than :data:`PARITY_TOLERANCE` (the maps from torch autograd's Grad-CAM).
+The graph takes the contract's uint8 ``image`` and returns ``logit`` and ``cam``; a version whose
+outputs differ from PyTorch's by more than :data:`PARITY_TOLERANCE` is refused.
 """
 
 from __future__ import annotations

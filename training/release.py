@@ -1,9 +1,7 @@
 """Turn a checkpoint and its evaluation report into a numbered model version (``dfmod export``).
 
-Writes ONNX + metadata + slim checkpoint into ``model_repository/deepfake_detector/<N>/`` and the
-side artefacts (TorchScript, INT8 ONNX, a JSON summary) into an artefacts folder; every exported
-form is checked against PyTorch on the same images, and the INT8 model's size and metric deltas
-are recorded in the metadata.
+Writes ONNX, metadata and a slim checkpoint into ``model_repository/deepfake_detector/<N>/`` and
+the side artefacts (TorchScript, INT8 ONNX, a summary) elsewhere, each checked against PyTorch.
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
 """The retraining loop (``dfmod retrain``): labels + base data → train → gate → export → deploy.
 
-1. The exported review labels (``dfmod labels export``) and the base data set are merged into one
-   CSV manifest; images of the fixed holdout are never trained on.
-2. Training starts from the live version's checkpoint (``init="live"``, when the version folder
-   keeps one) or from scratch.
-3. The challenger is calibrated on its validation split and exported to ONNX in the run folder;
-   it and the live ONNX model are scored on the same fixed holdout with onnxruntime: what Triton
-   would serve, on the same images.
-4. Gate: the challenger may be worse than live by at most ``margin_auc`` in ROC AUC and
-   ``margin_bacc`` in balanced accuracy. A refused challenger is never written into the model
-   repository; the verdict and both metric sets are in ``RUN/gate.json`` either way.
-5. A passing challenger is deployed as version N+1 (:mod:`training.deploy`).
+A challenger trained on the merged labels is scored beside the live model on a fixed holdout and
+deployed as N+1 only if it passes the gate; ``RUN/gate.json`` holds the verdict
+(docs/design.md, "Labels, retraining, deploy and rollback").
 """
 
 from __future__ import annotations

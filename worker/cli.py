@@ -1,10 +1,7 @@
 """``dfmod worker``, ``dfmod beat`` and ``dfmod sweep``: the Celery processes from the command line.
 
-The worker runs the one app from :func:`worker.celery_app.create_celery`. On the embedded stack
-(SQLite database and ``sqla+sqlite`` broker) it defaults to the threads pool: one process, so
-SQLite sees one writer process and memory stays small; elsewhere to prefork (which the SQLite
-broker refuses). ``--beat`` embeds the periodic sweeper's scheduler as a thread (what ``dfmod up``
-does); production runs ``dfmod beat`` once per deployment.
+The worker defaults to the threads pool on the embedded stack and to prefork elsewhere;
+``--beat`` embeds the sweeper's scheduler as a thread (what ``dfmod up`` does).
 """
 
 from __future__ import annotations

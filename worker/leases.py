@@ -1,22 +1,8 @@
 """Leases on in-flight jobs: a worker that dies gives its jobs back within seconds.
 
-A worker holds a lease on every submission whose message it has taken from the broker (waiting in
-its prefetch or running): ``lease_owner`` names the worker, ``lease_expires_at`` says until when.
-A heartbeat thread in the worker's main process renews the leases of everything the worker holds
-every ``lease_s / 3`` seconds, writing new ones as soon as a message arrives. A lease that lapsed
-means the worker is gone (SIGKILL, lost machine, frozen process): every worker's heartbeat and the
-sweeper re-enqueue such jobs with a single conditional UPDATE, so exactly one of them does it.
-
-While the worker lives its leases never lapse, so a long video is never scored twice: a second
-message for a job leased by a live worker (a broker redelivery, a sweep) finds it taken and does
-nothing. A task that schedules a retry hands its lease back, due by the retry time plus a lease,
-so a retry held by a worker that dies is re-enqueued too. The rows reach their end state, or are
-handed over to another message (fetched bytes stored), with their lease cleared in the same
-statement.
-
-Messages taken from the broker but not yet leased (milliseconds), and publishes that never
-reached it, are caught by :func:`orphans`: unleased rows older than two leases beyond what the
-broker's queue still holds are re-enqueued, oldest first.
+A worker's heartbeat renews the lease of every job it holds; a lapsed lease is re-enqueued by one
+conditional UPDATE; :func:`orphans` catches messages taken but not yet leased
+(docs/design.md, "Workers"; docs/reliability.md).
 """
 
 from __future__ import annotations

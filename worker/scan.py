@@ -1,9 +1,7 @@
 """``dfmod scan FILE...``: score image files straight through Triton, no database or queue.
 
-The quickest way to see the model answer: the same preprocessing as the worker
-(:func:`moderation.preprocess.load_image`), one batched gRPC call, and the same calibration and
-policy (:mod:`moderation.policy`) with the temperature and thresholds of the version that answered
-(its ``metadata.json``). With ``--start-server`` it runs the bundled Triton for the duration.
+The worker's preprocessing, one batched gRPC call and the answering version's calibration and
+policy; ``--start-server`` runs the bundled Triton for the duration.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """Scoring one submission: blob → preprocess → Triton → calibrated verdict, decision and outbox.
 
-:func:`score_submission` is idempotent. It acts only on a submission still in ``received``,
-``queued`` or ``scoring``; the verdict, the decision status and the callback outbox row are written
-in ONE transaction guarded by the unique verdict per submission, so an at-least-once redelivery or
-a race between two workers yields exactly one verdict and one callback. Media the preprocessor
-refuses ends ``failed`` with its reason at once; Triton outages propagate as
+:func:`score_submission` is idempotent: verdict, status and outbox row are written in one
+transaction guarded by the unique verdict. Refused media ends ``failed``; Triton outages raise
 ``InferenceUnavailable`` for the task to retry.
 """
 

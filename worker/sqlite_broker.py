@@ -1,11 +1,8 @@
 """The embedded broker: kombu's SQLAlchemy transport on SQLite (or PostgreSQL), made faster and
-safe for dfmod (WAL pragmas, one SQL statement per publish and fetch, a doorbell instead of a
-sleep between polls).
+safe for dfmod (``dfmodsqla+`` URLs; docs/design.md, "SQLite broker").
 
-Importing this module registers the ``dfmodsqla+`` URL prefix with kombu and a fork hook that
-drops the broker engines in a child. It overrides private parts of kombu's transport, so kombu is
-pinned to a tested minor; ``tests/worker/test_broker_contract.py`` checks the behaviour dfmod
-relies on through kombu's public API.
+It overrides private parts of kombu's transport, so kombu is pinned to a tested minor and
+``tests/worker/test_broker_contract.py`` checks what dfmod relies on.
 """
 
 from __future__ import annotations
@@ -25,33 +22,17 @@ logger = logging.getLogger(__name__)
 # How often the SQLAlchemy transport polls its queue table. It also sleeps this long whenever
 # the worker holds its full prefetch, so a freed thread waits for the next poll unless messages
 # are already reserved: on this transport the worker reserves SQLA_PREFETCH_MULTIPLIER messages
-# per thread. Polling costs CPU while idle (~2.6 % of a core at 0.2 s, ~4-5 % at 0.1 s,
-# ~15 % at 0.02 s on the development machine).
+# per thread. Idle polling costs CPU (figures in docs/design.md, "SQLite broker").
 SQLA_POLLING_INTERVAL_S = 0.1
 SQLA_PREFETCH_MULTIPLIER = 4
 SQLA_ALIAS = "dfmodsqla"
 
 
 class SqlaChannel(kombu_sqla.Channel):
-    """kombu's SQLAlchemy channel, on SQLite with the settings dfmod's own database uses, and one
-    SQL statement per publish and per fetch.
-
-    kombu opens the broker file with SQLite's defaults: a rollback journal written, synced and
-    deleted on every commit, i.e. on every publish, fetch and ack (about 3 ms of CPU and 5 ms of
-    wall time each here). WAL with ``synchronous=NORMAL`` appends to a log instead (1.5 ms):
-    durable across process crashes; a power cut may lose the last messages, which the sweeper
-    re-enqueues from the database. WAL state must not cross a fork, which is why ``dfmod worker``
-    runs its embedded beat as a thread and refuses the prefork pool on this broker.
-
-    kombu's channel also goes through the ORM for every message: it reads the queue's row, adds
-    the message through a unit of work, and fetches with SELECT then UPDATE ``visible = 0``, so a
-    delivered message is never deleted and the table grows with every message ever sent. On
-    SQLite (3.35+) and PostgreSQL this channel caches the queue's id, publishes with one INSERT
-    and fetches with one ``DELETE … RETURNING`` of the oldest message: the table holds only what
-    is waiting, and a fetched message is gone as it was with kombu (kombu's acknowledgement is in
-    memory: an unacknowledged message comes back by being published again when the channel
-    closes, or, if the process dies, through the sweeper). Rows kombu left invisible are deleted
-    when an engine is first opened.
+    """kombu's SQLAlchemy channel with WAL pragmas on SQLite, one SQL statement per publish (an
+    INSERT) and per fetch (a ``DELETE … RETURNING`` of the oldest message) on SQLite 3.35+ and
+    PostgreSQL, and rows kombu left delivered deleted when an engine is first opened
+    (docs/design.md, "SQLite broker").
     """
 
     single_statements = True  # False: kombu's ORM path (benchmarks/bench_broker.py compares)
