@@ -16,6 +16,7 @@ from moderation.contract import ModelMetadata
 from moderation.db import session_scope
 from moderation.models import CallbackDelivery, Status, Verdict
 from moderation.policy import calibrate
+from moderation.submissions import get_submission
 from tests.worker.conftest import WorkerEnv, image_bytes, submission_row
 from worker import scoring
 from worker.models import ModelAnswer
@@ -82,6 +83,28 @@ def test_score_submission__twice__one_verdict(scoring_env: WorkerEnv) -> None:
         assert (data["id"], data["status"]) == (sub_id, Status.NEEDS_REVIEW)
         assert data["verdict"]["p_fake"] == pytest.approx(p_fake)
         assert data["verdict"]["model"] == {"name": "deepfake_detector", "version": "7"}
+
+
+def test_the_callbacks_data_is_the_get_representation(scoring_env: WorkerEnv) -> None:
+    """The scorer builds its view from the row it updated and the verdict it inserted, the reader
+    from the ORM: both go through one builder and give the same JSON."""
+    sha = scoring_env.blobs.put(image_bytes())
+    scored = scoring_env.submission(blob_sha256=sha, callback_url="http://127.0.0.1:9/hook")
+    failed = scoring_env.submission(blob_sha256=sha, callback_url="http://127.0.0.1:9/hook")
+    assert _score(scoring_env, scored, StubClient(logit=2.0)).outcome is scoring.Outcome.SCORED
+    scoring.fail_submission(
+        submission_id=failed,
+        session_factory=scoring_env.session_factory,
+        reason="internal_error",
+        detail="gave up",
+    )
+    with session_scope(scoring_env.session_factory) as session:
+        for sub_id in (scored, failed):
+            view = get_submission(session=session, submission_id=sub_id, tenant_id=None)
+            delivery = session.scalars(
+                select(CallbackDelivery).where(CallbackDelivery.submission_id == sub_id)
+            ).one()
+            assert view is not None and delivery.payload["data"] == view.to_json()
 
 
 def test_score_submission__lost_race__no_second_verdict(scoring_env: WorkerEnv) -> None:
