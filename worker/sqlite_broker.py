@@ -1,8 +1,7 @@
 """The embedded broker: kombu's SQLAlchemy transport on SQLite (or PostgreSQL), made faster and
-safe for dfmod (``dfmodsqla+`` URLs; docs/design.md, "SQLite broker").
-
-It overrides private parts of kombu's transport, so kombu is pinned to a tested minor and
-``tests/worker/test_broker_contract.py`` checks what dfmod relies on.
+safe for dfmod (docs/design.md, "SQLite broker"). Importing it registers the ``dfmodsqla+`` URL
+prefix and a fork hook that drops the broker engines in a child. It overrides private parts of
+kombu's transport, so kombu is pinned and ``tests/worker/test_broker_contract.py`` checks it.
 """
 
 from __future__ import annotations
