@@ -121,7 +121,7 @@ def _probe_image() -> np.ndarray:
 
 def check_serving(*, target: ServingTarget, version: int, timeout_s: float = 30.0) -> str:
     """Asks the served model one inference; returns the answering version or raises."""
-    from worker.triton_client import TritonClient
+    from serving.client import TritonClient
 
     client = TritonClient(target.grpc_url, model_name=target.model_name, timeout_s=timeout_s)
     try:
@@ -138,7 +138,7 @@ def check_serving(*, target: ServingTarget, version: int, timeout_s: float = 30.
 
 def activate(*, target: ServingTarget, version: int, folder: Path) -> None:
     """Loads the model and checks ``version`` answers; on failure retires the folder and reloads."""
-    from worker.triton_server import TritonStartError, load_model
+    from serving.server import TritonStartError, load_model
 
     try:
         serving = load_model(http_url=target.http_url, model_name=target.model_name)

@@ -12,7 +12,7 @@ due until its attempt starts). ``dfmod_worker_stage_cpu_seconds_total{stage}`` a
 time the working thread spent in each timed stage (not the waits): set beside the wall time, it
 tells work from waiting for a core, the database's lock or Triton; the worker's whole CPU less the
 stages' is Celery's and the broker's share. ``dfmod_worker_triton_request_images`` counts the
-images of each Triton request that joined concurrent scorings (see ``worker.triton_client``).
+images of each Triton request that joined concurrent scorings (see ``serving.client``).
 
 Exposition is off unless ``DFMOD_WORKER_METRICS_PORT`` is set. Then ``dfmod worker`` points
 prometheus_client at a fresh multiprocess folder before any task module (or this one) is
@@ -64,7 +64,7 @@ STAGE_CPU_SECONDS = Counter(
 
 JOINED_IMAGES = Histogram(
     "dfmod_worker_triton_request_images",
-    "Images per Triton request of joined scorings (worker.triton_client, triton_batch_images)",
+    "Images per Triton request of joined scorings (serving.client, triton_batch_images)",
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
 )
 

@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from moderation import contract
 from moderation.db import session_scope
 from moderation.models import ModelVersion
+from serving.client import TritonClient
+from serving.server import TritonServer
 from tests.fixtures.triton import private_server
 from tests.serving.onnx_edit import shift_logits
 from training.deploy import (
@@ -28,8 +30,6 @@ from training.deploy import (
     repository_versions,
     rollback,
 )
-from worker.triton_client import TritonClient
-from worker.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 

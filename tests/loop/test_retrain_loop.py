@@ -24,10 +24,10 @@ from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.models import ModelVersion
 from moderation.reviews import add_review
 from moderation.settings import PROJECT_ROOT
+from serving.server import TritonServer
 from tests.fixtures.stack import Stack, embedded_stack, triton_env
 from tests.fixtures.triton import private_server
 from training.deploy import repository_versions
-from worker.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from moderation.settings import PROJECT_ROOT
+from serving.client import TritonClient
+from serving.env import TritonStartError, free_ports, port_in_use
+from serving.server import TritonServer
 from tests.fixtures.triton import copy_repository
-from worker.triton_client import TritonClient
-from worker.triton_env import TritonStartError, free_ports, port_in_use
-from worker.triton_server import TritonServer
 
 
 def _dfmod(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:

@@ -16,10 +16,10 @@ from moderation.contract import ModelMetadata
 from moderation.db import session_scope
 from moderation.models import CallbackDelivery, Status, Verdict
 from moderation.policy import calibrate
+from serving.client import InferenceResult, InferenceUnavailable
 from tests.worker.conftest import WorkerEnv, image_bytes, submission_row
 from worker import scoring
 from worker.models import ModelAnswer
-from worker.triton_client import InferenceResult, InferenceUnavailable
 
 
 class StubClient:

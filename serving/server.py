@@ -2,7 +2,7 @@
 
 The embedded deployment needs no server install: the wheel carries Triton 2.51 with only the python
 backend. Before each start this module lays out a backend directory holding that python backend and
-our python-based backend ``onnxruntime`` (``worker/triton_backend/model.py``), so the repository's
+our python-based backend ``onnxruntime`` (``serving/backend/model.py``), so the repository's
 single ``config.pbtxt`` (``backend: "onnxruntime"``) is served here on CPU exactly as the NGC image
 serves it with the native onnxruntime backend. The server runs in explicit model-control mode: the
 model is loaded at start and :meth:`TritonServer.load_model` picks up newly deployed versions.
@@ -30,7 +30,7 @@ import click
 
 from moderation import contract
 from moderation.settings import Settings, load_settings
-from worker.triton_env import (
+from serving.env import (
     BundledTriton,
     TritonStartError,
     check_repository,

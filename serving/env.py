@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moderation import contract
-from worker.triton_backend import BACKEND_NAME, MODEL_PY
+from serving.backend import BACKEND_NAME, MODEL_PY
 
 logger = logging.getLogger(__name__)
 
