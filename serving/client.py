@@ -1,10 +1,9 @@
-"""The one module that talks to Triton: gRPC client, deadlines, retries, readiness, versions.
+"""Inference over gRPC: :class:`TritonClient` with deadlines, retries, readiness and versions.
 
-Tensor names and the batch limit come from the server's model metadata and configuration (checked
-against :mod:`moderation.contract`), the version that answered comes from each response, so a new
-model version deployed under a running worker is reported correctly without a restart. Unavailable
-or overloaded servers are retried with exponential backoff; after the last retry the caller gets a
-typed :class:`InferenceUnavailable` (the submission's ``inference_unavailable`` failure).
+Tensor names and the batch limit come from the served model's metadata and config, the answering
+version from each response; after the last retry callers get :class:`InferenceUnavailable`.
+Concurrent calls of one process may be joined into one request (:class:`_Joiner`). Design and
+measurements: docs/design.md, "Serving".
 """
 
 from __future__ import annotations

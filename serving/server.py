@@ -1,11 +1,9 @@
-"""Runs the ``tritonserver`` binary shipped in the nvidia-pytriton wheel on the model repository.
+"""The bundled ``tritonserver`` (nvidia-pytriton wheel): start, stop, ``dfmod triton``; and model
+control over HTTP for any running Triton (:func:`load_model`, :func:`serving_versions`).
 
-The embedded deployment needs no server install: the wheel carries Triton 2.51 with only the python
-backend. Before each start this module lays out a backend directory holding that python backend and
-our python-based backend ``onnxruntime`` (``serving/backend/model.py``), so the repository's
-single ``config.pbtxt`` (``backend: "onnxruntime"``) is served here on CPU exactly as the NGC image
-serves it with the native onnxruntime backend. The server runs in explicit model-control mode: the
-model is loaded at start and :meth:`TritonServer.load_model` picks up newly deployed versions.
+The server runs in explicit model-control mode on the repository's own ``config.pbtxt``; every
+call to it goes through ``tritonclient.http`` and its failures become :class:`TritonStartError`
+in words. Design: docs/design.md, "Serving".
 """
 
 from __future__ import annotations
