@@ -46,9 +46,9 @@ from loadgen import REQUEST_DEADLINE_S, Connection, Load, RssSampler, closed_loo
 
 from moderation.preprocess import DEFAULT_LIMITS, load_image
 from moderation.settings import PROJECT_ROOT
+from serving.server import TritonServer
 from tests.fixtures.stack import Stack, free_port, triton_env
 from tests.fixtures.triton import private_server
-from worker.triton_server import TritonServer
 
 VERSION_DIR = PROJECT_ROOT / "model_repository" / "deepfake_detector" / "1"
 FINAL = {"auto_passed", "auto_flagged", "needs_review", "decided", "failed"}

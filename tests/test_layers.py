@@ -1,5 +1,6 @@
-"""Dependencies point down: the ``moderation`` core imports no package above it, and the API and
-training reach the worker only through its enqueue module.
+"""Dependencies point down: the ``moderation`` core imports no package above it, ``serving``
+(Triton's client and launcher) imports only the core, and the API and training reach the worker
+only through its enqueue module.
 
 Every import statement counts, including those inside functions (lazy imports are still
 dependencies).
@@ -14,12 +15,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The worker modules the API and training may import: sending tasks by name, and the Triton
-# client and launcher until they move into a serving package of their own.
-WORKER_ENTRY_POINTS = ("worker.enqueue", "worker.triton_client", "worker.triton_server")
+# The worker module the API and training may import: sending tasks by name.
+WORKER_ENTRY_POINTS = ("worker.enqueue",)
 # package -> (the packages it must not import, the modules of those it may)
 FORBIDDEN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "moderation": (("worker", "webhook_api", "training"), ()),
+    "moderation": (("serving", "worker", "webhook_api", "training"), ()),
+    "serving": (("worker", "webhook_api", "training"), ()),
     "webhook_api": (("worker",), WORKER_ENTRY_POINTS),
     "training": (("worker",), WORKER_ENTRY_POINTS),
 }
@@ -91,3 +92,8 @@ def test_the_checker_sees_lazy_relative_and_from_imports(tmp_path: Path) -> None
     assert _points_up("worker.enqueue_tricks", "webhook_api")
     assert _points_up("worker.tasks", "training")
     assert not _points_up("moderation.outbox", "training")
+    assert not _points_up("serving.client", "training")
+    assert _points_up("worker.metrics.JOINED_IMAGES", "serving")
+    assert _points_up("worker.enqueue", "serving")  # serving sends no tasks either
+    assert not _points_up("moderation.contract", "serving")
+    assert _points_up("serving.server", "moderation")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from moderation import contract
+from moderation.version_folders import next_version
 from training.checkpoint import model_from_checkpoint, slim_checkpoint
 from training.data import DataError, discover, scan, stratified_split
 from training.demo_data import make_fake, make_real
@@ -23,7 +24,6 @@ from training.export import (
     check_parity,
     code_revision,
     export_torchscript,
-    next_version,
     onnx_logits,
     onnx_session,
     quantize_int8,

@@ -19,8 +19,9 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from moderation import contract
+from moderation.version_folders import version_numbers
 from training.data import DataError, discover, scan
-from training.deploy import ServingTarget, deploy, repository_versions
+from training.deploy import ServingTarget, deploy
 from training.export import CHECKPOINT_FILENAME, onnx_logits, onnx_session
 from training.metrics import classification_metrics
 
@@ -191,7 +192,7 @@ def export_challenger(req: RetrainRequest, checkpoint: Path, live_dir: Path) -> 
 
 def retrain(*, session: Session, req: RetrainRequest, target: ServingTarget) -> RetrainResult:
     """Runs the whole loop; deploys only a challenger that passes the gate."""
-    versions = repository_versions(target.model_dir)
+    versions = version_numbers(target.model_dir)
     if not versions:
         raise DataError(f"{target.model_dir} has no version to compare against")
     live = versions[-1]  # version_policy latest 1: the highest folder is the one serving

@@ -49,7 +49,7 @@ STAGE_CPU_SECONDS = Counter(
 
 JOINED_IMAGES = Histogram(
     "dfmod_worker_triton_request_images",
-    "Images per Triton request of joined scorings (worker.triton_client, triton_batch_images)",
+    "Images per Triton request of joined scorings (serving.client, triton_batch_images)",
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
 )
 

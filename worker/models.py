@@ -21,8 +21,8 @@ from prometheus_client import Counter, Histogram
 
 from moderation.ensemble import ModelInfo, model_info, servable_models
 from moderation.settings import Settings
-from worker.metrics import BUCKETS
-from worker.triton_client import InferenceUnavailable, TritonClient
+from serving.client import InferenceUnavailable, TritonClient
+from worker.metrics import BUCKETS, JOINED_IMAGES
 
 # In this module rather than worker.metrics: one model's round is this module's business.
 MODEL_SECONDS = Histogram(
@@ -82,6 +82,7 @@ class ModelSet:
             timeout_s=s.triton_timeout_s,
             retries=s.triton_retries,
             batch_images=s.triton_batch_images,
+            on_joined=JOINED_IMAGES.observe,
         )
 
     def client(self, name: str) -> TritonClient:

@@ -21,8 +21,8 @@ from moderation.contract import ModelMetadata
 from moderation.policy import calibrate, decide
 from moderation.preprocess import ImageLimits, MediaRejected, load_image
 from moderation.settings import Settings, load_settings
-from worker.triton_client import InferenceResult, InferenceUnavailable, TritonClient
-from worker.triton_env import TritonStartError, free_ports
+from serving.client import InferenceResult, InferenceUnavailable, TritonClient
+from serving.env import TritonStartError, free_ports
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _triton(settings: Settings, start_server: bool) -> Iterator[Settings]:
     if not start_server:
         yield settings
         return
-    from worker.triton_server import TritonServer
+    from serving.server import TritonServer
 
     grpc_port, http_port, metrics_port = free_ports(3)
     settings = settings.replace(

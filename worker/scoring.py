@@ -44,14 +44,14 @@ from moderation.settings import Settings
 from moderation.signal_policy import decide_with_signals
 from moderation.submissions import submission_view
 from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
+from serving.client import InferenceResult
 from worker import leases
 from worker.metrics import observe_since, stage
 from worker.models import ModelAnswer, ModelSet, get_model_set
-from worker.triton_client import InferenceResult
 
 if TYPE_CHECKING:
     from moderation.bank_index import BankMatcher, Match
-    from worker.triton_client import TritonClient
+    from serving.client import TritonClient
 
 logger = logging.getLogger(__name__)
 

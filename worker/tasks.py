@@ -92,7 +92,7 @@ def _fail(task: Task, submission_id: str, reason: str, detail: str) -> str:
 
 def score_submission(task: Task, submission_id: str) -> str:
     """Scores a submission; enqueues its callback or, for unfetched media, the fetch."""
-    from worker.triton_client import InferenceUnavailable
+    from serving.client import InferenceUnavailable
 
     deps = _deps(task)
     try:

@@ -145,7 +145,7 @@ def _supervise(children: Children, stop: threading.Event) -> int:
 
 
 def _start_triton(settings: Settings) -> Any:
-    from worker.triton_server import TritonServer, TritonStartError
+    from serving.server import TritonServer, TritonStartError
 
     triton = TritonServer.from_settings(settings)
     click.echo(

@@ -26,11 +26,11 @@ from moderation.ensemble import (
 )
 from moderation.model_import import import_model
 from moderation.submissions import get_submission
+from serving.client import InferenceResult, InferenceUnavailable
 from tests.ensemble import third_party
 from tests.worker.conftest import WorkerEnv, _migrated_db, worker_env  # noqa: F401 (fixtures)
 from worker import scoring
 from worker.models import MODEL_FAILURES, get_model_set
-from worker.triton_client import InferenceResult, InferenceUnavailable
 
 
 def test_fit_logistic_recovers_the_generating_weights() -> None:

@@ -21,10 +21,10 @@ from PIL import Image
 
 from moderation.cli import main
 from moderation.model_import import import_model
+from serving.server import TritonServer
 from tests.ensemble import third_party
 from tests.fixtures.stack import Stack, embedded_stack, triton_env
 from tests.fixtures.triton import COMMITTED_REPOSITORY, private_server
-from worker.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ from moderation.models import Status
 from moderation.policy import PROVENANCE_POLICIES, apply_provenance
 from moderation.submissions import get_submission
 from moderation.tenants import set_provenance_policy
+from serving.client import InferenceResult
 from tests.provenance.conftest import picture
 from tests.provenance.signing import Chain, corrupt_manifest, sign
 from tests.worker.conftest import WorkerEnv, _migrated_db, worker_env  # noqa: F401 (fixtures)
 from worker import scoring
-from worker.triton_client import InferenceResult
 
 AI = {"manifest": "valid", "ai_generated": True}
 

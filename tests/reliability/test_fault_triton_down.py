@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from moderation.settings import Settings
+from serving.server import TritonServer
 from tests.fixtures.receiver import CallbackReceiver
 from tests.fixtures.stack import FINAL, Stack, embedded_stack, triton_env
 from tests.fixtures.triton import private_server
@@ -29,7 +30,6 @@ from tests.reliability.conftest import (
     wait_some_final,
     wait_worker_ready,
 )
-from worker.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 

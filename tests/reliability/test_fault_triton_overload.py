@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from moderation import contract
+from serving.server import TritonServer
 from tests.fixtures.stack import Stack, embedded_stack, triton_env
 from tests.fixtures.triton import private_server
 from tests.reliability.conftest import (
@@ -32,7 +33,6 @@ from tests.reliability.conftest import (
     wait_worker_ready,
 )
 from tests.video.media import animated
-from worker.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 

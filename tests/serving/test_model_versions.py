@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from moderation import contract
+from serving.client import InferenceResult, InferenceUnavailable, TritonClient
+from serving.server import TritonServer
 from tests.fixtures.triton import private_server
 from tests.serving.onnx_edit import add_shifted_version
-from worker.triton_client import InferenceResult, InferenceUnavailable, TritonClient
-from worker.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 

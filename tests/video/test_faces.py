@@ -18,10 +18,10 @@ from moderation.models import Verdict
 from moderation.policy import calibrate
 from moderation.preprocess import image_to_input
 from moderation.video import VideoLimits, load_video
+from serving.client import InferenceResult
 from tests.video.media import animated, encode
 from tests.worker.conftest import WorkerEnv, _migrated_db, worker_env  # noqa: F401 (fixtures)
 from worker import scoring
-from worker.triton_client import InferenceResult
 
 
 def portrait(width: int = 320) -> Image.Image:

@@ -16,10 +16,10 @@ from moderation.contract import ModelMetadata
 from moderation.db import session_scope
 from moderation.models import Status, Submission, Verdict
 from moderation.policy import calibrate
+from serving.client import InferenceResult
 from tests.video.media import animated, colour_frames, encode
 from tests.worker.conftest import WorkerEnv, _migrated_db, worker_env  # noqa: F401 (fixtures)
 from worker import scoring
-from worker.triton_client import InferenceResult
 
 
 class FrameStub:

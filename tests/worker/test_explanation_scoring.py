@@ -17,10 +17,10 @@ from moderation.contract import ModelMetadata
 from moderation.db import session_scope
 from moderation.models import CallbackDelivery, Submission, Verdict
 from moderation.submissions import get_submission
+from serving.client import InferenceResult
 from tests.video.media import colour_frames, encode
 from tests.worker.conftest import WorkerEnv, image_bytes
 from worker import scoring
-from worker.triton_client import InferenceResult
 
 
 class CamStub:

@@ -17,10 +17,10 @@ from moderation.db import session_scope
 from moderation.models import CallbackDelivery, Status, Verdict
 from moderation.policy import calibrate
 from moderation.submissions import get_submission
+from serving.client import InferenceResult, InferenceUnavailable
 from tests.worker.conftest import WorkerEnv, image_bytes, submission_row
 from worker import scoring
 from worker.models import ModelAnswer
-from worker.triton_client import InferenceResult, InferenceUnavailable
 
 
 class StubClient:
