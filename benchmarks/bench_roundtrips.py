@@ -110,14 +110,15 @@ class CountingProxy:
                 word = text.split(None, 1)[0] if text else ""
                 if word in ("BEGIN", "COMMIT", "ROLLBACK"):
                     self.counts[word.lower()] += 1
-                elif text.startswith("SELECT 1"):
+                elif text in ("", ";") or text.startswith("SELECT 1"):  # pool_pre_ping
                     self.counts["ping"] += 1
                 else:
                     self.counts["statements"] += 1
             elif kind == "B":  # one Bind per statement of the extended protocol
                 name = body[body.index(b"\0") + 1 :].split(b"\0", 1)[0]
                 text = self._texts.get(name, "")
-                self.counts["ping" if text.startswith("SELECT 1") else "statements"] += 1
+                ping = text in ("", ";") or text.startswith("SELECT 1")
+                self.counts["ping" if ping else "statements"] += 1
             elif kind == "P":  # a Parse names a statement text (unnamed: the next Bind runs it)
                 self.counts["parses"] += 1
                 name, rest = body.split(b"\0", 1)
