@@ -73,6 +73,15 @@ def _postgres_checkin(_dbapi_connection: Any, record: Any) -> None:
     record.info[_CHECKED_IN] = time.monotonic()
 
 
+def _readable(fd: int) -> bool:
+    """Returns whether ``fd`` has data, an end of file or an error waiting (without waiting)."""
+    if hasattr(select, "poll"):  # no FD_SETSIZE limit, unlike select()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])
+
+
 def _postgres_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     """Refuses a pooled connection the server has closed (the pool then opens a new one).
 
@@ -85,7 +94,7 @@ def _postgres_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     if idle_since is None:  # opened for this checkout
         return
     try:
-        readable = bool(select.select([dbapi_connection.fileno()], [], [], 0)[0])
+        readable = _readable(dbapi_connection.fileno())
     except Exception as exc:  # closed: no file descriptor any more
         raise DisconnectionError(f"pooled connection unusable: {exc}") from exc
     if readable or dbapi_connection.closed:
