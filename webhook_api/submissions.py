@@ -107,7 +107,8 @@ def _create(intake: Intake, tenant_id: str, key: str | None, fingerprint: str) -
     sha256 = None
     if intake.data is not None:
         sha256 = st.blobs.put(intake.data, sha256=intake.sha256)
-    with session_scope(st.session_factory) as session:
+    # Without an Idempotency-Key the row is the one write (no BEGIN and COMMIT on PostgreSQL).
+    with session_scope(st.session_factory, autocommit=key is None) as session:
         view = create_submission(
             session=session,
             tenant_id=tenant_id,

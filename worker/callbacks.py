@@ -126,7 +126,7 @@ def _claim(factory: sessionmaker[Session], delivery_id: str, lease_s: float) -> 
     tenant's signing secrets.
     """
     now = utcnow()
-    with session_scope(factory) as session:
+    with session_scope(factory, autocommit=True) as session:  # one statement
         claimed = session.execute(
             _CLAIM,
             {
@@ -216,7 +216,8 @@ def _record(
         status = DeliveryStatus.DEAD if wait is None else DeliveryStatus.PENDING
         if wait is not None:
             params["retry_at"] = params["now"] + dt.timedelta(seconds=wait)
-    with session_scope(factory) as session:
+    # One write; the lookup after a miss only reads.
+    with session_scope(factory, autocommit=True) as session:
         recorded = session.execute(_RECORD[status], params)
         if recorded.rowcount != 1:  # type: ignore[attr-defined]
             current = session.execute(_STATUS, {"delivery_id": attempt.delivery_id}).scalar()

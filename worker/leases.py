@@ -129,7 +129,7 @@ def hold(*, session_factory: sessionmaker[Session], ids: Iterable[str], settings
             updated_at=_S.c.updated_at,  # a renewal is not a change of the submission
         )
     )
-    with session_scope(session_factory) as session:
+    with session_scope(session_factory, autocommit=True) as session:  # one statement
         return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
 
 
@@ -149,7 +149,7 @@ def hand_back(
         .where(_S.c.id == submission_id, _S.c.lease_owner == owner())
         .values(lease_owner=None, lease_expires_at=due, updated_at=_S.c.updated_at)
     )
-    with session_scope(session_factory) as session:
+    with session_scope(session_factory, autocommit=True) as session:  # one statement
         session.execute(statement)
 
 

@@ -184,7 +184,8 @@ def _claim(
         "owner": leases.owner(),
         "lease_until": leases.expiry(settings, now),
     }
-    with session_scope(factory) as session:
+    # One write (the claim); the lookup after a miss only reads.
+    with session_scope(factory, autocommit=True) as session:
         row = session.execute(_CLAIM, values).first()
         if row is None:
             found = session.execute(_LEASE, {"submission_id": submission_id}).first()
