@@ -17,13 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import image_bytes
-from tests.fixtures.stack import FINAL, Stack, embedded_stack, triton_env
-from tests.reliability.conftest import (
+from tests.fixtures.media import image_bytes
+from tests.fixtures.receiver import TrickleServer
+from tests.fixtures.stack import (
     FAULT_ENV,
-    TrickleServer,
+    FINAL,
+    Stack,
+    embedded_stack,
     statuses,
     submit_many,
+    triton_env,
     wait_all_final,
     wait_worker_ready,
 )

@@ -18,15 +18,18 @@ import pytest
 import requests
 
 from moderation.models import Verdict
-from tests.e2e.conftest import image_bytes
+from tests.fixtures.media import image_bytes
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.stack import FINAL, Stack, embedded_stack, triton_env
-from tests.reliability.conftest import (
+from tests.fixtures.stack import (
     FAULT_ENV,
+    FINAL,
+    Stack,
     assert_exactly_once,
+    embedded_stack,
     rows_per_submission,
     statuses,
     submit_many,
+    triton_env,
     wait_all_final,
 )
 

@@ -15,7 +15,7 @@ from kombu import Connection
 from kombu.transport import sqlalchemy as kombu_sqla
 from sqlalchemy import create_engine, text
 
-from tests.fixtures.services import fresh_postgres_database
+from tests.fixtures.database import fresh_postgres_database
 from worker.sqlite_broker import SqlaChannel, broker_url_for
 
 
