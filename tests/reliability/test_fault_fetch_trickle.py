@@ -1,6 +1,6 @@
 """A media_url that trickles its body forever: the fetch ends at its time limit, the worker goes on.
 
-A loopback server (``TrickleServer`` in ``tests/reliability/conftest.py``) answers 200 with an
+A loopback server (``TrickleServer`` in ``tests/fixtures/receiver.py``) answers 200 with an
 image content type and then sends one byte every ``BYTE_EVERY_S``, never finishing. Each byte
 resets the socket's read timeout, so only the fetch's total limit (``DFMOD_FETCH_TIMEOUT_S``,
 enforced by ``worker/fetch.py``'s watchdog that shuts the connection down at the deadline) can
