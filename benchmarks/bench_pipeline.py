@@ -307,7 +307,7 @@ def started_stack(args: argparse.Namespace, root: Path, server: TritonServer) ->
     }
     with contextlib.ExitStack() as cleanup:
         if args.backend == "pg-redis":
-            from tests.fixtures.services import fresh_postgres_database
+            from tests.fixtures.database import fresh_postgres_database
 
             database = cleanup.enter_context(fresh_postgres_database())
             broker = f"redis://127.0.0.1:6379/{args.redis_db}"

@@ -4,6 +4,10 @@ only through its enqueue module.
 
 Every import statement counts, including those inside functions (lazy imports are still
 dependencies).
+
+The test suite is layered too: fixtures come from the plugins in ``tests/fixtures/``, helpers from
+importable modules, and no module imports from a conftest or from a test module (a fixture
+imported that way is a second copy with its own scope, and a conftest is not a library).
 """
 
 from __future__ import annotations
@@ -97,3 +101,73 @@ def test_the_checker_sees_lazy_relative_and_from_imports(tmp_path: Path) -> None
     assert _points_up("worker.enqueue", "serving")  # serving sends no tasks either
     assert not _points_up("moderation.contract", "serving")
     assert _points_up("serving.server", "moderation")
+
+
+# -- the test suite ------------------------------------------------------------------------------
+
+
+def _is_forbidden(module: str) -> bool:
+    """A conftest, or a test module (``test_*``), anywhere under the ``tests`` package."""
+    parts = module.split(".")
+    if parts[0] != "tests":
+        return False
+    # ``from tests.x import name``: the last part may be a name, not a module
+    return any(p == "conftest" or p.startswith("test_") for p in parts[1:])
+
+
+def suite_violations(root: Path = ROOT) -> list[str]:
+    """Returns ``path:line: module`` for each import of a conftest or test module in tests/."""
+    bad = []
+    for path in sorted((root / "tests").rglob("*.py")):
+        for line, module in sorted(imported_modules(path, root)):
+            if _is_forbidden(module):
+                bad.append(f"{path.relative_to(root)}:{line}: {module}")
+    return bad
+
+
+def test_no_module_imports_a_conftest_or_a_test_module() -> None:
+    assert suite_violations() == []
+
+
+def test_the_checker_sees_conftest_and_test_module_imports(tmp_path: Path) -> None:
+    (tmp_path / "tests" / "worker").mkdir(parents=True)
+    (tmp_path / "tests" / "worker" / "test_probe.py").write_text(
+        "from tests.worker.conftest import WorkerEnv\n"
+        "from tests.worker import conftest\n"
+        "import tests.conftest\n"
+        "def f():\n"
+        "    from tests.dashboard.test_browser import browser\n"
+        "from .conftest import image_bytes\n"
+        "from tests.fixtures.worker import WorkerEnv\n"
+        "from tests.ensemble import third_party\n"
+    )
+    assert suite_violations(tmp_path) == [
+        "tests/worker/test_probe.py:1: tests.worker.conftest.WorkerEnv",
+        "tests/worker/test_probe.py:2: tests.worker.conftest",
+        "tests/worker/test_probe.py:3: tests.conftest",
+        "tests/worker/test_probe.py:5: tests.dashboard.test_browser.browser",
+        "tests/worker/test_probe.py:6: tests.worker.conftest.image_bytes",
+    ]
+
+
+def _defines_fixtures_or_hooks(path: Path) -> bool:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            if node.name.startswith("pytest_"):
+                return True
+            for decorator in node.decorator_list:
+                target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                if isinstance(target, ast.Attribute) and target.attr == "fixture":
+                    return True
+    return False
+
+
+def test_every_fixture_module_is_a_registered_plugin(pytestconfig: pytest.Config) -> None:
+    """A module in tests/fixtures/ with fixtures or hooks is a plugin the root conftest loads, so
+    tests get its fixtures by name and never by importing them."""
+    modules = sorted((ROOT / "tests" / "fixtures").glob("*.py"))
+    with_fixtures = [f"tests.fixtures.{p.stem}" for p in modules if _defines_fixtures_or_hooks(p)]
+    assert "tests.fixtures.database" in with_fixtures
+    unregistered = [m for m in with_fixtures if not pytestconfig.pluginmanager.has_plugin(m)]
+    assert unregistered == []

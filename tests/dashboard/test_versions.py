@@ -10,8 +10,7 @@ from flask.testing import FlaskClient
 
 from moderation.contract import ModelMetadata
 from moderation.settings import PROJECT_ROOT, Settings
-from tests.dashboard.conftest import login
-from tests.fixtures.flask_app import app_settings
+from tests.fixtures.flask_app import app_settings, login
 from webhook_api.versions import repository_view
 
 COMMITTED = PROJECT_ROOT / "model_repository" / "deepfake_detector"

@@ -22,9 +22,9 @@ from moderation.policy import calibrate
 from moderation.preprocess import load_image
 from moderation.settings import load_settings
 from serving.client import TritonClient
-from tests.e2e.conftest import E2E_ENV, flat_image, image_bytes
+from tests.fixtures.media import flat_image, image_bytes
 from tests.fixtures.receiver import CallbackReceiver, Media
-from tests.fixtures.stack import Stack, closed_port
+from tests.fixtures.stack import E2E_ENV, Stack, closed_port
 from worker.celery_app import create_celery
 from worker.enqueue import TASK_SCORE
 

@@ -28,6 +28,7 @@ from moderation.version_folders import version_numbers
 from serving.server import TritonServer
 from tests.fixtures.stack import Stack, embedded_stack, triton_env
 from tests.fixtures.triton import private_server
+from tests.fixtures.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -146,14 +147,18 @@ def test_reviews_retrain_deploy_while_scoring_then_refuse_worse(
 
     images = [p.read_bytes() for p in reviewed]
     with Submitter(stack, tenant.api_key, images, interval_s=0.5) as submitter:
-        time.sleep(1.0)
+        wait_until(lambda: submitter.sent or submitter.errors, timeout_s=30)  # traffic flows
         # A 16-image holdout moves balanced accuracy in steps of 1/16: margins wide enough that
         # this run tests the deploy path, not whether one epoch improves the model.
         args = _retrain_args(tiny_data, tmp_path / "labels", tmp_path / "run")
         code, output = _cli(monkeypatch, env, *args, "--margin-auc", "0.1", "--margin-bacc", "0.2")
         deployed_at = time.monotonic()
         assert code == 0, output
-        time.sleep(2.0)
+        wait_until(
+            lambda: submitter.errors or any(t > deployed_at for t, _ in submitter.sent),
+            timeout_s=30,
+            message="no submission was sent after the deploy",
+        )
     assert f"deployed version {live + 1} (was {live})" in output, output
     assert not submitter.errors and len(submitter.sent) >= 3
     after = [sid for sent_at, sid in submitter.sent if sent_at > deployed_at]

@@ -24,14 +24,16 @@ import pytest
 
 from moderation import contract
 from serving.server import TritonServer
-from tests.fixtures.stack import Stack, embedded_stack, triton_env
-from tests.fixtures.triton import private_server
-from tests.reliability.conftest import (
+from tests.fixtures.stack import (
     FAULT_ENV,
+    Stack,
     assert_exactly_once,
+    embedded_stack,
+    triton_env,
     wait_all_final,
     wait_worker_ready,
 )
+from tests.fixtures.triton import private_server
 from tests.video.media import animated
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ from moderation.contract import ModelMetadata
 from moderation.policy import calibrate
 from moderation.video import VideoLimits, aggregate, load_video
 from serving.client import TritonClient
-from tests.e2e.conftest import E2E_ENV, image_bytes
+from tests.fixtures.media import image_bytes
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.stack import Stack, embedded_stack, triton_env
+from tests.fixtures.stack import E2E_ENV, Stack, embedded_stack, triton_env
 from tests.video.media import audio_only, colour_frames, encode
 
 pytestmark = pytest.mark.integration

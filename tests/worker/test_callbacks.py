@@ -10,7 +10,7 @@ from moderation.models import CallbackDelivery, DeliveryStatus, Submission, utcn
 from moderation.outbox import EVENT_SCORED, add_outbox, replay
 from moderation.submissions import submission_view
 from tests.fixtures.receiver import Answer, CallbackReceiver
-from tests.worker.conftest import WorkerEnv
+from tests.fixtures.worker import WorkerEnv
 from worker import callbacks
 
 

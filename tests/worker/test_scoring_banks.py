@@ -21,8 +21,8 @@ from moderation.mediahash import bytes_pdq, video_hash
 from moderation.models import Verdict
 from moderation.submissions import get_submission
 from serving.client import InferenceResult
-from tests.banks.conftest import jpeg, photo, reupload
-from tests.worker.conftest import WorkerEnv
+from tests.fixtures.media import jpeg, photo, reupload
+from tests.fixtures.worker import WorkerEnv
 from worker import scoring
 
 

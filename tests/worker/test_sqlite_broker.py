@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from kombu.transport import sqlalchemy as kombu_sqla
 from sqlalchemy import create_engine, text
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 
-from tests.fixtures.services import fresh_postgres_database
+from tests.fixtures.database import fresh_postgres_database
 from worker.sqlite_broker import SqlaChannel, broker_url_for
 
 
@@ -227,8 +226,14 @@ def test_a_publish_wakes_a_consumer_long_before_its_next_poll(
 
     monkeypatch.setattr(SqlaTransport, "polling_interval", 60.0)  # a poll would come far too late
     rung: list[bool] = []
+    waiting = threading.Event()  # set each time the consumer starts waiting on the bell
     real_wait = Doorbell.wait
-    monkeypatch.setattr(Doorbell, "wait", lambda self, t: rung.append(real_wait(self, t)))
+
+    def wait(self: Doorbell, timeout: float) -> None:
+        waiting.set()
+        rung.append(real_wait(self, timeout))
+
+    monkeypatch.setattr(Doorbell, "wait", wait)
     got: list[Any] = []
     with Connection(broker_url) as consumer_connection, Connection(broker_url) as producer:
         consumer_connection.SimpleQueue("bell").close()  # declared before anyone waits
@@ -244,9 +249,10 @@ def test_a_publish_wakes_a_consumer_long_before_its_next_poll(
         consumer.consume()
         with pytest.raises(TimeoutError):
             consumer_connection.drain_events(timeout=0.3)  # empty: waits on the bell, times out
+        waiting.clear()
         waiter = threading.Thread(target=lambda: consumer_connection.drain_events(timeout=30))
         waiter.start()
-        time.sleep(0.2)  # the consumer is now waiting between polls
+        assert waiting.wait(10)  # the consumer is now waiting between polls
         producer.SimpleQueue("bell").put({"n": 1})
         waiter.join(30)
         consumer.cancel()
