@@ -27,7 +27,11 @@ FORBIDDEN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "serving": (("worker", "webhook_api", "training"), ()),
     "webhook_api": (("worker",), WORKER_ENTRY_POINTS),
     "training": (("worker",), WORKER_ENTRY_POINTS),
+    "worker": (("webhook_api", "training"), ()),
 }
+# The detectors' definitions: export, serving checks and any other user import them without
+# pulling in the rest of training (only torch, torchvision and the model contract).
+DETECTOR_DEFINITIONS = ("training/model.py", "training/residual.py")
 
 
 def imported_modules(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
@@ -71,6 +75,13 @@ def layer_violations(package: str, root: Path = ROOT) -> list[str]:
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_imports_point_down(package: str) -> None:
     assert layer_violations(package) == []
+
+
+@pytest.mark.parametrize("definition", DETECTOR_DEFINITIONS)
+def test_detector_definitions_stand_alone(definition: str) -> None:
+    first_party = ("moderation", "serving", "worker", "webhook_api", "training")
+    imports = [m for _, m in imported_modules(ROOT / definition) if _within(m, first_party)]
+    assert all(_within(m, ("moderation.contract",)) for m in imports), imports
 
 
 def test_the_checker_sees_lazy_relative_and_from_imports(tmp_path: Path) -> None:
