@@ -11,6 +11,7 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY moderation ./moderation
+COPY serving ./serving
 COPY webhook_api ./webhook_api
 COPY worker ./worker
 COPY training ./training

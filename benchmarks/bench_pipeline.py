@@ -46,9 +46,9 @@ from loadgen import REQUEST_DEADLINE_S, Connection, Load, RssSampler, closed_loo
 
 from moderation.preprocess import DEFAULT_LIMITS, load_image
 from moderation.settings import PROJECT_ROOT
+from serving.server import TritonServer
 from tests.fixtures.stack import Stack, free_port, triton_env
 from tests.fixtures.triton import private_server
-from worker.triton_server import TritonServer
 
 VERSION_DIR = PROJECT_ROOT / "model_repository" / "deepfake_detector" / "1"
 FINAL = {"auto_passed", "auto_flagged", "needs_review", "decided", "failed"}
@@ -307,7 +307,7 @@ def started_stack(args: argparse.Namespace, root: Path, server: TritonServer) ->
     }
     with contextlib.ExitStack() as cleanup:
         if args.backend == "pg-redis":
-            from tests.fixtures.services import fresh_postgres_database
+            from tests.fixtures.database import fresh_postgres_database
 
             database = cleanup.enter_context(fresh_postgres_database())
             broker = f"redis://127.0.0.1:6379/{args.redis_db}"

@@ -29,9 +29,9 @@ import onnxruntime as ort
 
 from moderation import contract
 from moderation.settings import PROJECT_ROOT
-from worker.triton_client import TritonClient
-from worker.triton_env import free_ports
-from worker.triton_server import TritonServer
+from serving.client import TritonClient
+from serving.env import free_ports
+from serving.server import TritonServer
 
 
 @dataclass

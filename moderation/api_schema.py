@@ -1,9 +1,7 @@
 """The HTTP API's contract in one place: its limits and its request and response models.
 
-The pydantic models here validate what the API reads (``webhook_api.intake``), build what it
-writes (:meth:`moderation.submissions.SubmissionView.to_json`, also the callbacks' ``data``) and
-are the schemas of the OpenAPI document (``webhook_api.openapi``), so the three cannot disagree.
-Sub-objects whose shape other parts of the project still extend allow extra keys.
+They validate what the API reads, build what it writes (also the callbacks' ``data``) and are the
+OpenAPI document's schemas, so the three cannot disagree (docs/design.md, "The API contract").
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """CSV import and export of bank entries, in the shape HMA and ThreatExchange tools exchange.
 
-A file is one PDQ hash (64 hex characters) per row with optional columns. With a header, the
-hash column is the first of ``signal_value``, ``pdq``, ``pdq_hash``, ``hash`` that appears; a
-``signal_type`` column keeps only ``pdq`` rows; ``quality``, ``external_id`` (or ``id``,
-``indicator_id``) and ``note`` (or ``tags``) are read when present. Without a header, a row is
-``hash[,...]`` or ``pdq,hash[,...]`` (python-threatexchange's ``signal_type,signal_value``). Export
-writes ``signal_type,signal_value`` first, then the entry's origin.
+One PDQ hash per row, with or without a header (accepted column names: :func:`read_rows`);
+export writes ``signal_type,signal_value`` first, then the entry's origin.
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
-"""Matching media against the banks: an in-process faiss index kept in step with SQL.
+"""Matching media against the banks: the in-process faiss index each worker keeps in step with SQL.
 
-Each worker process holds one :class:`BankMatcher`. Hashes live in faiss binary multi-index-hashing
-indexes (``IndexBinaryMultiHash``, as Meta's HMA uses for PDQ): 16 chunks of 16 bits with up to
-``max_distance // 16`` flipped bits probed per chunk, which by the pigeonhole principle finds
-every hash within ``max_distance`` exactly (candidates are then checked on all 256 bits). Before
-each lookup the matcher compares the bank generation in SQL with the one it holds (the scorer
-reads it in the statement that claims the submission, so an unchanged bank costs no query); when
-it moved, it adds the entries added since. Removed entries are not taken out of the index: the
-few candidates a search returns are read back from SQL with their banks, and removed entries,
-other tenants' banks and entries the index has not caught up with fall out there. The index is
-rebuilt once removed entries make up a quarter of it.
+:class:`BankMatcher` finds every hash within ``max_distance`` (multi-index hashing), catches up by
+bank generation and checks candidates against SQL (docs/design.md, "Known-media banks").
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""SQLAlchemy models of known-media banks: banks, their entries, each submission's hashes, the
-per-tenant bank policy and the generation counter that keeps every process's index in step.
+"""SQLAlchemy models of known-media banks: banks, entries, each submission's hashes, the per-tenant
+bank policy and the generation counter that keeps every process's index in step.
 
-Entries are never deleted: a removal stamps who, when and why (the audit) and the generation it
-happened in, so a worker's index can drop it incrementally. Every change to banks or entries bumps
-``bank_state.generation`` first in its transaction, which serialises bank writers and lets a
-reader fetch just what changed since the generation it holds.
+Entries are never deleted (a removal is stamped); every bank write bumps the generation first.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""Bank service functions: create and list banks, add and remove entries, the per-tenant policy,
-and what a review decision does to the tenant's banks.
+"""Bank service functions: banks, entries, the per-tenant policy, and what a review decision does
+to the tenant's banks.
 
-Keyword-only functions taking a ``Session``; callers get frozen dataclasses. Every write bumps the
-bank generation first (:func:`bump_generation`), in the caller's transaction, so the indexes of
-every API and worker process (:mod:`moderation.bank_index`) catch up before their next lookup.
-CSV import and export are in :mod:`moderation.bank_csv`.
+Keyword-only functions taking a ``Session``; every write bumps the bank generation first
+(:func:`bump_generation`). CSV import and export are in :mod:`moderation.bank_csv`.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.cli:train", "Train the detector on real/ + fake/ folders or a CSV."),
     "evaluate": ("training.cli:evaluate", "Evaluate a checkpoint and write a report folder."),
     "export": ("training.cli:export", "Export ONNX/TorchScript as a new model version."),
-    "triton": ("worker.triton_server:triton_command", "Run the bundled Triton server."),
+    "triton": ("serving.server:triton_command", "Run the bundled Triton server."),
     "scan": ("worker.scan:scan_command", "Score image files through Triton, no queue."),
     "worker": ("worker.cli:worker_command", "Run a Celery worker (scoring, fetches, callbacks)."),
     "beat": ("worker.cli:beat_command", "Run the scheduler that enqueues the periodic sweeper."),

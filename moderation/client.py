@@ -1,16 +1,8 @@
-"""A small typed client of the dfmod HTTP API, for platforms and scripts (``requests`` only).
+"""A small typed client of the dfmod HTTP API (``requests`` only), and webhook verification.
 
-    from moderation.client import Client, verify_webhook
-
-    with Client("http://127.0.0.1:8080", api_key) as dfmod:
-        submitted = dfmod.submit_file("photo.jpg", idempotency_key="post-123",
-                                      callback_url="https://platform.example/hooks/dfmod")
-        done = dfmod.wait(submitted.id, timeout_s=60)
-        print(done.status, done.verdict.p_fake if done.verdict else done.failure)
-
-Submissions come back as :class:`moderation.api_schema.SubmissionOut`, the same model the server
-builds them with (fields a newer server adds are ignored). Errors raise :class:`ApiError` carrying
-the RFC 9457 problem. :func:`verify_webhook` checks a callback's Standard Webhooks signature.
+:class:`Client` submits, reads, waits and lists, returning
+:class:`~moderation.api_schema.SubmissionOut`; errors raise :class:`ApiError` with the RFC 9457
+problem; :func:`verify_webhook` checks a callback's signature. The README shows it in use.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """The model's I/O contract: the one place export, Triton config, worker and tests read it from.
 
-Input ``image`` is UINT8 [batch, 224, 224, 3] RGB; ImageNet normalisation happens inside the
-exported graph so clients send 150 KB per image and training and serving cannot disagree on it.
-Output ``logit`` is FP32 [batch, 1]; output ``cam`` is FP32 [batch, 7, 7], the Grad-CAM map of the
-fake logit over the last feature map in [0, 1] (versions exported before it have ``logit`` only
-and keep working: clients ask for ``cam`` only when the served model lists it). Calibration and
-decision thresholds travel with each model version in ``metadata.json`` beside the model file.
+``image`` UINT8 [batch, 224, 224, 3] RGB in (normalised inside the graph); ``logit`` FP32
+[batch, 1] and, where served, ``cam`` FP32 [batch, 7, 7] out. Calibration and thresholds travel in
+each version's ``metadata.json`` (docs/design.md, "Contracts").
 """
 
 from __future__ import annotations

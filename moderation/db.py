@@ -1,16 +1,16 @@
 """Engines, sessions and migrations: how every process talks to the one database.
 
-SQLite (the embedded deployment) is shared by the API's threads, the Celery worker and the
-sweeper, so its connections get WAL, a busy timeout, enforced foreign keys and transactions that
-take the write lock when they begin (``BEGIN IMMEDIATE``), except read-only scopes
-(``session_scope(factory, read_only=True)``), which begin deferred so lookups such as
-authentication never queue behind writers. PostgreSQL needs nothing special. No engine exists
-at import time; each process builds its own from settings.
+SQLite connections get WAL, a busy timeout, foreign keys and ``BEGIN IMMEDIATE`` (read-only scopes
+begin deferred). PostgreSQL connections are checked without a round trip, and one-statement or
+read-only blocks run without BEGIN/COMMIT (``autocommit=True``; docs/design.md, "PostgreSQL
+connections"). No engine exists at import time.
 """
 
 from __future__ import annotations
 
 import logging
+import select
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
@@ -28,6 +29,13 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Execution option marking a transaction that only reads (see session_scope).
 READ_ONLY_OPTION = "dfmod_read_only"
+# A pooled PostgreSQL connection idle for longer than this is pinged before use (see
+# _postgres_checkout); one in use more recently is only checked without a round trip.
+PING_IDLE_S = 10.0
+# Connections a PostgreSQL pool keeps open (make_engine's pool_size): what one worker process
+# holds at once (pool threads, callback dispatch, heartbeat); the API sizes its own by threads.
+POSTGRES_POOL_SIZE = 10
+_CHECKED_IN = "dfmod_checked_in"
 
 
 def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
@@ -56,8 +64,53 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Returns an engine for ``url``; SQLite files get WAL, busy timeout and foreign keys."""
+def _postgres_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info[_CHECKED_IN] = time.monotonic()
+
+
+def _readable(fd: int) -> bool:
+    """Returns whether ``fd`` has data, an end of file or an error waiting (without waiting)."""
+    if hasattr(select, "poll"):  # no FD_SETSIZE limit, unlike select()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def _postgres_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Refuses a pooled connection the server has closed (the pool then opens a new one).
+
+    Instead of ``pool_pre_ping`` (a ``SELECT 1`` round trip before every transaction): an idle
+    PostgreSQL connection has nothing to read unless the server ended it (a restart or a
+    terminated backend sends an error and closes the socket), so a socket that is readable, or
+    closed, means a dead connection. A connection idle for more than :data:`PING_IDLE_S` is also
+    pinged, for peers that vanished without closing (a dropped network path)."""
+    idle_since = record.info.pop(_CHECKED_IN, None)
+    if idle_since is None:  # opened for this checkout
+        return
+    try:
+        readable = _readable(dbapi_connection.fileno())
+    except Exception as exc:  # closed: no file descriptor any more
+        raise DisconnectionError(f"pooled connection unusable: {exc}") from exc
+    if readable or dbapi_connection.closed:
+        raise DisconnectionError("the server closed the pooled connection")
+    if time.monotonic() - idle_since > PING_IDLE_S:
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+            dbapi_connection.rollback()
+        except Exception as exc:
+            raise DisconnectionError(f"pooled connection failed its ping: {exc}") from exc
+
+
+def make_engine(url: str, *, postgres_pool_size: int | None = None, **kwargs: Any) -> Engine:
+    """Returns an engine for ``url``; SQLite files get WAL, busy timeout and foreign keys;
+    PostgreSQL pools keep ``postgres_pool_size`` connections open (default
+    :data:`POSTGRES_POOL_SIZE`; as many again may open for a moment) and check them as
+    :func:`_postgres_checkout` says."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -67,8 +120,16 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    if parsed.get_backend_name() != "postgresql":
+        kwargs.setdefault("pool_pre_ping", True)
+        return create_engine(url, **kwargs)
+    # A pool smaller than the threads using it closes and reopens connections under load.
+    kwargs.setdefault("pool_size", postgres_pool_size or POSTGRES_POOL_SIZE)
+    kwargs.setdefault("max_overflow", kwargs["pool_size"])
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "checkin", _postgres_checkin)
+    event.listen(engine, "checkout", _postgres_checkout)
+    return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -77,17 +138,31 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(factory: sessionmaker[Session], *, read_only: bool = False) -> Iterator[Session]:
+def session_scope(
+    factory: sessionmaker[Session], *, read_only: bool = False, autocommit: bool = False
+) -> Iterator[Session]:
     """Yields a session that commits on success and rolls back on any exception.
 
     ``read_only=True`` promises that the block only reads: on SQLite its transaction begins
     deferred instead of taking the write lock (a write in it would fail with "database is
     locked" under contention, so never write in one).
+
+    ``autocommit=True`` promises that the block writes with at most one statement (reads around
+    it are fine): on PostgreSQL each statement then commits on its own, without the BEGIN and
+    COMMIT round trips, which changes nothing for such a block (at READ COMMITTED every
+    statement sees its own snapshot anyway), except that the write stays if the block raises
+    after it. Read-only blocks run so too. SQLite keeps its transaction, which takes the write
+    lock up front.
     """
     session = factory()
     try:
+        options: dict[str, Any] = {}
         if read_only:
-            session.connection(execution_options={READ_ONLY_OPTION: True})
+            options[READ_ONLY_OPTION] = True
+        if (read_only or autocommit) and session.get_bind().dialect.name == "postgresql":
+            options["isolation_level"] = "AUTOCOMMIT"
+        if options:
+            session.connection(execution_options=options)
         yield session
         session.commit()
     except BaseException:

@@ -1,21 +1,8 @@
 """Several detectors behind one verdict: the repository's models and their calibrated ensemble.
 
-Every model of the repository is a Triton model with numbered versions and a ``metadata.json``
-(temperature, thresholds, ``demo_weights``, for imported models the input size and resize). The
-ensemble is a logistic combination of the models' calibrated logits ``z_i = logit_i / T_i``::
-
-    p_fake = sigmoid(bias + sum_i w_i * z_i)
-
-fitted by ``dfmod ensemble fit`` on a holdout that no model trained on, and stored as a versioned
-artefact beside the models, ``<repository>/_ensemble/<N>/ensemble.json`` (Triton loads only the
-models it is told to, so the folder is never mistaken for one). One combination is fitted for
-every non-empty subset of the members, so when a model fails or a tenant enables only some, the
-verdict comes from the combination fitted for exactly the models that answered, still calibrated,
-and is marked partial. Without a fitted ensemble (or for models it does not know) the score is
-the mean of the answering models' calibrated probabilities, and the verdict says so
-(``combination: "mean"``).
-
-Needs numpy only (the fit is a small Newton/IRLS logistic regression, see ``docs/design.md``).
+Reads each model's ``metadata.json``, fits and stores the logistic combination per subset of
+members (``<repository>/_ensemble/<N>/ensemble.json``) and combines scores, else takes the mean.
+Needs numpy only (docs/design.md, "Several detectors behind one verdict").
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """The verdict's explanation: the served Grad-CAM map, its top regions, and overlays without torch.
 
-The model returns ``cam`` [7, 7] in [0, 1] beside each logit (``moderation.contract``). The worker
-stores it with the verdict together with the regions a reviewer should look at: connected groups of
-cells at or above half the map's peak, as boxes in the original image's pixel coordinates (after
-EXIF orientation; the model input is the whole picture stretched to 224 x 224, so cell ``(r, c)``
-covers the same fraction of the original), each with its share of the map's mass. The dashboard
-draws overlays from the stored map with numpy and Pillow only: no model pass, no torch.
+Regions are boxes in the original image's (EXIF-oriented) pixels with their share of the map's mass;
+overlays are drawn from the stored map with numpy and Pillow (docs/design.md, "Explanations").
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """Optional face stage for video frames: the largest faces, cropped with a margin.
 
-Deepfakes are usually face swaps, and a face that fills a small part of a wide frame is shrunk
-away by the 224x224 resize; scoring a crop of each of the largest faces alongside the full frame
-keeps that signal. The detector is OpenCV's frontal-face Haar cascade, whose weights ship inside
-the ``opencv-python-headless`` wheel (``cv2.data``), so nothing downloads at run time. Crops go
-through :func:`moderation.preprocess.image_to_input` like every other input.
+OpenCV's Haar cascade (weights inside the wheel, nothing downloads) finds them; crops go through
+:func:`moderation.preprocess.image_to_input` like every other input.
 """
 
 from __future__ import annotations

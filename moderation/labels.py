@@ -1,9 +1,7 @@
 """Reviewed submissions as a training set (``dfmod labels export DIR``).
 
-Writes the layout ``dfmod train`` reads: ``DIR/real/`` and ``DIR/fake/`` image folders plus
-``DIR/labels.csv``, a manifest (``path,label``) whose extra columns carry the provenance of every
-row: submission, tenant, blob hash, review id, reviewer and review time. The newest review of a
-submission decides its label; media that is not a still image (video) is left out and counted.
+Writes ``DIR/real/``, ``DIR/fake/`` and ``DIR/labels.csv`` with each row's provenance; the newest
+review decides the label; videos are left out and counted.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Perceptual hashes of media: PDQ for images, vPDQ-style per-second PDQ for videos.
 
-PDQ (Meta's open-source photo hash, the ``pdqhash`` package) turns a picture into 256 bits and a
-quality value (0-100; below :data:`MIN_QUALITY` the picture is too flat for the hash to mean
-much). Re-encodes, resizes and light crops keep the Hamming distance small, so a bank of hashes
-recognises re-uploads of media people have already judged. Videos get one PDQ hash per second of
-decoded frames, as vPDQ does; matching them is by the share of frames that match
-(:mod:`moderation.bank_index`). The worker hashes the decoded picture before the model's resize.
+256 bits and a quality (below :data:`MIN_QUALITY` too flat to mean much) per picture, computed on
+the decoded picture before the model's resize; matching is in :mod:`moderation.bank_index`.
 """
 
 from __future__ import annotations

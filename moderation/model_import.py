@@ -1,19 +1,8 @@
 """Bring-your-own detector: ``dfmod model import NAME MODEL.onnx --manifest MANIFEST.yaml``.
 
-A manifest declares what someone else's ONNX graph expects and returns (input name, layout, size,
-dtype, colour order, resize method, pixel range and normalisation; output name and meaning) and
-where its weights come from (licence, provenance). Import checks every declaration that the graph
-can check -- names, layout, size, dtype and output shape from the graph's signature, then a run
-on onnxruntime (a declared probability must stay in [0, 1]; a declared file hash must match) -- and
-refuses the model with a message naming the first mismatch. It then wraps the graph so that Triton
-receives what every dfmod model receives, uint8 NHWC RGB at the model's (square) size, and answers
-``logit`` FP32 [N, 1]: cast, colour swap, scale, mean/std and transpose are prepended as ONNX
-nodes, and the output is turned into a logit (identity, log(p/(1-p)), or a softmax class's log
-odds). The wrapped graph is checked against numpy preprocessing + the original graph, then written
-as a new version of its own Triton model with a generated ``config.pbtxt``, ``metadata.json``
-(thresholds, the manifest, ``demo_weights``) and the manifest itself.
-
-Needs numpy, onnx, onnxruntime and PyYAML; no torch.
+Checks the manifest's declarations against the graph and an onnxruntime run, wraps the graph to
+take what every dfmod model takes and answer a ``logit``, and writes it as a new Triton model
+version. Needs numpy, onnx, onnxruntime and PyYAML, no torch (docs/design.md, "Several detectors").
 """
 
 from __future__ import annotations
@@ -21,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +18,7 @@ import numpy as np
 import yaml
 
 from moderation import contract
+from moderation.version_folders import next_version, version_numbers, write_version
 
 MANIFEST_FILENAME = "manifest.yaml"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
@@ -586,27 +575,22 @@ def import_model(
     ):
         raise ManifestError(f"the wrapped graph differs from the original by {parity:.3g}")
     model_dir = Path(repository) / name
-    numbers = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    numbers = version_numbers(model_dir)
     if numbers and not any((model_dir / str(n) / MANIFEST_FILENAME).is_file() for n in numbers):
         raise ManifestError(
             f"{name} is a model exported by dfmod (no imported version); choose another name"
         )
-    version = version or max(numbers, default=0) + 1
-    target = model_dir / str(version)
-    if target.exists():
+    version = version or next_version(model_dir)
+    if (model_dir / str(version)).exists():
         raise ManifestError(f"{name} already has version {version}; choose another")
-    staging = model_dir / f".{version}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        (staging / contract.ONNX_FILENAME).write_bytes(wrapped_bytes)
-        (staging / MANIFEST_FILENAME).write_text(yaml.safe_dump(manifest.raw, sort_keys=False))
-        _metadata(manifest, version, parity).write(staging)
-        config = render_config(name, manifest.size, max_batch_size=32 if batch is None else 1)
-        (model_dir / "config.pbtxt").write_text(config)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    def fill(folder: Path) -> contract.ModelMetadata:
+        (folder / contract.ONNX_FILENAME).write_bytes(wrapped_bytes)
+        (folder / MANIFEST_FILENAME).write_text(yaml.safe_dump(manifest.raw, sort_keys=False))
+        return _metadata(manifest, version, parity)
+
+    config = render_config(name, manifest.size, max_batch_size=32 if batch is None else 1)
+    target = write_version(model_dir, version, fill, config=config)
     return ImportResult(name, version, target, manifest.size, parity)
 
 

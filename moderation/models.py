@@ -1,10 +1,7 @@
 """SQLAlchemy 2.0 models: the one schema every dfmod process reads and writes.
 
-Tables cover the whole submission lifecycle: tenants (hashed API keys, webhook secret, optional
-thresholds), submissions, one verdict per submission (unique, so an at-least-once task re-run can
-never add a second), the callback outbox, human reviews, deployed model versions and stored
-Idempotency-Key responses. Ids are prefixed random strings; timestamps are timezone-aware UTC on
-SQLite and PostgreSQL alike; JSON columns use the portable ``JSON`` type.
+Tenants, submissions, one verdict per submission (unique), the callback outbox, reviews, model
+versions and Idempotency-Key responses; prefixed random ids, timezone-aware UTC, portable JSON.
 """
 
 from __future__ import annotations

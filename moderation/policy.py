@@ -1,10 +1,8 @@
 """The moderation policy: a logit becomes a calibrated p(fake), and p(fake) becomes a decision.
 
-Temperature and default thresholds travel with the model version (``metadata.json``); a tenant may
-override the thresholds. Below ``pass_below`` the item passes automatically, at or above
-``flag_at`` it is flagged automatically, and everything between goes to human review.
-A C2PA manifest declaring AI generation may decide instead of the model
-(:func:`apply_provenance`); the decision then names its reason.
+Below ``pass_below`` passes, at or above ``flag_at`` is flagged, between goes to review; the model
+version gives temperature and thresholds, a tenant may override the thresholds, and an AI-declaring
+C2PA manifest may decide instead (:func:`apply_provenance`).
 """
 
 from __future__ import annotations

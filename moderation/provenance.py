@@ -1,20 +1,7 @@
 """Content provenance: the C2PA manifest a file carries, read with ``c2pa-python``, summarised.
 
-Generators and cameras sign C2PA "content credentials" into files. :func:`read_provenance` reports
-the claim generator, the actions' ``digitalSourceType`` (``trainedAlgorithmicMedia`` … means made
-by an AI generator), whether the signature and the hard binding (the hash tying the manifest to
-these bytes) hold, and who signed. Most files carry no manifest, so a walk over the container's
-segment headers (JPEG, PNG, WebP, ISO BMFF: MP4, MOV, HEIF/AVIF; GIF by its extension name) decides
-first whether there is anything to read, without touching the pixels. A manifest that cannot be
-read, times out or breaks a limit is reported ``invalid``; reading never raises.
-
-``manifest`` is one of (see docs/design.md, "Provenance"):
-
-- ``valid``: signature and hard binding hold, and the signer chains to a configured trust anchor;
-- ``untrusted``: signature and hard binding hold, but the signer is not trusted here;
-- ``invalid``: anything else (broken signature or binding, malformed, over a limit, too slow).
-
-Remote manifests and OCSP are never fetched: reading makes no network request.
+:func:`read_provenance` never raises and makes no network request; ``manifest`` is ``valid``,
+``untrusted`` or ``invalid`` (docs/design.md, "Provenance").
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """One decision from several signals: a bank match, provenance, and the model's decision.
 
-The default policy, which a tenant may change (:class:`moderation.banks.Policy`): a match in a
-``fake`` bank is ``auto_flagged``; a match in a ``real`` bank is ``auto_passed``; otherwise the
-model's thresholds decide. Then a manifest declaring AI generation that the provenance policy
-accepts flags the item (:func:`moderation.policy.apply_provenance`), over a real-bank match too.
-The decision's reason names what decided it.
+A match in a ``fake`` or ``real`` bank decides under the tenant's policy, else the model does; an
+accepted AI-declaring manifest then flags (docs/design.md, "Known-media banks").
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Standard Webhooks signing (https://www.standardwebhooks.com/), used for every callback.
 
-A callback carries ``webhook-id`` (constant across retries), ``webhook-timestamp`` (unix seconds of
-this attempt) and ``webhook-signature`` = ``v1,`` + base64(HMAC-SHA256(key, "id.timestamp.body")),
-where the key is the base64 part of the tenant's ``whsec_`` secret. Receivers using any Standard
-Webhooks library can verify what we send; :func:`verify` is the same check for our own tests.
+``webhook-signature`` is ``v1,`` + base64(HMAC-SHA256(key, "id.timestamp.body")) with the tenant's
+``whsec_`` secret; :func:`verify` is the same check for our own tests.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """The SSRF guard for every outbound request (media_url fetches and callbacks).
 
-A URL is allowed only when it is http(s), carries no credentials, and EVERY address its host
-resolves to is globally routable, or lies inside an explicitly allow-listed network
-(``DFMOD_OUTBOUND_ALLOWLIST``, used by tests on 127.0.0.1). Numeric hosts in the shorthand forms
-that ``inet_aton`` accepts (``2130706433``, ``0x7f.1``, ``0177.0.0.1``) are decoded first, and
-IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry. :func:`safe_session`
-returns a ``requests`` session that re-checks every request (redirects included) and connects to
-the address it checked, so a DNS answer cannot change between the check and the connection.
+Only http(s) without credentials to hosts whose every address is global or allow-listed
+(``DFMOD_OUTBOUND_ALLOWLIST``); :func:`safe_session` re-checks every request and connects to the
+address it checked (docs/design.md, "Storage, security and the webhook API").
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Submission service functions: create, read, list, mark queued, and Idempotency-Key records.
 
-Keyword-only functions taking a ``Session``; ORM rows stay inside, callers get frozen dataclasses
-(:class:`SubmissionView`) whose :meth:`SubmissionView.to_json` is the API's representation.
-Lists are ordered newest first by ``(created_at, id)`` with an opaque cursor, which the
-``(tenant_id, [status,] created_at, id)`` indexes serve.
+Keyword-only functions taking a ``Session``; callers get :class:`SubmissionView` (built by
+:func:`submission_view`), whose :meth:`SubmissionView.to_json` is the API's representation. Lists
+are newest first by ``(created_at, id)`` with an opaque cursor.
 """
 
 from __future__ import annotations
@@ -13,8 +12,8 @@ import binascii
 import datetime as dt
 import json
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import Table, and_, func, insert, or_, select, update
@@ -201,78 +200,49 @@ def _model_signal(v: VerdictView, label: str) -> ModelSignal:
     )
 
 
-def _view(row: Submission) -> SubmissionView:
-    return submission_view(row, verdict=row.verdict, reviews=row.reviews)
-
-
-# Columns of the submissions table that a SubmissionView shows under the same name.
-_VIEW_COLUMNS = (
-    "id",
-    "tenant_id",
-    "status",
-    "media_kind",
-    "media_url",
-    "blob_sha256",
-    "size_bytes",
-    "callback_url",
-    "external_id",
-    "failure_reason",
-    "failure_detail",
-    "created_at",
-    "updated_at",
-    "completed_at",
+# The columns a view shows: a SubmissionView's fields are its row's columns by name, as are a
+# VerdictView's.
+_SUBMISSION_COLUMNS = tuple(
+    f.name for f in fields(SubmissionView) if f.name not in ("verdict", "review")
 )
+_VERDICT_COLUMNS = tuple(f.name for f in fields(VerdictView))
+
+
+# Each ORM class's attribute name of a column, by column name (``Submission.meta`` is
+# ``metadata``).
+_ATTRIBUTES: dict[type[Any], dict[str, str]] = {
+    cls: {column.name: prop.key for prop in cls.__mapper__.column_attrs for column in prop.columns}
+    for cls in (Submission, Verdict)
+}
+
+
+def _columns(row: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """Returns the named column values of a Core mapping or an ORM row (read by attribute)."""
+    if isinstance(row, Mapping):
+        return {name: row[name] for name in names}
+    attributes = _ATTRIBUTES[type(row)]
+    return {name: getattr(row, attributes[name]) for name in names}
 
 
 def submission_view(
-    row: Submission, *, verdict: Verdict | None, reviews: list[Review] | tuple[()]
-) -> SubmissionView:
-    """Returns the view of a flushed row given its verdict and reviews, without loading them
-    (the scorer passes the verdict it just added and no reviews: one cannot exist yet)."""
-    values = {name: getattr(row, name) for name in _VIEW_COLUMNS}
-    values["metadata"] = row.meta
-    return columns_view(
-        values,
-        verdict=None if verdict is None else verdict_view(verdict),
-        review=ReviewView(reviews[-1].label, reviews[-1].created_at) if reviews else None,
-    )
-
-
-def verdict_view(verdict: Any) -> VerdictView:
-    """Returns the view of a verdict (a ``Verdict`` row or anything with its attributes)."""
-    v = verdict
-    return VerdictView(
-        v.p_fake,
-        v.logit,
-        v.decision,
-        v.model_name,
-        v.model_version,
-        v.pass_below,
-        v.flag_at,
-        v.created_at,
-        v.frames,
-        getattr(v, "decision_reason", None),
-        getattr(v, "provenance", None),
-        getattr(v, "explanation", None),
-        getattr(v, "signals", None),
-        getattr(v, "models", None),
-        getattr(v, "ensemble", None),
-    )
-
-
-def columns_view(
-    values: Mapping[Any, Any],
+    submission: Submission | Mapping[Any, Any],
     *,
-    verdict: VerdictView | None = None,
-    review: ReviewView | None = None,
+    verdict: Verdict | Mapping[Any, Any] | None = None,
+    reviews: Sequence[Review] = (),
 ) -> SubmissionView:
-    """Returns the view of a submission from its table's column values (e.g. a Core row's
-    ``_mapping``: ``metadata`` is the column's name)."""
+    """Returns the view of a submission, the one way every caller builds it.
+
+    ``submission`` and ``verdict`` are ORM rows or their tables' column values (a Core row's
+    ``_mapping``, the dict a Core INSERT wrote: ``metadata`` is the column's name); the newest
+    of ``reviews`` (oldest first, as ``Submission.reviews`` orders them) is shown. Nothing is
+    loaded: a scorer passes the verdict it just wrote and no reviews (one cannot exist yet)."""
+    values = _columns(submission, _SUBMISSION_COLUMNS)
+    values["metadata"] = dict(values["metadata"] or {})
+    latest = reviews[-1] if reviews else None
     return SubmissionView(
-        **{name: values[name] for name in _VIEW_COLUMNS},
-        metadata=dict(values["metadata"] or {}),
-        verdict=verdict,
-        review=review,
+        **values,
+        verdict=None if verdict is None else VerdictView(**_columns(verdict, _VERDICT_COLUMNS)),
+        review=None if latest is None else ReviewView(latest.label, latest.created_at),
     )
 
 
@@ -322,7 +292,7 @@ def create_submission(
         "completed_at": None,
     }
     session.execute(insert(_SUBMISSIONS), row)
-    view = columns_view(row)
+    view = submission_view(row)
     logger.info("submission %s received for tenant %s (%s)", view.id, tenant_id, media_kind)
     return view
 
@@ -341,7 +311,7 @@ def get_submission(
     if tenant_id is not None:
         query = query.where(Submission.tenant_id == tenant_id)
     row = session.scalar(query)
-    return None if row is None else _view(row)
+    return None if row is None else submission_view(row, verdict=row.verdict, reviews=row.reviews)
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -408,7 +378,8 @@ def list_submissions(
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
-    return Page([_view(r) for r in rows], next_cursor)
+    views = [submission_view(r, verdict=r.verdict, reviews=r.reviews) for r in rows]
+    return Page(views, next_cursor)
 
 
 def mark_received(*, session: Session, submission_id: str) -> dt.datetime | None:

@@ -1,10 +1,8 @@
 """Tenants: creation with a fresh API key and webhook secret, key lookup, policy and rate-limit
 overrides.
 
-API keys look like ``dfm_<prefix>_<secret>``. Only the prefix (for lookup) and the SHA-256 of the
-whole key are stored: the key has 256 random bits, so a fast hash is enough and a database leak
-does not reveal usable keys. The webhook secret is stored in clear because signing needs it; it
-is returned once at creation and never logged.
+Only a key's prefix and SHA-256 are stored; the webhook secret is stored in clear (signing needs
+it), returned once at creation and never logged.
 """
 
 from __future__ import annotations

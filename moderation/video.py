@@ -1,14 +1,7 @@
 """Video submissions: sniffing, bounded frame sampling and the frame → video score rule.
 
-Containers (MP4/MOV by their ``ftyp`` box, WebM/Matroska by the EBML magic) are decoded with PyAV,
-which ships its own FFmpeg; animated GIF/WebP with more than one frame are read with Pillow and
-sampled the same way. Frames are taken uniformly (a per-video cap) plus extra frames where the
-picture changes a lot (a scene change: mean absolute difference of 32x32 grayscale thumbnails of
-consecutive decoded frames above a threshold). Each kept frame goes through
-:func:`moderation.preprocess.image_to_input`, the exact path still images take. Decoding streams
-frame by frame and keeps only the sampled model inputs, so memory stays bounded whatever the length;
-limits (bytes, duration, resolution, streams) are checked from the headers before decoding and again
-while decoding. Every refusal is a :class:`MediaRejected`.
+PyAV for MP4/MOV and WebM/Matroska, Pillow for animated GIF/WebP; uniform frames plus scene changes,
+streamed with limits checked before and while decoding (docs/design.md, "Video submissions").
 """
 
 from __future__ import annotations

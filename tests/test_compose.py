@@ -83,7 +83,7 @@ def test_compose__dfmod_roles_run_existing_commands(services: dict[str, Any]) ->
 def test_compose__dockerfile_entrypoint_is_dfmod() -> None:
     text = (PROJECT_ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["dfmod"]' in text
-    for package in ("moderation", "webhook_api", "worker"):
+    for package in ("moderation", "serving", "webhook_api", "worker"):
         assert f"COPY {package} ./{package}" in text
 
 

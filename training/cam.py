@@ -1,32 +1,8 @@
 """Grad-CAM as forward operations, so the served graph returns the map beside the logit.
 
-Grad-CAM weighs each channel of the last feature map ``F`` [B, 1280, 7, 7] by the mean gradient of
-the fake logit with respect to it, sums over channels and keeps the positive part. The logit
-depends on ``F`` only through its spatial mean ``s`` (the attention gate reads ``s``; the attended
-map is pooled to ``s * gate(s)``), so the gradient is the same at every position:
-``d logit / d F[c, h, w] = (d logit / d s)[c] / (H * W)``. ``d logit / d s`` is the backward pass
-of the small head written out by hand (eval mode: batch norm is a per-feature scale, dropout is
-the identity):
-
-- classifier ``v = d logit / d p`` for ``p = s * g``: back through Linear → BN → ReLU twice;
-- attention ``g = sigmoid(W2 relu(BN(W1 s + b1)) + b2)``:
-  ``d logit / d s = v * g + W1ᵀ (k1 * [h1 > 0] * W2ᵀ (v * s * g * (1 - g)))``.
-
-No autograd runs at serving time: the exported ONNX graph is these matrix products. The forward
-half is the logit's own (one pass through the head serves both outputs); each batch norm's scale
-``k`` is folded into the smallest neighbouring constant (export-time constants, not per-call
-work), and the ReLU masks select with ``where``. Three matrix–vector products with the head's
-1280 × 256 matrices remain; at batch 1 they are most of what the map costs.
-
-Scaling: Grad-CAM is usually divided by its maximum. A map whose positive evidence is a sliver of
-the evidence present (most real images: the channels' contributions nearly cancel) would then be
-stretched to full heat, and its shape would be float32 rounding, different between onnxruntime and
-PyTorch. So the map is divided by ``max(peak, WEAK_MAP * S)``, ``S`` the largest total magnitude
-``sum_c |w_c F_c|`` at any position: a strong map reaches 1 as usual, a weak one stays faint.
-:func:`autograd_cam` (the reference the export and the tests compare against) scales the same way.
-That ratio does not change when every ``w_c`` is multiplied by the same positive number, so the
-graph leaves out the ``1 / (H * W)``. ``F`` is the output of a ReLU6 (non-negative), so
-``|w_c F_c| = |w_c| F_c`` and one batched product gives the signed map and ``S`` together.
+The head's backward pass is written out by hand (no autograd at serving time) and the map scaled
+by ``max(peak, WEAK_MAP * S)``; :func:`autograd_cam` is the reference (docs/design.md,
+"Explanations").
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Training data: discovery (folders or CSV), deterministic stratified split, transforms, datasets.
 
-Every image goes through :func:`moderation.preprocess.load_image` first (the worker's own bytes →
-array function), so evaluation sees exactly what serving sees; training augmentations act on that
-uint8 [224, 224, 3] array afterwards. Normalisation happens on the batch, the same way the
-exported graph does it. Unreadable files are skipped and counted before training starts.
+Every image goes through :func:`moderation.preprocess.load_image` first, so evaluation sees what
+serving sees; unreadable files are skipped and counted before training starts.
 """
 
 from __future__ import annotations

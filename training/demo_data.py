@@ -1,11 +1,7 @@
-"""A deterministic synthetic real/fake image set for demos and tests (no downloads possible here).
+"""A deterministic synthetic real/fake image set for demos and tests (no downloads).
 
-"Real" images are procedurally drawn face-like scenes that went through a plausible camera
-pipeline once (optics blur, sensor noise, one JPEG encode). "Fake" images start from the same kind
-of scene and then receive the traces a face swap leaves: a donor face region that was resampled
-(down- and up-scaled), has a colour cast and a different sharpness than its surroundings, is blended
-in with a feathered mask, and the result is JPEG-compressed twice. Every image is a pure function
-of (seed, class, index), so the set is identical on every machine.
+"Real" images are face-like scenes through one camera pipeline; "fake" ones add the traces of a
+face swap. Every image is a pure function of (seed, class, index).
 """
 
 from __future__ import annotations

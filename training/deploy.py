@@ -1,17 +1,14 @@
 """Publishing a model version to the running Triton, recording it, and rolling back.
 
-Deploy copies a finished version folder (model.onnx + metadata.json [+ checkpoint.pt]) into
-``model_repository/<model>/.<N>.incoming``, renames it to ``<N>`` (Triton never sees half a
-version), asks Triton to load the model (explicit model control; ``version_policy latest 1``
-makes N serve and retires N-1 once N is ready), checks that an inference is answered by version
-N, and records a :class:`~moderation.models.ModelVersion` row (when, by whom, metrics, live).
-If Triton refuses the new version or another version answers, the folder is moved aside and the
-previous version is reloaded. A rollback republishes the previous version's files as a new
-number, so every verdict's version names exactly one set of weights (docs/design.md, Serving).
+Deploy writes the version folder (:func:`moderation.version_folders.write_version`), loads it,
+checks that version N answers and records a :class:`~moderation.models.ModelVersion`; a failure
+restores the previous version, and a rollback republishes it as a new number (docs/design.md,
+"Labels, retraining, deploy and rollback").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -27,7 +24,8 @@ from sqlalchemy.orm import Session
 from moderation import contract
 from moderation.models import ModelVersion
 from moderation.settings import Settings
-from training.export import CHECKPOINT_FILENAME, next_version
+from moderation.version_folders import next_version, version_numbers, write_version
+from training.export import CHECKPOINT_FILENAME
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +59,6 @@ class ServingTarget:
         return self.repository / self.model_name
 
 
-def repository_versions(model_dir: Path) -> list[int]:
-    """Returns the numeric version folders under a model folder, ascending."""
-    return sorted(int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit())
-
-
 def _check_outputs(source: Path, target: ServingTarget) -> None:
     """Refuses a model file without an output the repository's config.pbtxt names (``cam``)."""
     import onnxruntime as ort
@@ -93,23 +86,16 @@ def publish(
     if not (source / contract.ONNX_FILENAME).is_file():
         raise DeployError(f"{source} has no {contract.ONNX_FILENAME}; expected a version folder")
     _check_outputs(source, target)
-    version = next_version(target.model_dir)
-    final = target.model_dir / str(version)
-    staging = target.model_dir / f".{version}.incoming"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+
+    def fill(folder: Path) -> contract.ModelMetadata:
         for name in SERVED_FILES:
             if (source / name).is_file():
-                shutil.copy2(source / name, staging / name)
+                shutil.copy2(source / name, folder / name)
         meta = contract.ModelMetadata.read(source)
-        merged = {**meta.extra, **(extra or {})}
-        contract.ModelMetadata(**{**meta.__dict__, "version": version, "extra": merged}).write(
-            staging
-        )
-        os.rename(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        return dataclasses.replace(meta, extra={**meta.extra, **(extra or {})})
+
+    version = next_version(target.model_dir)
+    final = write_version(target.model_dir, version, fill)
     logger.info("published %s as version %d", source, version)
     return version, final
 
@@ -121,7 +107,7 @@ def _probe_image() -> np.ndarray:
 
 def check_serving(*, target: ServingTarget, version: int, timeout_s: float = 30.0) -> str:
     """Asks the served model one inference; returns the answering version or raises."""
-    from worker.triton_client import TritonClient
+    from serving.client import TritonClient
 
     client = TritonClient(target.grpc_url, model_name=target.model_name, timeout_s=timeout_s)
     try:
@@ -138,7 +124,7 @@ def check_serving(*, target: ServingTarget, version: int, timeout_s: float = 30.
 
 def activate(*, target: ServingTarget, version: int, folder: Path) -> None:
     """Loads the model and checks ``version`` answers; on failure retires the folder and reloads."""
-    from worker.triton_server import TritonStartError, load_model
+    from serving.server import TritonStartError, load_model
 
     try:
         serving = load_model(http_url=target.http_url, model_name=target.model_name)
@@ -227,7 +213,7 @@ def previous_version(session: Session, *, target: ServingTarget) -> tuple[int, i
             .order_by(ModelVersion.deployed_at.desc(), ModelVersion.created_at.desc())
         )
     )
-    on_disk = set(repository_versions(target.model_dir))
+    on_disk = set(version_numbers(target.model_dir))
     live = next((r for r in rows if r.live), None)
     if live is not None:
         for row in rows[rows.index(live) + 1 :]:

@@ -1,9 +1,7 @@
 """``dfmod ensemble fit``: score a holdout with every model's served graph, fit the combination.
 
-Each model's ``<version>/model.onnx`` (the file Triton serves) runs on onnxruntime here, on the
-worker's own preprocessing at the model's size and resize method, so no server is needed and the
-scores are the ones serving would give. The holdout is split (seeded) into a fitting half and a
-checking half; the stored weights come from the fitting half, the reported metrics from the other.
+Each ``model.onnx`` runs on onnxruntime with the worker's preprocessing; weights come from a seeded
+fitting half of the holdout, the reported metrics from the other half.
 """
 
 from __future__ import annotations

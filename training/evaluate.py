@@ -1,10 +1,8 @@
 """Evaluate a checkpoint: metrics, temperature scaling and a report folder with JSON and plots.
 
-The temperature is fitted on the validation split and the report is computed on the test split
-(validation when there is none), using the evaluation transform, which is the worker's own
-preprocessing. With a genuine-photo set (``dfmod genuine-photos``) the report also holds
-thresholds chosen for a target false-positive rate and recall (:mod:`training.thresholds`).
-``report.json`` is what ``dfmod export`` copies into a version's metadata.
+Temperature fitted on validation, report on test, with the worker's preprocessing; with a
+genuine-photo set also thresholds (:mod:`training.thresholds`). ``dfmod export`` copies
+``report.json`` into the version's metadata.
 """
 
 from __future__ import annotations

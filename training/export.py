@@ -1,17 +1,14 @@
 """Export a trained detector as a numbered Triton model version, checked against PyTorch itself.
 
-The exported graph takes the contract's uint8 NHWC ``image`` and returns ``logit`` [batch, 1] and
-``cam`` [batch, 7, 7] (Grad-CAM written as forward operations, :mod:`training.cam`) with ImageNet
-normalisation inside, so serving can never drift from training. Every export re-runs the same
-inputs through PyTorch and the exported model and refuses to write a version whose logits or maps
-differ by more than :data:`PARITY_TOLERANCE` (the maps from torch autograd's Grad-CAM).
+The graph takes the contract's uint8 ``image`` and returns ``logit`` and ``cam``; a version whose
+outputs differ from PyTorch's by more than :data:`PARITY_TOLERANCE` is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
-import shutil
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -24,6 +21,7 @@ import onnxruntime as ort
 import torch
 
 from moderation import contract
+from moderation.version_folders import write_version as write_folder
 from training.cam import CamExportWrapper, autograd_cam
 from training.checkpoint import save_checkpoint
 from training.model import DeepfakeDetector, ExportWrapper
@@ -336,12 +334,6 @@ def code_revision(repo: Path | None = None) -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def next_version(model_dir: Path) -> int:
-    """Returns the next free numeric version under a model folder (1 when there is none)."""
-    numbers = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
-    return max(numbers, default=0) + 1
-
-
 def write_version(
     *,
     model: DeepfakeDetector,
@@ -358,16 +350,16 @@ def write_version(
         raise FileExistsError(
             f"{target} already exists; pass --overwrite or choose another version"
         )
-    staging = model_dir / f".{version}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    parities: list[ParityReport] = []
+
+    def fill(folder: Path) -> contract.ModelMetadata:
         # Grad-CAM is written for the seed's feature map; another family (the residual
         # detector) is served with its logit only, like a version exported before maps.
         cam = isinstance(model, DeepfakeDetector)
-        onnx_path = export_onnx(model, staging / contract.ONNX_FILENAME, cam=cam)
+        onnx_path = export_onnx(model, folder / contract.ONNX_FILENAME, cam=cam)
         session = onnx_session(onnx_path)
         parity = check_parity(model, lambda x: onnx_logits(session, x), real_images)
+        parities.append(parity)
         extra = {
             **metadata.extra,
             "onnx_parity": parity.as_dict(),
@@ -377,16 +369,12 @@ def write_version(
             extra["cam_parity"] = check_cam_parity(
                 model, lambda x: onnx_cams(session, x), real_images
             )
-        final = contract.ModelMetadata(**{**metadata.__dict__, "version": version, "extra": extra})
-        final.write(staging)
-        save_checkpoint(staging / CHECKPOINT_FILENAME, checkpoint)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        save_checkpoint(folder / CHECKPOINT_FILENAME, checkpoint)
+        return dataclasses.replace(metadata, extra=extra)
+
+    write_folder(model_dir, version, fill, overwrite=overwrite)
     logger.info("wrote model version %s", target)
-    return target, parity
+    return target, parities[0]
 
 
 def utc_now() -> str:

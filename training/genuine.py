@@ -1,11 +1,7 @@
 """A set of genuine photographs from installed Debian packages, for choosing thresholds.
 
-``dfmod genuine-photos`` copies the photographs that a few Debian packages ship (wallpapers that
-are camera photos, listed in :data:`CATALOGUE`), records each file's package, package version,
-author and licence, and writes crops of them with a CSV manifest ``path,label,split,...`` that
-``dfmod evaluate --genuine`` reads. Every crop of one photograph lands in the same split, so no
-photograph is both where thresholds are chosen (``val``) and where their error rates are
-reported (``test``).
+``dfmod genuine-photos`` writes crops of the :data:`CATALOGUE` photographs with their origin and
+licence in a CSV manifest; all crops of one photograph share a split.
 """
 
 from __future__ import annotations

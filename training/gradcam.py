@@ -1,11 +1,7 @@
 """On-demand Grad-CAM for verdicts stored without a map (model versions exported before ``cam``).
 
-Verdicts of versions with the ``cam`` output carry their map, and the dashboard draws those with
-``moderation.explanation`` alone; this module is the fallback where torch is installed. The overlay
-is computed from the model version's ``checkpoint.pt`` (beside its ONNX file in the
-model repository) on the exact preprocessed pixels the scorer saw, then cached as a PNG under the
-data folder, so each item costs one forward and backward pass once. torch and the training code
-are imported lazily: the API runs without them until a reviewer asks for a heatmap.
+Computed from the version's ``checkpoint.pt`` on the scorer's pixels and cached as a PNG; torch is
+imported lazily, only when a reviewer asks for such a heatmap.
 """
 
 from __future__ import annotations

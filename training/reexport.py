@@ -1,12 +1,8 @@
 """Re-export a model version from its own ``checkpoint.pt`` so it also serves the ``cam`` output.
 
-Same weights, same number: the new ``model.onnx`` must give the logits of the file it replaces
-(within the export tolerance) on random images and on the given real ones, so the version's
-recorded metrics, calibration and every verdict it already gave stay true. The Grad-CAM maps are
-checked against torch autograd like any export. ``metadata.json`` keeps its fields and gains
-``extra.reexport`` (when, from which code, why, the logit difference measured) and
-``extra.cam_parity``. Usage: ``python -m training.reexport model_repository/deepfake_detector/1
-[--images DIR]``.
+Same weights, same number: the new graph must give the old logits within tolerance;
+``metadata.json`` gains ``extra.reexport`` and ``extra.cam_parity``.
+Usage: ``python -m training.reexport model_repository/deepfake_detector/1 [--images DIR]``.
 """
 
 from __future__ import annotations

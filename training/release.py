@@ -1,9 +1,7 @@
 """Turn a checkpoint and its evaluation report into a numbered model version (``dfmod export``).
 
-Writes ONNX + metadata + slim checkpoint into ``model_repository/deepfake_detector/<N>/`` and the
-side artefacts (TorchScript, INT8 ONNX, a JSON summary) into an artefacts folder; every exported
-form is checked against PyTorch on the same images, and the INT8 model's size and metric deltas
-are recorded in the metadata.
+Writes ONNX, metadata and a slim checkpoint into ``model_repository/deepfake_detector/<N>/`` and
+the side artefacts (TorchScript, INT8 ONNX, a summary) elsewhere, each checked against PyTorch.
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from moderation import contract
+from moderation.version_folders import next_version
 from training.checkpoint import model_from_checkpoint, slim_checkpoint
 from training.data import DataError, discover, scan, stratified_split
 from training.demo_data import make_fake, make_real
@@ -25,7 +24,6 @@ from training.export import (
     check_parity,
     code_revision,
     export_torchscript,
-    next_version,
     onnx_logits,
     onnx_session,
     quantize_int8,

@@ -1,16 +1,7 @@
 """The second built-in detector: resampling residuals, then a light CNN (``residual_detector``).
 
-A different family from the seed (MobileNetV2 on the image itself): in the spirit of NPR
-(Tan et al., "Rethinking the Up-Sampling Operations in CNN-based Generative Network for
-Generalizable Deepfake Detection", CVPR 2024) the network never sees the picture, only what is
-left of it after subtracting its own down-then-up-sampled copy (2x2 average down, nearest up).
-Generators and splicing leave local correlations between neighbouring pixels that this residual
-keeps while it removes most of the scene content. Four strided 3x3 convolutions with BatchNorm
-and ReLU, global average pooling and one linear layer give one logit.
-
-It takes the same input as the seed (float NCHW, ImageNet-normalised; the residual of an affine
-normalisation is the normalised residual up to per-channel scale), so the training loop, the
-export wrapper (uint8 NHWC 224 RGB in the graph) and the evaluation are shared with the seed.
+NPR-style: the network sees only the picture minus its down-then-up-sampled copy; same input as
+the seed, so training, export and evaluation are shared (docs/design.md, "Several detectors").
 """
 
 from __future__ import annotations

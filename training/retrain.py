@@ -1,16 +1,8 @@
 """The retraining loop (``dfmod retrain``): labels + base data → train → gate → export → deploy.
 
-1. The exported review labels (``dfmod labels export``) and the base data set are merged into one
-   CSV manifest; images of the fixed holdout are never trained on.
-2. Training starts from the live version's checkpoint (``init="live"``, when the version folder
-   keeps one) or from scratch.
-3. The challenger is calibrated on its validation split and exported to ONNX in the run folder;
-   it and the live ONNX model are scored on the same fixed holdout with onnxruntime: what Triton
-   would serve, on the same images.
-4. Gate: the challenger may be worse than live by at most ``margin_auc`` in ROC AUC and
-   ``margin_bacc`` in balanced accuracy. A refused challenger is never written into the model
-   repository; the verdict and both metric sets are in ``RUN/gate.json`` either way.
-5. A passing challenger is deployed as version N+1 (:mod:`training.deploy`).
+A challenger trained on the merged labels is scored beside the live model on a fixed holdout and
+deployed as N+1 only if it passes the gate; ``RUN/gate.json`` holds the verdict
+(docs/design.md, "Labels, retraining, deploy and rollback").
 """
 
 from __future__ import annotations
@@ -27,8 +19,9 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from moderation import contract
+from moderation.version_folders import version_numbers
 from training.data import DataError, discover, scan
-from training.deploy import ServingTarget, deploy, repository_versions
+from training.deploy import ServingTarget, deploy
 from training.export import CHECKPOINT_FILENAME, onnx_logits, onnx_session
 from training.metrics import classification_metrics
 
@@ -199,7 +192,7 @@ def export_challenger(req: RetrainRequest, checkpoint: Path, live_dir: Path) -> 
 
 def retrain(*, session: Session, req: RetrainRequest, target: ServingTarget) -> RetrainResult:
     """Runs the whole loop; deploys only a challenger that passes the gate."""
-    versions = repository_versions(target.model_dir)
+    versions = version_numbers(target.model_dir)
     if not versions:
         raise DataError(f"{target.model_dir} has no version to compare against")
     live = versions[-1]  # version_policy latest 1: the highest folder is the one serving

@@ -1,10 +1,7 @@
 """Decision thresholds chosen by measured error rates, with confidence intervals.
 
-``flag_at`` is the lowest calibrated p(fake) at which at most ``target_fpr`` of genuine photos
-are flagged; ``pass_below`` the highest at which at least ``target_recall`` of fakes are not
-passed. Both are chosen on one split and their rates reported on another, with exact
-(Clopper-Pearson) 95 % intervals, so the figures in a version's metadata are not the ones the
-thresholds were fitted to.
+``flag_at`` meets ``target_fpr`` on genuine photos, ``pass_below`` meets ``target_recall`` on fakes;
+chosen on one split, reported on another with Clopper-Pearson 95 % intervals.
 """
 
 from __future__ import annotations

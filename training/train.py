@@ -1,9 +1,7 @@
 """The training loop: the seed recipe on CPU or CUDA, resumable, with per-epoch JSON-lines metrics.
 
-AdamW (weight decay 1e-4), focal loss, gradient clipping at 1.0, cosine annealing per epoch,
-gradient accumulation, mixed precision on CUDA, early stopping on a monitored validation metric.
-A run folder holds ``config.json``, ``metrics.jsonl``, ``last.pt`` (full state for ``--resume``)
-and ``best.pt``.
+A run folder holds ``config.json``, ``metrics.jsonl``, ``last.pt`` (for ``--resume``) and
+``best.pt`` (docs/design.md, "Detector: training").
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
 """Parsing and validating ``POST /v1/submissions`` bodies without decoding any media.
 
-Three shapes are accepted: ``multipart/form-data`` with a ``file`` part, ``application/json``
-with a ``media_url``, or the media itself as the body (``image/*``, the video containers the
-worker decodes, or ``application/octet-stream``) with the optional fields as query parameters.
-All may carry ``callback_url``, ``external_id`` and ``metadata`` (a JSON object; as text in a form
-field or query parameter), in the body or as query parameters (the body's value where both give
-one); anything else is refused
-(422) so a typo never goes unnoticed. The fields are validated by the models of
-``moderation.api_schema``, which are also the OpenAPI document's schemas. URLs are checked against
-the SSRF guard at submission time. Uploads are accepted whatever their bytes: the
-worker's preprocessing is the one place deciding what is an image, so a non-image ends ``failed``
-with ``unsupported_media`` (a raw body's Content-Type is only recorded, never trusted).
+Multipart with a ``file``, JSON with a ``media_url``, or the media as the body (fields as query
+parameters); unknown fields are refused (422), URLs pass the SSRF guard, and uploads are accepted
+whatever their bytes (the worker decides what is an image).
 """
 
 from __future__ import annotations

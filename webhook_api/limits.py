@@ -1,9 +1,7 @@
 """Per-tenant submission rate limit, shared by every API process through the database.
 
-The limit is a sliding window over the tenant's own submission rows (``created_at`` is indexed
-per tenant), so all gunicorn workers and hosts see the same count without Redis or shared memory.
-Concurrent requests can overshoot by at most the number of requests in flight at once; a refusal
-is a 429 problem whose ``Retry-After`` says when the oldest counted submission leaves the window.
+A sliding window over the tenant's own submission rows; a refusal is a 429 problem whose
+``Retry-After`` says when the oldest counted submission leaves the window.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Prometheus metrics of the API: requests by route and status, latency, submissions by status.
 
-Request metrics live in a registry per application (tests build many apps in one process);
-the submissions-by-status gauge is collected at scrape time from the database. When
-``PROMETHEUS_MULTIPROC_DIR`` is set (``dfmod api`` sets it for more than one gunicorn worker), a
-scrape sums the counters of every worker process, so any worker answers with the same totals.
+One registry per application; the by-status gauge is read from the database at scrape time; with
+``PROMETHEUS_MULTIPROC_DIR`` every gunicorn worker answers with the same totals.
 """
 
 from __future__ import annotations
@@ -62,7 +60,7 @@ class _SubmissionsByStatus(Collector):
 
 
 class ApiMetrics:
-    """The per-application registry and its request hooks."""
+    """The per-application registry and its request hooks (tests build many apps in one process)."""
 
     def __init__(self, app: Flask) -> None:
         self.registry = CollectorRegistry()

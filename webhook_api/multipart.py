@@ -1,12 +1,8 @@
 """A one-pass ``multipart/form-data`` split for bodies already in memory, Werkzeug as the fallback.
 
-Werkzeug's streaming parser compiles two regular expressions per request (each boundary is new,
-so Python's pattern cache never hits) and moves every 64 KiB chunk through a bytearray; for an
-upload of a few MB that was a sixth of the API's CPU per submission. A body whose length is known
-and at most ``IN_MEMORY_BODY_BYTES`` is read once and split with ``bytes.find``. Anything this
-split does not recognise exactly (a preamble, whitespace after a boundary, folded headers, a part
-without a name, a limit exceeded) goes to Werkzeug's parser unchanged, so the answer to an unusual
-body is Werkzeug's, and the usual one is the same, only cheaper.
+A body of known length up to ``IN_MEMORY_BODY_BYTES`` is split with ``bytes.find``; anything it
+does not recognise exactly goes to Werkzeug's parser unchanged (docs/design.md, "Storage,
+security and the webhook API").
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """The OpenAPI 3.1 document served at ``/openapi.json``, generated from the API's models.
 
-Every schema comes from the pydantic models of :mod:`moderation.api_schema` (the same ones that
-validate requests and build responses); this module only says which operation takes and answers
-which model, with which statuses. ``tests/api/test_ops.py`` asserts that its paths and methods equal
-the application's URL map. Routes under :data:`UNDOCUMENTED_PREFIXES` (HTML dashboard, static
-files) are not part of the JSON API.
+Schemas come from :mod:`moderation.api_schema`; this module says which operation takes and
+answers which model, with which statuses. Routes under :data:`UNDOCUMENTED_PREFIXES` are left out.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def _check_broker(st: AppState) -> dict[str, Any]:
 
 
 def _check_triton(st: AppState) -> dict[str, Any]:
-    from worker.triton_client import TritonClient
+    from serving.client import TritonClient
 
     client = TritonClient.from_settings(st.settings)
     try:

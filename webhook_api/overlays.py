@@ -1,10 +1,7 @@
 """Grad-CAM overlays for the review dashboard, drawn from the map stored with each verdict.
 
-Every verdict of a model version with the ``cam`` output carries its 7x7 map
-(``verdict.explanation``), so an overlay is numpy and Pillow over the stored media: no model pass,
-no torch, instant. Older verdicts (no stored map) fall back to the on-demand autograd heatmap when
-the training extra is installed; otherwise, and for anything else that cannot be drawn, the answer
-is still a PNG that says why in words, so no ``<img>`` in the dashboard is ever broken.
+Verdicts without a map fall back to :mod:`training.gradcam` where torch is installed; anything that
+cannot be drawn is still a PNG saying why, so no ``<img>`` is ever broken.
 """
 
 from __future__ import annotations

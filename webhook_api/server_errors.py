@@ -1,10 +1,7 @@
 """Errors the HTTP server answers itself, as ``application/problem+json`` like every other one.
 
-gunicorn refuses a request line over ``limit_request_line`` (414), too many or too long header
-fields (431) and malformed HTTP (400) before the application sees the request, and writes them
-through ``gunicorn.util.write_error`` as an HTML page. :func:`install` replaces that function (the
-one gunicorn's workers call for all such answers) with one writing an RFC 9457 problem with the
-same status; ``tests/api/test_server_errors.py`` holds it to a real gunicorn process.
+:func:`install` replaces ``gunicorn.util.write_error`` (its 400, 414 and 431 answers) with one
+writing an RFC 9457 problem with the same status.
 """
 
 from __future__ import annotations

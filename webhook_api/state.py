@@ -41,7 +41,10 @@ class AppState:
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:
         """Returns state built from settings (engine created, nothing connected yet)."""
-        engine = make_engine(settings.resolved_database_url)
+        # One connection per request thread, and one for the metrics scrape.
+        engine = make_engine(
+            settings.resolved_database_url, postgres_pool_size=settings.api_threads + 1
+        )
         return cls(
             settings=settings,
             engine=engine,

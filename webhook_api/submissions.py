@@ -1,10 +1,7 @@
 """The ``/v1/submissions`` blueprint: validate, store, commit, enqueue by name, answer 202.
 
-Nothing is decoded or scored here. The submission row, written ``queued``, and the
-Idempotency-Key record commit in one transaction; only then is the task sent to the broker by
-name. If the broker is down the row goes back to ``received`` (what the sweeper and operators
-see), the submission is still accepted, and the sweeper enqueues it later; a crash between the
-commit and the send leaves it ``queued`` without a message, which the sweeper also picks up.
+The row (written ``queued``) and the Idempotency-Key record commit together, then the task is sent;
+if the broker is down the row goes back to ``received`` and the sweeper enqueues it later.
 """
 
 from __future__ import annotations
@@ -110,7 +107,8 @@ def _create(intake: Intake, tenant_id: str, key: str | None, fingerprint: str) -
     sha256 = None
     if intake.data is not None:
         sha256 = st.blobs.put(intake.data, sha256=intake.sha256)
-    with session_scope(st.session_factory) as session:
+    # Without an Idempotency-Key the row is the one write (no BEGIN and COMMIT on PostgreSQL).
+    with session_scope(st.session_factory, autocommit=key is None) as session:
         view = create_submission(
             session=session,
             tenant_id=tenant_id,

@@ -51,7 +51,7 @@ def _has_cam(folder: Path) -> bool:
 
 
 def _serving(settings: Settings) -> tuple[list[str] | None, str]:
-    from worker.triton_client import TritonClient
+    from serving.client import TritonClient
 
     client = TritonClient(
         settings.triton_grpc_url,

@@ -1,1 +1,1 @@
-"""The Celery app, its thin tasks, the Triton client and callback delivery."""
+"""The Celery app, its thin tasks, scoring, leases, the sweeper and callback delivery."""

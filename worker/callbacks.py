@@ -1,17 +1,8 @@
 """Signed callbacks: delivery of the outbox rows (:mod:`moderation.outbox`) with retries.
 
-Delivery follows Standard Webhooks: ``webhook-id`` is the outbox row's id and stays the same on
-every retry, ``webhook-timestamp`` is the attempt's time and ``webhook-signature`` signs
-``id.timestamp.body`` with the tenant's secret. Only a 2xx answer within ``callback_timeout_s`` is
-success; redirects are not followed. Failed attempts are retried on ``settings.callback_delays``
-(the Standard Webhooks/Svix schedule), then the row is ``dead``.
-
-An attempt first *claims* its row with one conditional update (row pending and due) that counts
-the attempt and pushes ``next_attempt_at`` past the request's timeout as a lease. A duplicate task
-or the sweeper therefore never sends the same attempt twice, and a worker that dies mid-request
-leaves a row the sweeper picks up once the lease expires. The attempt's result is recorded by one
-update conditional on the attempt number it claimed, so a late result never overwrites a newer
-attempt's state.
+Standard Webhooks headers; only a 2xx within ``callback_timeout_s`` succeeds; retries follow
+``settings.callback_delays``, then the row is ``dead``. Each attempt claims its row with one
+conditional update, so no attempt is sent twice (docs/design.md, "Workers").
 """
 
 from __future__ import annotations
@@ -135,7 +126,7 @@ def _claim(factory: sessionmaker[Session], delivery_id: str, lease_s: float) -> 
     tenant's signing secrets.
     """
     now = utcnow()
-    with session_scope(factory) as session:
+    with session_scope(factory, autocommit=True) as session:  # one statement
         claimed = session.execute(
             _CLAIM,
             {
@@ -225,7 +216,8 @@ def _record(
         status = DeliveryStatus.DEAD if wait is None else DeliveryStatus.PENDING
         if wait is not None:
             params["retry_at"] = params["now"] + dt.timedelta(seconds=wait)
-    with session_scope(factory) as session:
+    # One write; the lookup after a miss only reads.
+    with session_scope(factory, autocommit=True) as session:
         recorded = session.execute(_RECORD[status], params)
         if recorded.rowcount != 1:  # type: ignore[attr-defined]
             current = session.execute(_STATUS, {"delivery_id": attempt.delivery_id}).scalar()

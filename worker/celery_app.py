@@ -1,14 +1,7 @@
 """The one Celery application: broker, reliability options, task names and the sweeper schedule.
 
-The API enqueues by task name through :mod:`worker.enqueue`, which builds the app with
-:func:`create_celery`; importing this module never imports the tasks, Triton or the database. The
-worker binds the tasks with :func:`worker.tasks.register_tasks` when it starts.
-
-Reliability: tasks are acknowledged late and rejected back to the queue when a worker process dies,
-each worker process reserves one message at a time on Redis (a few per thread on the polled SQLite
-broker, see :mod:`worker.sqlite_broker`), payloads are JSON only and results are not stored (the
-database is the source of truth). Every task is idempotent, so redelivery is safe; jobs a killed
-worker held are re-enqueued when their lease lapses (:mod:`worker.leases`).
+Importing it imports no task, Triton or database module; the worker binds the tasks with
+:func:`worker.tasks.register_tasks`. Late acks, JSON only, no results (docs/design.md, "Workers").
 """
 
 from __future__ import annotations

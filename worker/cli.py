@@ -1,10 +1,7 @@
 """``dfmod worker``, ``dfmod beat`` and ``dfmod sweep``: the Celery processes from the command line.
 
-The worker runs the one app from :func:`worker.celery_app.create_celery`. On the embedded stack
-(SQLite database and ``sqla+sqlite`` broker) it defaults to the threads pool: one process, so
-SQLite sees one writer process and memory stays small; elsewhere to prefork (which the SQLite
-broker refuses). ``--beat`` embeds the periodic sweeper's scheduler as a thread (what ``dfmod up``
-does); production runs ``dfmod beat`` once per deployment.
+The worker defaults to the threads pool on the embedded stack and to prefork elsewhere;
+``--beat`` embeds the sweeper's scheduler as a thread (what ``dfmod up`` does).
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -86,27 +82,6 @@ def embed_beat(app: Any, settings: Settings) -> None:
     signals.worker_shutdown.connect(stop, weak=False)
 
 
-def declare_queues(app: Any, *, attempts: int = 5) -> None:
-    """Declares the task queues once before the worker (and its embedded beat) start.
-
-    kombu's SQLAlchemy transport creates a queue's row with a plain SELECT-then-INSERT, so two
-    processes declaring it at the same moment (worker consumer, beat, API) make the loser fail
-    with a unique-constraint error, which kills a worker at start-up. Declaring here, retrying
-    the loser, leaves the row in place for everyone else.
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            with app.connection_for_write() as connection:
-                for queue in app.amqp.queues.values():
-                    queue.bind(connection.default_channel).declare()
-            return
-        except Exception as exc:
-            if attempt == attempts:
-                raise
-            logger.info("declaring queues failed (%s); retrying", exc)
-            time.sleep(0.2 * attempt)
-
-
 def prepare_metrics(settings: Settings) -> Path | None:
     """Gives this worker a fresh multiprocess metrics folder when exposition is on; returns it.
 
@@ -164,7 +139,6 @@ def worker_command(
     if hostname:
         argv.append(f"--hostname={hostname}")
     app = register_tasks(create_celery(settings))
-    declare_queues(app)
     heartbeat.attach(app)
     if metrics_dir is not None:
         from worker.metrics import serve

@@ -20,7 +20,7 @@ from moderation.settings import Settings
 
 if TYPE_CHECKING:
     from moderation.bank_index import BankMatcher
-    from worker.triton_client import TritonClient
+    from serving.client import TritonClient
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,10 @@ class WorkerDeps:
     def client(self) -> TritonClient:
         """Returns the process's Triton client (created on first use)."""
         if self._client is None:
-            from worker.triton_client import get_client
+            from serving.client import get_client
+            from worker.metrics import JOINED_IMAGES
 
-            self._client = get_client(self.settings)
+            self._client = get_client(self.settings, on_joined=JOINED_IMAGES.observe)
         return self._client
 
     @classmethod

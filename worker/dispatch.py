@@ -1,14 +1,7 @@
 """First callback attempts from a small pool of threads in the worker process.
 
-The outbox row, written in the verdict's own transaction, is the durable record of a callback;
-the broker is needed only to schedule retries. Handing the first attempt to a local pool right
-after the verdict saves, per submission, a publish, a fetch, a Celery task and the wait behind
-every scoring queued meanwhile. The pool is bounded and keeps no backlog: when none of its
-threads is idle (slow receivers), :meth:`Dispatcher.offer` refuses and the caller enqueues the
-delivery task as before, so a slow receiver never holds a scoring slot or another callback. An
-attempt lost with the process (a kill, a shutdown) leaves a pending, due outbox row, which the
-sweeper enqueues; a duplicate attempt is a no-op because attempts are claimed
-(``worker.callbacks``).
+:meth:`Dispatcher.offer` refuses when no thread is idle (the caller enqueues the delivery task
+instead); an attempt lost with the process is left to the sweeper (docs/design.md, "Workers").
 """
 
 from __future__ import annotations

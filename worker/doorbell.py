@@ -1,14 +1,7 @@
 """A doorbell for the embedded SQLite broker: publishers ring, the consuming worker wakes at once.
 
-kombu's SQLAlchemy transport polls: a worker with nothing to do looks at the queue table every
-``SQLA_POLLING_INTERVAL_S`` (0.1 s), so a lone submission waited 50 ms on average before a worker
-saw it — half the latency of a quiet embedded stack. Redis pushes instead; this gives the SQLite
-broker the same effect on one host. The worker binds a datagram socket in Linux's abstract
-namespace, named after the broker file's absolute path (no file to clean up, gone with the
-process); every publish to that file sends it one byte, and the worker's wait between polls
-returns at once. The bell only shortens waits: a lost ring (a full socket buffer, a second worker
-process that could not bind the name, a platform without abstract sockets) leaves the polling as
-it was, so nothing depends on it.
+A datagram socket in Linux's abstract namespace named after the broker file; a lost ring only
+leaves the polling as it was (docs/design.md, "SQLite broker").
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Fetching a submission's ``media_url``: guarded, bounded, sniffed, stored as a blob.
 
-Each hop passes the SSRF guard on its resolved address (the connection is pinned to the checked
-address); redirects are followed by hand, at most :data:`MAX_REDIRECTS`, re-checking every hop.
-The body is streamed with a byte limit (``max_upload_bytes``) and a total time limit
-(``fetch_timeout_s``), and its first bytes are sniffed so a video or an HTML page is refused
-without downloading all of it. Failures end the submission ``failed`` with ``fetch_failed``,
-``too_large`` or ``unsupported_media``; they are not retried (the platform may submit again).
+Every hop passes the SSRF guard (at most :data:`MAX_REDIRECTS`); size and time are limited and the
+first bytes sniffed. Failures end the submission ``failed`` and are not retried.
 """
 
 from __future__ import annotations

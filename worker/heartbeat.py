@@ -1,9 +1,7 @@
 """Wires the lease heartbeat (:mod:`worker.leases`) into a Celery worker's main process.
 
-What the worker holds is read from Celery's own record of it, ``celery.worker.state``: every
-request received and not yet finished (prefetched or running, in any pool); a received message
-wakes the heartbeat so its lease is written at once. The heartbeat has its own database engine,
-kept out of prefork children, and asks the broker how many messages wait in dfmod's queue.
+It reads what the worker holds from ``celery.worker.state``, has its own database engine (kept out
+of prefork children) and asks the broker how many messages wait.
 """
 
 from __future__ import annotations

@@ -1,22 +1,8 @@
 """Leases on in-flight jobs: a worker that dies gives its jobs back within seconds.
 
-A worker holds a lease on every submission whose message it has taken from the broker (waiting in
-its prefetch or running): ``lease_owner`` names the worker, ``lease_expires_at`` says until when.
-A heartbeat thread in the worker's main process renews the leases of everything the worker holds
-every ``lease_s / 3`` seconds, writing new ones as soon as a message arrives. A lease that lapsed
-means the worker is gone (SIGKILL, lost machine, frozen process): every worker's heartbeat and the
-sweeper re-enqueue such jobs with a single conditional UPDATE, so exactly one of them does it.
-
-While the worker lives its leases never lapse, so a long video is never scored twice: a second
-message for a job leased by a live worker (a broker redelivery, a sweep) finds it taken and does
-nothing. A task that schedules a retry hands its lease back, due by the retry time plus a lease,
-so a retry held by a worker that dies is re-enqueued too. The rows reach their end state, or are
-handed over to another message (fetched bytes stored), with their lease cleared in the same
-statement.
-
-Messages taken from the broker but not yet leased (milliseconds), and publishes that never
-reached it, are caught by :func:`orphans`: unleased rows older than two leases beyond what the
-broker's queue still holds are re-enqueued, oldest first.
+A worker's heartbeat renews the lease of every job it holds; a lapsed lease is re-enqueued by one
+conditional UPDATE; :func:`orphans` catches messages taken but not yet leased
+(docs/design.md, "Workers"; docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -143,7 +129,7 @@ def hold(*, session_factory: sessionmaker[Session], ids: Iterable[str], settings
             updated_at=_S.c.updated_at,  # a renewal is not a change of the submission
         )
     )
-    with session_scope(session_factory) as session:
+    with session_scope(session_factory, autocommit=True) as session:  # one statement
         return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
 
 
@@ -163,7 +149,7 @@ def hand_back(
         .where(_S.c.id == submission_id, _S.c.lease_owner == owner())
         .values(lease_owner=None, lease_expires_at=due, updated_at=_S.c.updated_at)
     )
-    with session_scope(session_factory) as session:
+    with session_scope(session_factory, autocommit=True) as session:  # one statement
         session.execute(statement)
 
 

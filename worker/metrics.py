@@ -1,23 +1,8 @@
 """Prometheus metrics of the worker: where a scoring's time goes, stage by stage.
 
-``dfmod_worker_stage_seconds{stage}`` is a histogram of each stage of the work a worker does for
-one submission: ``blob`` (read the stored bytes), ``provenance`` (look for a C2PA manifest and
-read it, moderation.provenance), ``decode`` (parse and decode the image),
-``resize`` (RGB conversion and resize to the model input), ``inference`` (the Triton call as the
-client sees it: wire + Triton queue + compute; Triton's own statistics split the last two off),
-``database`` (the claim and verdict transactions) and ``callback`` (one signed delivery attempt).
-Two more are waits, observed on first attempts only: ``queue`` (from the API handing the
-submission to the broker until a worker claims it) and ``callback_queue`` (from a callback being
-due until its attempt starts). ``dfmod_worker_stage_cpu_seconds_total{stage}`` adds up the CPU
-time the working thread spent in each timed stage (not the waits): set beside the wall time, it
-tells work from waiting for a core, the database's lock or Triton; the worker's whole CPU less the
-stages' is Celery's and the broker's share. ``dfmod_worker_triton_request_images`` counts the
-images of each Triton request that joined concurrent scorings (see ``worker.triton_client``).
-
-Exposition is off unless ``DFMOD_WORKER_METRICS_PORT`` is set. Then ``dfmod worker`` points
-prometheus_client at a fresh multiprocess folder before any task module (or this one) is
-imported, so prefork children and thread pools report into one registry, and :func:`serve` starts
-``/metrics`` in the worker's main process.
+Wall and CPU time per stage, the queue waits and Triton batch sizes; exposition is off unless
+``DFMOD_WORKER_METRICS_PORT`` is set, then :func:`serve` starts ``/metrics`` in the main process
+(docs/performance.md, "Where a submission's time goes").
 """
 
 from __future__ import annotations
@@ -64,7 +49,7 @@ STAGE_CPU_SECONDS = Counter(
 
 JOINED_IMAGES = Histogram(
     "dfmod_worker_triton_request_images",
-    "Images per Triton request of joined scorings (worker.triton_client, triton_batch_images)",
+    "Images per Triton request of joined scorings (serving.client, triton_batch_images)",
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
 )
 

@@ -69,7 +69,7 @@ def import_command(
         f"wrapper parity {result.parity_max_abs:.2g}) into {result.path}"
     )
     if load:
-        from worker.triton_server import TritonStartError, load_model
+        from serving.server import TritonStartError, load_model
 
         try:
             serving = load_model(

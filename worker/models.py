@@ -1,13 +1,7 @@
 """Every enabled model of a tenant in one round: concurrent Triton requests, one answer each.
 
-:class:`ModelSet` keeps one :class:`~worker.triton_client.TritonClient` per model (each with its
-own request joiner) and sends an item's inputs to all of them at once from a small thread pool,
-so the round costs the slowest model, not the sum. Inputs are prepared once per item per
-(size, resize method) by the caller. A model that fails (unavailable after its retries, not
-loaded, refusing the input) is reported as missing and skipped for ``SKIP_AFTER_FAILURE_S``, so a
-model that is down costs one failed round, not every item's retries; the verdict comes from the
-others, marked partial. Only when no model answers does the caller see ``InferenceUnavailable``
-and retry the submission as before.
+:class:`ModelSet` keeps a client per model; a model that fails is reported missing and skipped for
+``SKIP_AFTER_FAILURE_S``; only when none answers does the caller see ``InferenceUnavailable``.
 """
 
 from __future__ import annotations
@@ -27,8 +21,8 @@ from prometheus_client import Counter, Histogram
 
 from moderation.ensemble import ModelInfo, model_info, servable_models
 from moderation.settings import Settings
-from worker.metrics import BUCKETS
-from worker.triton_client import InferenceUnavailable, TritonClient
+from serving.client import InferenceUnavailable, TritonClient
+from worker.metrics import BUCKETS, JOINED_IMAGES
 
 # In this module rather than worker.metrics: one model's round is this module's business.
 MODEL_SECONDS = Histogram(
@@ -88,6 +82,7 @@ class ModelSet:
             timeout_s=s.triton_timeout_s,
             retries=s.triton_retries,
             batch_images=s.triton_batch_images,
+            on_joined=JOINED_IMAGES.observe,
         )
 
     def client(self, name: str) -> TritonClient:

@@ -1,13 +1,7 @@
 """Outbound HTTP for the worker (media fetches and callbacks) through the SSRF guard.
 
-Every request goes through :func:`moderation.ssrf.safe_session`, which checks the resolved address
-against ``DFMOD_OUTBOUND_ALLOWLIST`` and connects to the address it checked. Redirects are never
-followed here: callers decide (callbacks treat them as failure, fetches re-check each hop). All
-failures become :class:`OutboundError` with a message saying what happened.
-
-Each thread keeps one guarded session per allow-list instead of building one per request. After
-every request its connection pools are closed and its cookies dropped, as if it were new: the
-next request is checked and pinned afresh, and nothing one server sent reaches another.
+Redirects are never followed here; failures become :class:`OutboundError`. Each thread reuses one
+guarded session per allow-list, reset after every request.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """``dfmod scan FILE...``: score image files straight through Triton, no database or queue.
 
-The quickest way to see the model answer: the same preprocessing as the worker
-(:func:`moderation.preprocess.load_image`), one batched gRPC call, and the same calibration and
-policy (:mod:`moderation.policy`) with the temperature and thresholds of the version that answered
-(its ``metadata.json``). With ``--start-server`` it runs the bundled Triton for the duration.
+The worker's preprocessing, one batched gRPC call and the answering version's calibration and
+policy; ``--start-server`` runs the bundled Triton for the duration.
 """
 
 from __future__ import annotations
@@ -23,8 +21,8 @@ from moderation.contract import ModelMetadata
 from moderation.policy import calibrate, decide
 from moderation.preprocess import ImageLimits, MediaRejected, load_image
 from moderation.settings import Settings, load_settings
-from worker.triton_client import InferenceResult, InferenceUnavailable, TritonClient
-from worker.triton_env import TritonStartError, free_ports
+from serving.client import InferenceResult, InferenceUnavailable, TritonClient
+from serving.env import TritonStartError, free_ports
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +95,7 @@ def _triton(settings: Settings, start_server: bool) -> Iterator[Settings]:
     if not start_server:
         yield settings
         return
-    from worker.triton_server import TritonServer
+    from serving.server import TritonServer
 
     grpc_port, http_port, metrics_port = free_ports(3)
     settings = settings.replace(

@@ -1,10 +1,7 @@
 """Scoring one submission: blob → preprocess → Triton → calibrated verdict, decision and outbox.
 
-:func:`score_submission` is idempotent. It acts only on a submission still in ``received``,
-``queued`` or ``scoring``; the verdict, the decision status and the callback outbox row are written
-in ONE transaction guarded by the unique verdict per submission, so an at-least-once redelivery or
-a race between two workers yields exactly one verdict and one callback. Media the preprocessor
-refuses ends ``failed`` with its reason at once; Triton outages propagate as
+:func:`score_submission` is idempotent: verdict, status and outbox row are written in one
+transaction guarded by the unique verdict. Refused media ends ``failed``; Triton outages raise
 ``InferenceUnavailable`` for the task to retry.
 """
 
@@ -16,7 +13,6 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,16 +42,16 @@ from moderation.provenance import ProvenanceLimits, read_provenance
 from moderation.redact import public_detail
 from moderation.settings import Settings
 from moderation.signal_policy import decide_with_signals
-from moderation.submissions import columns_view, submission_view, verdict_view
+from moderation.submissions import submission_view
 from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
+from serving.client import InferenceResult
 from worker import leases
 from worker.metrics import observe_since, stage
 from worker.models import ModelAnswer, ModelSet, get_model_set
-from worker.triton_client import InferenceResult
 
 if TYPE_CHECKING:
     from moderation.bank_index import BankMatcher, Match
-    from worker.triton_client import TritonClient
+    from serving.client import TritonClient
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +184,8 @@ def _claim(
         "owner": leases.owner(),
         "lease_until": leases.expiry(settings, now),
     }
-    with session_scope(factory) as session:
+    # One write (the claim); the lookup after a miss only reads.
+    with session_scope(factory, autocommit=True) as session:
         row = session.execute(_CLAIM, values).first()
         if row is None:
             found = session.execute(_LEASE, {"submission_id": submission_id}).first()
@@ -239,7 +236,7 @@ def fail_submission(
             sub.failure_detail, sub.completed_at = public_detail(detail), utcnow()
             session.flush()
             # Unfinished and never reviewed (reviews need needs_review): nothing to load.
-            view = submission_view(sub, verdict=None, reviews=())
+            view = submission_view(sub)
             delivery_id = add_outbox(session, view=view, event_type=EVENT_FAILED)
     except IntegrityError:
         return ScoreResult(Outcome.NOOP)
@@ -462,7 +459,7 @@ def _record_verdict(
             if hash_row is not None:
                 session.execute(insert(_HASHES), hash_row)
             # The verdict just written, and no reviews: a scorable submission was never reviewed.
-            view = columns_view(row._mapping, verdict=verdict_view(SimpleNamespace(**verdict)))
+            view = submission_view(row._mapping, verdict=verdict)
             delivery_id = add_outbox(session, view=view, event_type=EVENT_SCORED)
     except IntegrityError:  # another worker stored the verdict first
         logger.info("score: verdict for %s already stored by another run", submission_id)

@@ -1,11 +1,7 @@
 """The embedded broker: kombu's SQLAlchemy transport on SQLite (or PostgreSQL), made faster and
-safe for dfmod (WAL pragmas, one SQL statement per publish and fetch, a doorbell instead of a
-sleep between polls).
-
-Importing this module registers the ``dfmodsqla+`` URL prefix with kombu and a fork hook that
-drops the broker engines in a child. It overrides private parts of kombu's transport, so kombu is
-pinned to a tested minor; ``tests/worker/test_broker_contract.py`` checks the behaviour dfmod
-relies on through kombu's public API.
+safe for dfmod (docs/design.md, "SQLite broker"). Importing it registers the ``dfmodsqla+`` URL
+prefix and a fork hook that drops the broker engines in a child. It overrides private parts of
+kombu's transport, so kombu is pinned and ``tests/worker/test_broker_contract.py`` checks it.
 """
 
 from __future__ import annotations
@@ -25,33 +21,17 @@ logger = logging.getLogger(__name__)
 # How often the SQLAlchemy transport polls its queue table. It also sleeps this long whenever
 # the worker holds its full prefetch, so a freed thread waits for the next poll unless messages
 # are already reserved: on this transport the worker reserves SQLA_PREFETCH_MULTIPLIER messages
-# per thread. Polling costs CPU while idle (~2.6 % of a core at 0.2 s, ~4-5 % at 0.1 s,
-# ~15 % at 0.02 s on the development machine).
+# per thread. Idle polling costs CPU (figures in docs/design.md, "SQLite broker").
 SQLA_POLLING_INTERVAL_S = 0.1
 SQLA_PREFETCH_MULTIPLIER = 4
 SQLA_ALIAS = "dfmodsqla"
 
 
 class SqlaChannel(kombu_sqla.Channel):
-    """kombu's SQLAlchemy channel, on SQLite with the settings dfmod's own database uses, and one
-    SQL statement per publish and per fetch.
-
-    kombu opens the broker file with SQLite's defaults: a rollback journal written, synced and
-    deleted on every commit, i.e. on every publish, fetch and ack (about 3 ms of CPU and 5 ms of
-    wall time each here). WAL with ``synchronous=NORMAL`` appends to a log instead (1.5 ms):
-    durable across process crashes; a power cut may lose the last messages, which the sweeper
-    re-enqueues from the database. WAL state must not cross a fork, which is why ``dfmod worker``
-    runs its embedded beat as a thread and refuses the prefork pool on this broker.
-
-    kombu's channel also goes through the ORM for every message: it reads the queue's row, adds
-    the message through a unit of work, and fetches with SELECT then UPDATE ``visible = 0``, so a
-    delivered message is never deleted and the table grows with every message ever sent. On
-    SQLite (3.35+) and PostgreSQL this channel caches the queue's id, publishes with one INSERT
-    and fetches with one ``DELETE … RETURNING`` of the oldest message: the table holds only what
-    is waiting, and a fetched message is gone as it was with kombu (kombu's acknowledgement is in
-    memory: an unacknowledged message comes back by being published again when the channel
-    closes, or, if the process dies, through the sweeper). Rows kombu left invisible are deleted
-    when an engine is first opened.
+    """kombu's SQLAlchemy channel with WAL pragmas on SQLite, one SQL statement per publish (an
+    INSERT) and per fetch (a ``DELETE … RETURNING`` of the oldest message) on SQLite 3.35+ and
+    PostgreSQL, and rows kombu left delivered deleted when an engine is first opened
+    (docs/design.md, "SQLite broker").
     """
 
     single_statements = True  # False: kombu's ORM path (benchmarks/bench_broker.py compares)
@@ -61,9 +41,9 @@ class SqlaChannel(kombu_sqla.Channel):
     def _get_or_create(self, queue: str) -> Any:
         """Returns the queue's row; a row another process inserted first is simply read.
 
-        kombu's version is SELECT-then-INSERT and only forgives ``OperationalError``, so the loser
-        of a race (an API publishing while the worker declares the queue) raised an
-        ``IntegrityError`` and its submission waited for the sweeper.
+        The one guard against the queue-declaration race, in every process on this transport
+        (API publishing, worker consumer, beat): kombu's SELECT-then-INSERT forgives only
+        ``OperationalError``, so its loser raised an ``IntegrityError``.
         """
         from sqlalchemy.exc import IntegrityError
 
@@ -81,6 +61,7 @@ class SqlaChannel(kombu_sqla.Channel):
             from moderation.db import sqlite_pragmas
 
             event.listen(engine, "connect", sqlite_pragmas)
+        _create_tables(engine)
         if _fast_path(engine):
             _drop_delivered(engine, self.message_cls.__table__)
         return engine
@@ -174,6 +155,17 @@ def _run(connection: Any, statement: Any, *, fetch: bool = False) -> Any:
         connection.rollback()
         raise
     return value
+
+
+def _create_tables(engine: Any) -> None:
+    """Creates kombu's tables before kombu does; a table another process created between the
+    check and the CREATE is simply there (kombu's own ``create_all`` then has nothing to do)."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        kombu_sqla.metadata.create_all(engine)
+    except DBAPIError:
+        kombu_sqla.metadata.create_all(engine)  # an error other than that race comes back here
 
 
 def _drop_delivered(engine: Any, table: Any) -> None:

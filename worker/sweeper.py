@@ -1,17 +1,7 @@
 """The periodic sweeper: nothing accepted is left without an end state, no due callback is lost.
 
-A message can be lost between a database commit and the broker (a crash, a broker restart, a
-purge). The database is the source of truth, so every ``sweep_interval_s`` the sweeper finds
-submissions still in flight whose row has not moved for ``stuck_after_s`` and enqueues the task
-that moves them on (fetch or score), and callback deliveries whose ``next_attempt_at`` is due
-(long retry waits are left to it on purpose, so they survive restarts; first attempts only once
-they have been due for a sweep interval, since they were handed over when their row was made).
-Jobs a worker holds are leased (:mod:`worker.leases`): the sweeper leaves them to their lease and
-re-enqueues those whose lease lapsed, as every worker's heartbeat does; ``stuck_after_s`` is for
-rows no worker ever held. A submission picked up more than :func:`max_attempts` times ends
-``failed`` with ``internal_error``.
-
-Re-enqueueing is always safe: every task is idempotent and delivery attempts are claimed.
+Every ``sweep_interval_s`` it re-enqueues stuck submissions, lapsed leases and due callbacks, and
+ends ``failed`` what was picked up more than :func:`max_attempts` times. Re-enqueueing is safe.
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
 """The Celery tasks: a few lines each around the plain functions of ``worker/``.
 
-:func:`register_tasks` binds them to the app from :func:`worker.celery_app.create_celery` (the
-worker CLI calls it; the API only sends tasks by name). Retry policy lives here: Triton outages
-retry on ``settings.score_retry_delays`` (minutes, so a restart of Triton does not fail work),
-unexpected errors retry on :data:`INTERNAL_RETRY_DELAYS`; when either is spent the submission ends
-``failed`` with ``inference_unavailable`` or ``internal_error``. A task that runs past the soft time
-limit (prefork) ends its submission ``failed`` at once. Nothing accepted is left hanging. A new
-outbox row's first attempt goes to this process's dispatch threads (:mod:`worker.dispatch`);
-retries, sweeps and a full dispatch backlog go through the broker.
+:func:`register_tasks` binds them to the app; retry policy lives here (Triton outages on
+``settings.score_retry_delays``, other errors on :data:`INTERNAL_RETRY_DELAYS`, then ``failed``).
 """
 
 from __future__ import annotations
@@ -98,7 +92,7 @@ def _fail(task: Task, submission_id: str, reason: str, detail: str) -> str:
 
 def score_submission(task: Task, submission_id: str) -> str:
     """Scores a submission; enqueues its callback or, for unfetched media, the fetch."""
-    from worker.triton_client import InferenceUnavailable
+    from serving.client import InferenceUnavailable
 
     deps = _deps(task)
     try:

@@ -1,13 +1,8 @@
 """``dfmod up``: the whole embedded stack on one machine, with nothing to install.
 
-It creates the data folder, migrates the database, creates a demo tenant on the first run (its API
-key and webhook secret are printed once), starts the bundled Triton, a Celery worker with the
-embedded sweeper and the webhook API, then waits. Ctrl-C or SIGTERM stops every child: the API and
-the worker get SIGTERM (the worker finishes its running task), then Triton is stopped. When any
-child dies the others are stopped too and the command exits non-zero.
-
-Database and broker default to SQLite files under ``DFMOD_DATA_DIR`` (``./var``);
-``DFMOD_DATABASE_URL`` and ``DFMOD_BROKER_URL`` point them at PostgreSQL and Redis instead.
+Migrates, creates a demo tenant on the first run, starts Triton, a worker with the embedded
+sweeper and the API, and stops them all together. SQLite files under ``DFMOD_DATA_DIR`` unless
+``DFMOD_DATABASE_URL`` and ``DFMOD_BROKER_URL`` say otherwise.
 """
 
 from __future__ import annotations
@@ -150,7 +145,7 @@ def _supervise(children: Children, stop: threading.Event) -> int:
 
 
 def _start_triton(settings: Settings) -> Any:
-    from worker.triton_server import TritonServer, TritonStartError
+    from serving.server import TritonServer, TritonStartError
 
     triton = TritonServer.from_settings(settings)
     click.echo(

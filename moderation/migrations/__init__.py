@@ -1,0 +1,1 @@
+"""Alembic migrations of the one schema (:mod:`moderation.models`), applied by ``dfmod migrate``."""

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from moderation.cli import main
 from moderation.db import current_revision, make_engine, make_session_factory, session_scope
 from moderation.models import Tenant
-from tests.api.conftest import png_bytes
+from tests.fixtures.media import flat_image
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -143,7 +143,7 @@ def test_dfmod_api_serves_real_http_concurrently_with_shared_metrics(tmp_path: P
         headers = {"Authorization": f"Bearer {key}"}
         posted = requests.post(
             f"{base}/v1/submissions",
-            files={"file": ("a.png", png_bytes(), "image/png")},
+            files={"file": ("a.png", flat_image(), "image/png")},
             headers=headers,
             timeout=10,
         )

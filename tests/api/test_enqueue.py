@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from moderation.settings import Settings
-from tests.api.conftest import png_bytes, upload
+from tests.fixtures.flask_app import upload
+from tests.fixtures.media import flat_image
 from webhook_api import create_app
 from worker.enqueue import TASK_FETCH, TASK_SCORE
 
@@ -31,7 +32,7 @@ def _post_both(settings: Settings, auth: dict[str, str]) -> tuple[str, str]:
     app = create_app(settings, {"TESTING": True})
     client = app.test_client()
     try:
-        uploaded = client.post("/v1/submissions", data=upload(png_bytes()), headers=auth)
+        uploaded = client.post("/v1/submissions", data=upload(flat_image()), headers=auth)
         by_url = client.post(
             "/v1/submissions", json={"media_url": "http://127.0.0.1:9/a.png"}, headers=auth
         )
@@ -43,25 +44,23 @@ def _post_both(settings: Settings, auth: dict[str, str]) -> tuple[str, str]:
 
 
 @pytest.mark.integration
-def test_messages_arrive_on_redis(
-    api_settings: Settings, auth: dict[str, str], redis_url: str
-) -> None:
+def test_messages_arrive_on_redis(settings: Settings, auth: dict[str, str], redis_url: str) -> None:
     import redis
 
     broker = redis.Redis.from_url(redis_url)
     broker.flushdb()
-    upload_id, url_id = _post_both(api_settings.replace(broker_url=redis_url), auth)
+    upload_id, url_id = _post_both(settings.replace(broker_url=redis_url), auth)
     raw = broker.lrange(QUEUE, 0, -1)
     messages = sorted(_decode(m) for m in raw)
     assert messages == sorted([(TASK_SCORE, [upload_id]), (TASK_FETCH, [url_id])])
 
 
 def test_messages_arrive_on_the_sqlite_broker(
-    api_settings: Settings, auth: dict[str, str], tmp_path: Path
+    settings: Settings, auth: dict[str, str], tmp_path: Path
 ) -> None:
     broker_file = tmp_path / "enqueue-broker.db"
     upload_id, url_id = _post_both(
-        api_settings.replace(broker_url=f"sqla+sqlite:///{broker_file}"), auth
+        settings.replace(broker_url=f"sqla+sqlite:///{broker_file}"), auth
     )
     with sqlite3.connect(broker_file) as conn:
         rows = conn.execute(

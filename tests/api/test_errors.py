@@ -8,23 +8,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.api.conftest import png_bytes, upload
-
-PROBLEM = "https://dfmod.dev/problems/"
-
-
-def _problem(response, status: int, slug: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    body = response.get_json()
-    assert body["type"] == PROBLEM + slug
-    assert body["status"] == status and body["title"] and body["detail"]
-    return body
+from tests.fixtures.database import TenantKeys
+from tests.fixtures.flask_app import problem, upload
+from tests.fixtures.media import flat_image
 
 
 def test_missing_api_key_is_401_with_a_challenge(client: FlaskClient) -> None:
     response = client.get("/v1/submissions")
-    body = _problem(response, 401, "unauthorized")
+    body = problem(response, 401, "unauthorized")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert "Authorization: Bearer" in body["detail"]
 
@@ -32,18 +23,16 @@ def test_missing_api_key_is_401_with_a_challenge(client: FlaskClient) -> None:
 @pytest.mark.parametrize(
     "header", ["Bearer dfm_abc_wrong", "Bearer nonsense", "Basic dXNlcjpwdw==", "Bearer "]
 )
-def test_bad_api_key_is_401(client: FlaskClient, tenant: dict[str, str], header: str) -> None:
+def test_bad_api_key_is_401(client: FlaskClient, tenant: TenantKeys, header: str) -> None:
     response = client.get("/v1/submissions", headers={"Authorization": header})
-    _problem(response, 401, "unauthorized")
+    problem(response, 401, "unauthorized")
     assert "WWW-Authenticate" in response.headers
 
 
-def test_a_tampered_key_with_a_valid_prefix_is_401(
-    client: FlaskClient, tenant: dict[str, str]
-) -> None:
-    key = tenant["api_key"][:-1] + ("A" if tenant["api_key"][-1] != "A" else "B")
+def test_a_tampered_key_with_a_valid_prefix_is_401(client: FlaskClient, tenant: TenantKeys) -> None:
+    key = tenant.api_key[:-1] + ("A" if tenant.api_key[-1] != "A" else "B")
     response = client.get("/v1/submissions", headers={"Authorization": f"Bearer {key}"})
-    _problem(response, 401, "unauthorized")
+    problem(response, 401, "unauthorized")
 
 
 def test_malformed_json_is_400(client: FlaskClient, auth: dict[str, str]) -> None:
@@ -53,7 +42,7 @@ def test_malformed_json_is_400(client: FlaskClient, auth: dict[str, str]) -> Non
         content_type="application/json",
         headers=auth,
     )
-    body = _problem(response, 400, "malformed-json")
+    body = problem(response, 400, "malformed-json")
     assert "expected an object" in body["detail"]
 
 
@@ -64,12 +53,12 @@ def test_absurdly_nested_json_is_400_not_500(client: FlaskClient, auth: dict[str
         content_type="application/json",
         headers=auth,
     )
-    _problem(response, 400, "malformed-json")
+    problem(response, 400, "malformed-json")
 
 
 def test_json_that_is_not_an_object_is_422(client: FlaskClient, auth: dict[str, str]) -> None:
     response = client.post("/v1/submissions", json=["http://127.0.0.1/"], headers=auth)
-    _problem(response, 422, "validation-error")
+    problem(response, 422, "validation-error")
 
 
 @pytest.mark.parametrize(
@@ -80,9 +69,9 @@ def test_wrong_content_type_is_415(
     client: FlaskClient, auth: dict[str, str], content_type: str
 ) -> None:
     response = client.post(
-        "/v1/submissions", data=png_bytes(), content_type=content_type, headers=auth
+        "/v1/submissions", data=flat_image(), content_type=content_type, headers=auth
     )
-    body = _problem(response, 415, "unsupported-media-type")
+    body = problem(response, 415, "unsupported-media-type")
     assert "multipart/form-data" in body["detail"] and "application/json" in body["detail"]
     assert "image/*" in body["detail"] and "video/mp4" in body["detail"]
 
@@ -94,7 +83,7 @@ def test_missing_file_is_422(client: FlaskClient, auth: dict[str, str]) -> None:
         content_type="multipart/form-data",
         headers=auth,
     )
-    body = _problem(response, 422, "validation-error")
+    body = problem(response, 422, "validation-error")
     assert body["errors"] == [
         {"field": "file", "message": "expected exactly one 'file' part, got 0"}
     ]
@@ -102,19 +91,19 @@ def test_missing_file_is_422(client: FlaskClient, auth: dict[str, str]) -> None:
 
 def test_empty_file_and_two_files_are_422(client: FlaskClient, auth: dict[str, str]) -> None:
     empty = client.post("/v1/submissions", data=upload(b""), headers=auth)
-    assert "empty" in _problem(empty, 422, "validation-error")["detail"]
+    assert "empty" in problem(empty, 422, "validation-error")["detail"]
     two = client.post(
         "/v1/submissions",
         data={"file": [(io.BytesIO(b"a"), "a.png"), (io.BytesIO(b"b"), "b.png")]},
         headers=auth,
     )
-    assert "exactly one" in _problem(two, 422, "validation-error")["detail"]
+    assert "exactly one" in problem(two, 422, "validation-error")["detail"]
 
 
 def test_oversize_file_is_413(client: FlaskClient, auth: dict[str, str], app: Flask) -> None:
     limit = app.extensions["dfmod"].settings.max_upload_bytes
     response = client.post("/v1/submissions", data=upload(b"\xff" * (limit + 1)), headers=auth)
-    body = _problem(response, 413, "payload-too-large")
+    body = problem(response, 413, "payload-too-large")
     assert body["max_bytes"] == limit
 
 
@@ -123,7 +112,7 @@ def test_oversize_body_is_413_before_parsing(
 ) -> None:
     too_big = app.config["MAX_CONTENT_LENGTH"] + 1
     response = client.post("/v1/submissions", data=upload(b"\0" * too_big), headers=auth)
-    assert "expected a smaller upload" in _problem(response, 413, "payload-too-large")["detail"]
+    assert "expected a smaller upload" in problem(response, 413, "payload-too-large")["detail"]
 
 
 def test_unknown_fields_are_422_json_and_multipart(
@@ -134,11 +123,11 @@ def test_unknown_fields_are_422_json_and_multipart(
         json={"media_url": "http://127.0.0.1:9/a.png", "callbackUrl": "http://127.0.0.1/"},
         headers=auth,
     )
-    body = _problem(response, 422, "validation-error")
+    body = problem(response, 422, "validation-error")
     assert body["errors"][0]["field"] == "callbackUrl"
     assert "expected only media_url" in body["errors"][0]["message"]
-    response = client.post("/v1/submissions", data=upload(png_bytes(), colour="red"), headers=auth)
-    assert _problem(response, 422, "validation-error")["errors"][0]["field"] == "colour"
+    response = client.post("/v1/submissions", data=upload(flat_image(), colour="red"), headers=auth)
+    assert problem(response, 422, "validation-error")["errors"][0]["field"] == "colour"
 
 
 @pytest.mark.parametrize(
@@ -168,7 +157,7 @@ def test_invalid_fields_are_422(
     client: FlaskClient, auth: dict[str, str], payload: dict, field: str, fragment: str
 ) -> None:
     response = client.post("/v1/submissions", json=payload, headers=auth)
-    body = _problem(response, 422, "validation-error")
+    body = problem(response, 422, "validation-error")
     messages = {e["field"]: e["message"] for e in body["errors"]}
     assert fragment in messages[field]
 
@@ -176,10 +165,10 @@ def test_invalid_fields_are_422(
 def test_bad_callback_url_in_multipart_is_422(client: FlaskClient, auth: dict[str, str]) -> None:
     response = client.post(
         "/v1/submissions",
-        data=upload(png_bytes(), callback_url="http://0xa000001/"),  # 10.0.0.1 in hex
+        data=upload(flat_image(), callback_url="http://0xa000001/"),  # 10.0.0.1 in hex
         headers=auth,
     )
-    body = _problem(response, 422, "validation-error")
+    body = problem(response, 422, "validation-error")
     assert body["errors"][0]["field"] == "callback_url"
 
 
@@ -187,36 +176,36 @@ def test_bad_callback_url_in_multipart_is_422(client: FlaskClient, auth: dict[st
     "query", ["status=bogus", "limit=0", "limit=1000", "limit=x", "cursor=garbage", "sort=asc"]
 )
 def test_bad_list_parameters_are_422(client: FlaskClient, auth: dict[str, str], query: str) -> None:
-    _problem(client.get(f"/v1/submissions?{query}", headers=auth), 422, "validation-error")
+    problem(client.get(f"/v1/submissions?{query}", headers=auth), 422, "validation-error")
 
 
 def test_bad_idempotency_key_is_422(client: FlaskClient, auth: dict[str, str]) -> None:
     response = client.post(
         "/v1/submissions",
-        data=upload(png_bytes()),
+        data=upload(flat_image()),
         headers={**auth, "Idempotency-Key": "k" * 256},
     )
-    _problem(response, 422, "validation-error")
+    problem(response, 422, "validation-error")
 
 
 def test_unknown_path_is_404_and_wrong_method_405(client: FlaskClient) -> None:
-    _problem(client.get("/v2/nothing"), 404, "not-found")
+    problem(client.get("/v2/nothing"), 404, "not-found")
     response = client.delete("/v1/submissions")
-    _problem(response, 405, "method-not-allowed")
+    problem(response, 405, "method-not-allowed")
     assert "GET" in response.headers["Allow"] and "POST" in response.headers["Allow"]
 
 
-def test_unexpected_errors_are_500_without_internals(api_settings) -> None:
+def test_unexpected_errors_are_500_without_internals(settings) -> None:
     from webhook_api import create_app
 
-    app = create_app(api_settings, {"TESTING": True})
+    app = create_app(settings, {"TESTING": True})
 
     @app.get("/boom")
     def boom() -> str:
         raise RuntimeError("secret database password in a stack trace")
 
     response = app.test_client().get("/boom")
-    body = _problem(response, 500, "internal-error")
+    body = problem(response, 500, "internal-error")
     assert "secret" not in response.get_data(as_text=True)
     assert "Traceback" not in body["detail"]
     app.extensions["dfmod"].engine.dispose()

@@ -17,6 +17,7 @@ from moderation.explanation import (
     regions,
     video_explain,
 )
+from tests.fixtures.media import flat_image
 
 
 def _cam(*cells: tuple[int, int, float]) -> np.ndarray:
@@ -63,13 +64,10 @@ def test_video_explain__top_frame_at_the_top_every_frame_below() -> None:
 
 
 def _jpeg(size: tuple[int, int], orientation: int | None = None) -> bytes:
-    image = Image.new("RGB", size, (10, 20, 30))
-    buffer = io.BytesIO()
     exif = Image.Exif()
     if orientation:
         exif[0x0112] = orientation
-    image.save(buffer, format="JPEG", exif=exif.tobytes())
-    return buffer.getvalue()
+    return flat_image(size, fmt="JPEG", color=(10, 20, 30), exif=exif.tobytes())
 
 
 def test_oriented_size__after_exif_rotation() -> None:

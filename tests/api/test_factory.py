@@ -29,8 +29,8 @@ def test_settings_come_from_the_environment_when_not_given(
         app.extensions["dfmod"].engine.dispose()
 
 
-def test_test_config_overrides_settings_derived_values(api_settings, auth) -> None:
-    app = create_app(api_settings, {"TESTING": True, "MAX_CONTENT_LENGTH": 10})
+def test_test_config_overrides_settings_derived_values(settings, auth) -> None:
+    app = create_app(settings, {"TESTING": True, "MAX_CONTENT_LENGTH": 10})
     try:
         assert app.testing and app.config["MAX_CONTENT_LENGTH"] == 10
         response = app.test_client().post(
@@ -41,11 +41,11 @@ def test_test_config_overrides_settings_derived_values(api_settings, auth) -> No
         app.extensions["dfmod"].engine.dispose()
 
 
-def test_two_apps_keep_separate_state(api_settings, tmp_path: Path) -> None:
+def test_two_apps_keep_separate_state(settings, tmp_path: Path) -> None:
     other_url = f"sqlite:///{tmp_path / 'other.db'}"
     migrate(other_url)
-    first = create_app(api_settings)
-    second = create_app(api_settings.replace(database_url=other_url))
+    first = create_app(settings)
+    second = create_app(settings.replace(database_url=other_url))
     try:
         assert first.extensions["dfmod"].engine is not second.extensions["dfmod"].engine
         assert str(second.extensions["dfmod"].engine.url) == other_url

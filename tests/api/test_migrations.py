@@ -12,7 +12,7 @@ from sqlalchemy import inspect, text
 
 from moderation.db import alembic_config, current_revision, make_engine, migrate
 from moderation.models import Base
-from tests.fixtures.services import fresh_postgres_database
+from tests.fixtures.database import fresh_postgres_database
 
 EXPECTED_TABLES = {
     "tenants",

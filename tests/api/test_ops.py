@@ -7,7 +7,8 @@ import re
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.api.conftest import png_bytes, upload
+from tests.fixtures.flask_app import upload
+from tests.fixtures.media import flat_image
 from webhook_api.openapi import UNDOCUMENTED_PREFIXES, document
 
 
@@ -28,11 +29,11 @@ def test_readyz_reports_each_dependency(client: FlaskClient) -> None:
     assert response.status_code == 503 and body["status"] == "unavailable"
 
 
-def test_readyz_reports_an_unmigrated_database(api_settings, tmp_path) -> None:
+def test_readyz_reports_an_unmigrated_database(settings, tmp_path) -> None:
     from webhook_api import create_app
 
     app = create_app(
-        api_settings.replace(database_url=f"sqlite:///{tmp_path / 'empty.db'}"), {"TESTING": True}
+        settings.replace(database_url=f"sqlite:///{tmp_path / 'empty.db'}"), {"TESTING": True}
     )
     checks = app.test_client().get("/readyz").get_json()["checks"]
     assert checks["database"]["ok"] is False and "dfmod migrate" in checks["database"]["detail"]
@@ -42,7 +43,7 @@ def test_readyz_reports_an_unmigrated_database(api_settings, tmp_path) -> None:
 def test_metrics_count_requests_by_route_and_submissions_by_status(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
-    client.post("/v1/submissions", data=upload(png_bytes()), headers=auth)
+    client.post("/v1/submissions", data=upload(flat_image()), headers=auth)
     client.get("/v1/submissions/sub_missing", headers=auth)
     text = client.get("/metrics").get_data(as_text=True)
     assert (

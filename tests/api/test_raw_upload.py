@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from moderation.blobs import BlobStore
 from moderation.db import session_scope
 from moderation.models import Submission
-from tests.api.conftest import accepted_upload, png_bytes, upload
-from tests.api.test_errors import _problem
+from tests.fixtures.flask_app import accepted_upload, problem, upload
+from tests.fixtures.media import flat_image
 
 
 def _post(client: FlaskClient, data: bytes, headers: dict[str, str], **params: str):
@@ -29,7 +29,7 @@ def _post(client: FlaskClient, data: bytes, headers: dict[str, str], **params: s
 def test_raw_upload_is_accepted_and_stored_as_sent(
     client: FlaskClient, auth: dict[str, str], app: Flask
 ) -> None:
-    data = png_bytes()
+    data = flat_image()
     response = _post(client, data, auth)
     body = accepted_upload(response, data)
     assert body["callback_url"] is None and body["external_id"] is None
@@ -47,7 +47,7 @@ def test_fields_come_from_query_parameters(client: FlaskClient, auth: dict[str, 
     meta = {"user": 7, "tags": ["a", "ü"]}
     response = _post(
         client,
-        png_bytes(),
+        flat_image(),
         auth,
         callback_url="http://127.0.0.1:9/cb",
         external_id="post-1",
@@ -94,7 +94,7 @@ def test_media_types_the_worker_decides_on_are_accepted(
 def test_bad_query_parameters_are_422_naming_the_field(
     client: FlaskClient, auth: dict[str, str], params: dict[str, str], field: str, fragment: str
 ) -> None:
-    body = _problem(_post(client, png_bytes(), auth, **params), 422, "validation-error")
+    body = problem(_post(client, flat_image(), auth, **params), 422, "validation-error")
     assert [error["field"] for error in body["errors"]] == [field]
     assert fragment in body["errors"][0]["message"]
 
@@ -102,17 +102,17 @@ def test_bad_query_parameters_are_422_naming_the_field(
 def test_a_repeated_query_parameter_is_422(client: FlaskClient, auth: dict[str, str]) -> None:
     response = client.post(
         "/v1/submissions?external_id=a&external_id=b",
-        data=png_bytes(),
+        data=flat_image(),
         headers={**auth, "Content-Type": "image/png"},
     )
-    body = _problem(response, 422, "validation-error")
+    body = problem(response, 422, "validation-error")
     assert body["errors"] == [
         {"field": "external_id", "message": "given 2 times; expected it once"}
     ]
 
 
 def test_an_empty_body_is_422(client: FlaskClient, auth: dict[str, str]) -> None:
-    body = _problem(_post(client, b"", auth), 422, "validation-error")
+    body = problem(_post(client, b"", auth), 422, "validation-error")
     assert body["errors"] == [
         {"field": "(body)", "message": "the body is empty; expected the media's bytes"}
     ]
@@ -123,7 +123,7 @@ def test_an_oversize_body_is_413_with_the_upload_limit(
 ) -> None:
     limit = app.extensions["dfmod"].settings.max_upload_bytes
     assert _post(client, b"\xff" * limit, auth).status_code == 202
-    body = _problem(_post(client, b"\xff" * (limit + 1), auth), 413, "payload-too-large")
+    body = problem(_post(client, b"\xff" * (limit + 1), auth), 413, "payload-too-large")
     assert body["max_bytes"] == limit and f"expected at most {limit}" in body["detail"]
 
 
@@ -137,14 +137,14 @@ def test_an_oversize_body_without_a_length_is_413(
         headers={**auth, "Content-Type": "image/png"},
         environ_overrides={"wsgi.input_terminated": True},
     )
-    assert _problem(response, 413, "payload-too-large")["max_bytes"] == limit
+    assert problem(response, 413, "payload-too-large")["max_bytes"] == limit
 
 
 def test_a_type_that_is_not_media_is_415_saying_what_is_expected(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
     response = _post(client, b"%PDF-1.7", {**auth, "Content-Type": "application/pdf"})
-    body = _problem(response, 415, "unsupported-media-type")
+    body = problem(response, 415, "unsupported-media-type")
     assert "'application/pdf' is not accepted" in body["detail"]
     for expected in ("image/*", "video/mp4", "video/quicktime", "application/octet-stream"):
         assert expected in body["detail"]
@@ -154,7 +154,7 @@ def test_idempotency_key_replays_raw_bodies_and_refuses_a_different_one(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
     headers = {**auth, "Idempotency-Key": "raw-1"}
-    data = png_bytes((9, 9, 9))
+    data = flat_image(color=(9, 9, 9))
     first = _post(client, data, headers, external_id="a")
     again = _post(client, data, headers, external_id="a")
     assert first.status_code == again.status_code == 202
@@ -165,7 +165,7 @@ def test_idempotency_key_replays_raw_bodies_and_refuses_a_different_one(
         _post(client, data + b"\0", headers, external_id="a"),
         _post(client, data, headers, external_id="b"),
     ):
-        assert "different request body" in _problem(changed, 409, "idempotency-conflict")["detail"]
+        assert "different request body" in problem(changed, 409, "idempotency-conflict")["detail"]
     listed = client.get("/v1/submissions", headers=auth).get_json()["items"]
     assert [item["id"] for item in listed] == [first.get_json()["id"]]
 
@@ -174,7 +174,7 @@ def test_the_same_request_as_multipart_or_raw_is_one_request(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
     headers = {**auth, "Idempotency-Key": "either-shape"}
-    data = png_bytes((1, 1, 1))
+    data = flat_image(color=(1, 1, 1))
     meta = '{"b": 2, "a": 1}'
     raw = _post(client, data, headers, external_id="x", metadata=meta)
     form = client.post(
@@ -190,7 +190,7 @@ def test_the_same_request_as_multipart_or_raw_is_one_request(
 def test_query_parameters_beside_a_multipart_or_json_body_are_read(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
-    form = client.post("/v1/submissions?external_id=x", data=upload(png_bytes()), headers=auth)
+    form = client.post("/v1/submissions?external_id=x", data=upload(flat_image()), headers=auth)
     assert form.status_code == 202, form.get_data(as_text=True)
     assert form.get_json()["external_id"] == "x"
     as_json = client.post(
@@ -206,7 +206,7 @@ def test_a_field_in_the_body_and_the_query_takes_the_body_value(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
     form = client.post(
-        "/v1/submissions?external_id=x", data=upload(png_bytes(), external_id="y"), headers=auth
+        "/v1/submissions?external_id=x", data=upload(flat_image(), external_id="y"), headers=auth
     )
     assert form.status_code == 202, form.get_data(as_text=True)
     assert form.get_json()["external_id"] == "y"

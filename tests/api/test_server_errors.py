@@ -21,7 +21,7 @@ import requests
 from moderation.api_schema import MAX_HEADER_FIELD_BYTES, MAX_REQUEST_LINE_BYTES
 from moderation.db import migrate
 from moderation.settings import PROJECT_ROOT
-from tests.fixtures.services import create_test_tenant
+from tests.fixtures.database import create_test_tenant
 from tests.fixtures.stack import free_port
 from webhook_api.openapi import SERVER_STATUSES, document
 

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from moderation.ssrf import OutboundBlocked, check_url, parse_allowlist, safe_session
+from tests.fixtures.integration import unavailable
 
 BLOCKED = [
     "http://127.0.0.1/",
@@ -135,7 +136,7 @@ def tls_server(tmp_path) -> Iterator[tuple[int, str]]:
     import subprocess
 
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
+        unavailable("openssl is needed to make a test certificate")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
     command += ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"]

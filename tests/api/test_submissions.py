@@ -9,14 +9,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from moderation.blobs import BlobStore
-from tests.api.conftest import accepted_upload, png_bytes, upload
-from tests.fixtures.services import create_test_tenant
+from tests.fixtures.database import create_test_tenant
+from tests.fixtures.flask_app import accepted_upload, upload
+from tests.fixtures.media import flat_image
 
 
 def test_upload_is_accepted_stored_and_queued(
     client: FlaskClient, auth: dict[str, str], app: Flask
 ) -> None:
-    data = png_bytes()
+    data = flat_image()
     response = client.post(
         "/v1/submissions",
         data=upload(data, external_id="post-1", metadata='{"user": 7}'),
@@ -49,7 +50,7 @@ def test_media_url_submission_is_accepted(client: FlaskClient, auth: dict[str, s
 def test_another_tenants_submission_is_404(
     client: FlaskClient, auth: dict[str, str], database_url: str
 ) -> None:
-    created = client.post("/v1/submissions", data=upload(png_bytes()), headers=auth).get_json()
+    created = client.post("/v1/submissions", data=upload(flat_image()), headers=auth).get_json()
     _, other_key, _ = create_test_tenant(database_url)
     other = {"Authorization": f"Bearer {other_key}"}
     response = client.get(f"/v1/submissions/{created['id']}", headers=other)
@@ -63,7 +64,7 @@ def test_idempotency_same_body_replays_different_body_conflicts(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
     headers = {**auth, "Idempotency-Key": "order-42"}
-    data = png_bytes()
+    data = flat_image()
     first = client.post("/v1/submissions", data=upload(data, external_id="a"), headers=headers)
     again = client.post("/v1/submissions", data=upload(data, external_id="a"), headers=headers)
     assert first.status_code == again.status_code == 202
@@ -100,9 +101,9 @@ def test_list_filters_by_status_and_paginates_with_a_cursor(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
     ids = [
-        client.post("/v1/submissions", data=upload(png_bytes((i, 0, 0))), headers=auth).get_json()[
-            "id"
-        ]
+        client.post(
+            "/v1/submissions", data=upload(flat_image(color=(i, 0, 0))), headers=auth
+        ).get_json()["id"]
         for i in range(5)
     ]
     seen: list[str] = []
@@ -121,12 +122,12 @@ def test_list_filters_by_status_and_paginates_with_a_cursor(
 
 
 def test_broker_down_still_accepts_and_leaves_received(
-    api_settings, auth: dict[str, str], tmp_path: Path
+    settings, auth: dict[str, str], tmp_path: Path
 ) -> None:
     from webhook_api import create_app
 
-    app = create_app(api_settings.replace(broker_url="redis://127.0.0.1:1/0"), {"TESTING": True})
-    response = app.test_client().post("/v1/submissions", data=upload(png_bytes()), headers=auth)
+    app = create_app(settings.replace(broker_url="redis://127.0.0.1:1/0"), {"TESTING": True})
+    response = app.test_client().post("/v1/submissions", data=upload(flat_image()), headers=auth)
     assert response.status_code == 202
     assert response.get_json()["status"] == "received"
     metrics = app.test_client().get("/metrics").get_data(as_text=True)
@@ -151,7 +152,7 @@ def test_concurrent_requests_with_one_idempotency_key_create_one_submission(
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    data = png_bytes((1, 2, 3))
+    data = flat_image(color=(1, 2, 3))
     headers = {**auth, "Idempotency-Key": "burst"}
 
     def post(_: int) -> tuple[int, str]:
@@ -172,7 +173,7 @@ def test_get_shows_the_verdict_and_latest_review(
     from moderation.db import session_scope
     from moderation.models import Review, Status, Submission, Verdict
 
-    created = client.post("/v1/submissions", data=upload(png_bytes()), headers=auth).get_json()
+    created = client.post("/v1/submissions", data=upload(flat_image()), headers=auth).get_json()
     with session_scope(app.extensions["dfmod"].session_factory) as session:
         session.add(
             Verdict(
@@ -210,7 +211,7 @@ def test_a_failure_after_the_commit_still_answers_202(
     # the submission is committed (queued, for the sweeper), so the answer is still 202.
     monkeypatch.setattr(views, "_enqueue", lambda view: False)
     monkeypatch.setattr(views, "mark_received", broken)
-    response = client.post("/v1/submissions", data=upload(png_bytes()), headers=auth)
+    response = client.post("/v1/submissions", data=upload(flat_image()), headers=auth)
     assert response.status_code == 202
     assert response.get_json()["status"] == "queued"
     fetched = client.get(response.headers["Location"], headers=auth).get_json()
@@ -244,7 +245,7 @@ def test_create_submission_returns_what_get_submission_reads_back(app: Flask, te
     with session_scope(factory) as session:
         created = create_submission(
             session=session,
-            tenant_id=tenant["id"],
+            tenant_id=tenant.id,
             media_kind=MediaKind.UPLOAD,
             blob_sha256="ab" * 32,
             size_bytes=3,
@@ -256,6 +257,6 @@ def test_create_submission_returns_what_get_submission_reads_back(app: Flask, te
             queued=True,
         )
     with session_scope(factory, read_only=True) as session:
-        fetched = get_submission(session=session, submission_id=created.id, tenant_id=tenant["id"])
+        fetched = get_submission(session=session, submission_id=created.id, tenant_id=tenant.id)
     assert fetched == created
     assert created.status == "queued" and created.id.startswith("sub_")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from moderation.cli import main
 from moderation.mediahash import bytes_pdq
-from tests.banks.conftest import jpeg, photo
+from tests.fixtures.media import jpeg, photo
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

@@ -10,89 +10,27 @@ Screenshots land in ``test-artifacts/dashboard/``.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.models import CallbackDelivery, DeliveryStatus
-from moderation.settings import PROJECT_ROOT
-from moderation.tenants import set_thresholds
-from tests.conftest import integration_required
-from tests.e2e.conftest import E2E_ENV, image_bytes
+from tests.fixtures.browser import add_reviewer, everything_to_review, log_in, new_page, shot
+from tests.fixtures.media import image_bytes, jpeg, photo, reupload
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.stack import Stack, embedded_stack, triton_env
+from tests.fixtures.stack import E2E_ENV, Stack, embedded_stack, triton_env
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "dashboard"
-PASSWORD = "browser-test-pass"
-WAIT_MS = 15_000
-
-
-def _unavailable(reason: str) -> None:
-    if integration_required():
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (pip install -e '.[test]')")
-    if not os.access(CHROMIUM, os.X_OK) and shutil.which("chromium") is None:
-        _unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=60_000
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture(scope="module")
 def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("dashboard-stack")
     with embedded_stack(root, {**triton_env(triton_server), **E2E_ENV}) as started:
-        command = [sys.executable, "-m", "moderation.cli", "reviewer", "create", "alice"]
-        created = subprocess.run(
-            [*command, "--password-stdin"],
-            input=f"{PASSWORD}\n".encode(),
-            env=started.env,
-            capture_output=True,
-            timeout=60,
-        )
-        assert created.returncode == 0, created.stderr.decode()
+        add_reviewer(started)
         yield started
-
-
-def _everything_to_review(stack: Stack, tenant_id: str) -> None:
-    engine = make_engine(stack.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            set_thresholds(session=session, tenant_id=tenant_id, pass_below=0.0, flag_at=1.0)
-    finally:
-        engine.dispose()
 
 
 def _kill_delivery(stack: Stack, delivery_id: str) -> None:
@@ -114,18 +52,11 @@ def _decided(receiver: CallbackReceiver, count: int) -> list[Any]:
     return got
 
 
-def _shot(page: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
-
-
 def test_login_decide_callback_and_replay(
     stack: Stack, browser: Any, callback_receiver: CallbackReceiver
 ) -> None:
     tenant = stack.tenant()
-    _everything_to_review(stack, tenant.id)
+    everything_to_review(stack, tenant.id)
     callback_receiver.secret = tenant.secret
     ids = []
     for seed in (11, 12):
@@ -139,15 +70,11 @@ def test_login_decide_callback_and_replay(
     scored = _decided(callback_receiver, 2)  # the scored events share the path
     assert {item.json()["type"] for item in scored} == {"submission.scored"}
 
-    page = browser.new_page(viewport={"width": 1200, "height": 800})
-    page.set_default_timeout(WAIT_MS)
+    page = new_page(browser)
     page.goto(f"{stack.api_url}/review/")
     assert "/review/login" in page.url
-    _shot(page, "01-login")
-    page.fill("input[name=name]", "alice")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]:has-text('Log in')")
-    page.wait_for_url(f"{stack.api_url}/review/")
+    shot(page, "01-login")
+    log_in(page, stack.api_url)
     first, second = (page.locator(f"li.item[data-id='{i}']") for i in ids)
     first.wait_for()
     assert first.locator("img").first.evaluate("img => img.complete && img.naturalWidth > 0")
@@ -156,13 +83,13 @@ def test_login_decide_callback_and_replay(
     heatmap.wait_for()
     page.wait_for_function(
         "el => el.complete && el.naturalWidth === 96", arg=heatmap.element_handle()
-    )  # the uploaded picture's own size (tests.e2e.conftest.image_bytes)
-    _shot(page, "02-queue")
+    )  # the uploaded picture's own size (tests.fixtures.media.image_bytes)
+    shot(page, "02-queue")
 
     page.keyboard.press("f")  # the first (oldest) item is current: decide it fake
     first.wait_for(state="detached")
     assert second.is_visible()
-    _shot(page, "03-after-decision")
+    shot(page, "03-after-decision")
     callbacks = _decided(callback_receiver, 3)
     event = callbacks[-1].json()
     assert (event["type"], event["data"]["id"], event["data"]["status"]) == (
@@ -178,7 +105,7 @@ def test_login_decide_callback_and_replay(
     _kill_delivery(stack, webhook_id)
     page.goto(f"{stack.api_url}/review/overview")
     row = page.locator(f"tr[data-delivery='{webhook_id}']")
-    _shot(page, "04-overview-dead")
+    shot(page, "04-overview-dead")
     row.locator("button:has-text('Replay')").click()
     page.wait_for_url(f"{stack.api_url}/review/overview")
     replayed = _decided(callback_receiver, 4)[-1]
@@ -190,20 +117,15 @@ def test_login_decide_callback_and_replay(
 def test_decision_in_the_browser_decides_the_reupload_by_bank(stack: Stack, browser: Any) -> None:
     """Decide a photo fake with the keyboard; its re-upload (JPEG q60, 70 %) is flagged by the
     bank; the item page links the item that created the entry; the banks page removes it."""
-    from tests.banks.conftest import jpeg, photo, reupload
 
     tenant = stack.tenant()
-    _everything_to_review(stack, tenant.id)
+    everything_to_review(stack, tenant.id)
     image = photo(400)
     first = stack.submit_file(tenant.api_key, jpeg(image, 92), filename="a.jpg").json()["id"]
     assert stack.wait_final(tenant.api_key, first)["status"] == "needs_review"
 
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
-    page.set_default_timeout(WAIT_MS)
-    page.goto(f"{stack.api_url}/review/login")
-    page.fill("input[name=name]", "alice")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]:has-text('Log in')")
+    page = new_page(browser, height=900)
+    log_in(page, stack.api_url)
     page.goto(f"{stack.api_url}/review/?tenant={tenant.id}")
     item = page.locator(f"li.item[data-id='{first}']")
     item.wait_for()
@@ -218,12 +140,12 @@ def test_decision_in_the_browser_decides_the_reupload_by_bank(stack: Stack, brow
     )
     page.goto(f"{stack.api_url}/review/item/{body['id']}")
     assert "bank_match:fake" in page.locator("b.reason").inner_text()
-    _shot(page, "05-bank-match")
+    shot(page, "05-bank-match")
     page.click("a.origin")
     page.wait_for_url(f"{stack.api_url}/review/item/{first}")
     page.goto(f"{stack.api_url}/review/banks")
     entry = page.locator(f"tr[data-entry='{body['verdict']['signals']['match']['entry_id']}']")
-    _shot(page, "06-banks")
+    shot(page, "06-banks")
     entry.locator("input[name=reason]").fill("wrong call")
     entry.locator("button:has-text('Remove')").click()
     page.wait_for_url(f"{stack.api_url}/review/banks")
@@ -234,8 +156,7 @@ def test_decision_in_the_browser_decides_the_reupload_by_bank(stack: Stack, brow
 
 def test_api_docs_page_renders_the_openapi_document(stack: Stack, browser: Any) -> None:
     doc = stack.http.get(f"{stack.api_url}/openapi.json", timeout=10).json()
-    page = browser.new_page(viewport={"width": 1200, "height": 800})
-    page.set_default_timeout(WAIT_MS)
+    page = new_page(browser)
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
     page.goto(f"{stack.api_url}/docs")
@@ -252,6 +173,6 @@ def test_api_docs_page_renders_the_openapi_document(stack: Stack, browser: Any) 
     create.locator("a[href='#schema-SubmissionOut']").first.click()
     assert page.locator("section#schema-SubmissionOut").is_visible()
     assert page.url.endswith("#schema-SubmissionOut")
-    _shot(page, "05-api-docs")
+    shot(page, "05-api-docs")
     assert requested and all(url.startswith(stack.api_url) for url in requested), requested
     page.close()

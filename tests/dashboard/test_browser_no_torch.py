@@ -20,14 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.dashboard.test_browser import PASSWORD, WAIT_MS, _everything_to_review, _shot, browser
-from tests.e2e.conftest import E2E_ENV
+from tests.fixtures.browser import add_reviewer, everything_to_review, log_in, new_page, shot
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.stack import Stack, embedded_stack, triton_env
+from tests.fixtures.stack import E2E_ENV, Stack, embedded_stack, triton_env
 from training.demo_data import make_fake
 
 pytestmark = pytest.mark.integration
-__all__ = ["browser"]  # the Chromium fixture, shared with test_browser.py
 
 BLOCK_TORCH = '''
 import importlib.abc, sys
@@ -52,15 +50,7 @@ def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> It
     (blocker / "sitecustomize.py").write_text(BLOCK_TORCH)
     env = {**triton_env(triton_server), **E2E_ENV, "PYTHONPATH": str(blocker)}
     with embedded_stack(root, env) as started:
-        command = [sys.executable, "-m", "moderation.cli", "reviewer", "create", "alice"]
-        created = subprocess.run(
-            [*command, "--password-stdin"],
-            input=f"{PASSWORD}\n".encode(),
-            env=started.env,
-            capture_output=True,
-            timeout=60,
-        )
-        assert created.returncode == 0, created.stderr.decode()
+        add_reviewer(started)
         yield started
 
 
@@ -104,7 +94,7 @@ def test_explanation_overlay_and_versions_without_torch(
     stack: Stack, browser: Any, callback_receiver: CallbackReceiver
 ) -> None:
     tenant = stack.tenant()
-    _everything_to_review(stack, tenant.id)
+    everything_to_review(stack, tenant.id)
     callback_receiver.secret = tenant.secret
     data = make_fake(np.random.default_rng([5, 1]), 300)
     response = stack.submit_file(
@@ -123,13 +113,8 @@ def test_explanation_overlay_and_versions_without_torch(
     (sent,) = callback_receiver.wait_for(1, path="/hook", timeout_s=30)
     assert sent.signature_ok and sent.json()["data"]["verdict"]["explanation"] == explanation
 
-    page = browser.new_page(viewport={"width": 1200, "height": 800})
-    page.set_default_timeout(WAIT_MS)
-    page.goto(f"{stack.api_url}/review/login")
-    page.fill("input[name=name]", "alice")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]:has-text('Log in')")
-    page.wait_for_url(f"{stack.api_url}/review/")
+    page = new_page(browser)
+    log_in(page, stack.api_url)
     row = page.locator(f"li.item[data-id='{item}']")
     row.wait_for()
     page.keyboard.press("h")  # opens the current item's overlay, drawn from the stored map
@@ -141,13 +126,13 @@ def test_explanation_overlay_and_versions_without_torch(
     answer = page.request.get(f"{stack.api_url}/review/gradcam/{item}")
     assert answer.headers["content-type"] == "image/png" and answer.headers["x-heatmap"] == "drawn"
     assert "of the map at x" in row.inner_text()
-    _shot(page, "no-torch-01-overlay")
+    shot(page, "no-torch-01-overlay")
 
     page.goto(f"{stack.api_url}/review/overview")
     version = page.locator("table.repository tr[data-version='1']")
     assert version.locator("td.serving").inner_text() == "serving"
     assert "accuracy=0.857" in version.locator("td.metrics").inner_text()
-    _shot(page, "no-torch-02-overview")
+    shot(page, "no-torch-02-overview")
     page.close()
     assert _torch_mapped(stack.procs["api"].pid) == []
     assert _torch_mapped(stack.procs["worker"].pid) == []

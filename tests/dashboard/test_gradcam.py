@@ -12,8 +12,8 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from moderation.settings import Settings
-from tests.dashboard.conftest import add_item, login
-from tests.e2e.conftest import image_bytes
+from tests.fixtures.flask_app import add_item, login
+from tests.fixtures.media import image_bytes
 
 
 def test_heatmap_is_computed_once_and_cached(client: FlaskClient, settings: Settings) -> None:

@@ -9,8 +9,8 @@ from flask.testing import FlaskClient
 from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.settings import PROJECT_ROOT, Settings
 from moderation.tenant_models import set_models, set_thresholds
-from tests.dashboard.conftest import login
-from tests.fixtures.services import create_test_tenant
+from tests.fixtures.database import create_test_tenant
+from tests.fixtures.flask_app import login
 
 
 def test_overview_shows_models_weights_and_tenant_choices(

@@ -15,8 +15,8 @@ from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.explanation import OVERLAY_ALPHA, explain
 from moderation.models import Verdict
 from moderation.settings import Settings
-from tests.dashboard.conftest import add_item, login
-from tests.e2e.conftest import image_bytes
+from tests.fixtures.flask_app import add_item, login
+from tests.fixtures.media import image_bytes
 
 
 def _explained_item(settings: Settings, *, size: tuple[int, int] = (160, 120)) -> str:

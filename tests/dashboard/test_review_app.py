@@ -11,7 +11,7 @@ from moderation.cli import main
 from moderation.db import session_scope
 from moderation.models import CallbackDelivery, DeliveryStatus, Review, Reviewer, Submission
 from moderation.settings import Settings
-from tests.dashboard.conftest import add_item, login, token
+from tests.fixtures.flask_app import add_item, login, token
 
 
 def _db(app: Flask):  # type: ignore[no-untyped-def]

@@ -10,8 +10,7 @@ from flask.testing import FlaskClient
 
 from moderation.contract import ModelMetadata
 from moderation.settings import PROJECT_ROOT, Settings
-from tests.dashboard.conftest import login
-from tests.fixtures.flask_app import app_settings
+from tests.fixtures.flask_app import app_settings, login
 from webhook_api.versions import repository_view
 
 COMMITTED = PROJECT_ROOT / "model_repository" / "deepfake_detector"
@@ -40,7 +39,7 @@ def test_repository_view__every_folder_newest_first_and_unreadable_metadata_said
         (model_dir / str(version)).mkdir()
     ModelMetadata(version=2, metrics={"accuracy": 0.75, "split": "test"}).write(model_dir / "2")
     (model_dir / "10" / "metadata.json").write_text("{not json")
-    (model_dir / ".11.incoming").mkdir()  # a deploy in progress is not a version yet
+    (model_dir / ".11.staging").mkdir()  # a deploy in progress is not a version yet
     settings = app_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}")
     view = repository_view(settings.replace(model_repository=repository))
     assert [v.version for v in view.versions] == ["10", "2", "1"]

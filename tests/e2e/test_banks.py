@@ -15,8 +15,9 @@ import requests
 from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.reviewers import create_reviewer
 from moderation.tenants import set_thresholds
-from tests.banks.conftest import jpeg, photo, reupload
-from tests.fixtures.stack import Stack, TenantKeys
+from tests.fixtures.database import TenantKeys
+from tests.fixtures.media import jpeg, photo, reupload
+from tests.fixtures.stack import Stack
 
 pytestmark = pytest.mark.integration
 

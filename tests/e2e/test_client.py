@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from moderation.client import ApiError, Client, WebhookVerificationError, verify_webhook
-from tests.e2e.conftest import E2E_ENV, image_bytes
+from tests.fixtures.media import image_bytes
 from tests.fixtures.receiver import CallbackReceiver, Media
-from tests.fixtures.stack import FINAL, Stack, embedded_stack, triton_env
+from tests.fixtures.stack import E2E_ENV, FINAL, Stack, embedded_stack, triton_env
 
 pytestmark = pytest.mark.integration
 

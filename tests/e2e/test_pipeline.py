@@ -21,12 +21,12 @@ from moderation.models import CallbackDelivery, MediaKind, Status, Submission, V
 from moderation.policy import calibrate
 from moderation.preprocess import load_image
 from moderation.settings import load_settings
-from tests.e2e.conftest import E2E_ENV, flat_image, image_bytes
+from serving.client import TritonClient
+from tests.fixtures.media import flat_image, image_bytes
 from tests.fixtures.receiver import CallbackReceiver, Media
-from tests.fixtures.stack import Stack, closed_port
+from tests.fixtures.stack import E2E_ENV, Stack, closed_port
 from worker.celery_app import create_celery
 from worker.enqueue import TASK_SCORE
-from worker.triton_client import TritonClient
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import E2E_ENV, image_bytes
+from tests.fixtures.media import image_bytes
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.stack import Stack, closed_port, embedded_stack
+from tests.fixtures.stack import E2E_ENV, Stack, closed_port, embedded_stack
 
 pytestmark = pytest.mark.integration
 

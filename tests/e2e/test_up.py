@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from moderation.settings import PROJECT_ROOT
-from tests.e2e.conftest import image_bytes
+from tests.fixtures.media import image_bytes
 from tests.fixtures.stack import FINAL, free_port
 
 pytestmark = pytest.mark.integration

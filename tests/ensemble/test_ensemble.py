@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
@@ -10,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from moderation.cli import main
 from moderation.contract import ModelMetadata
@@ -26,11 +24,12 @@ from moderation.ensemble import (
 )
 from moderation.model_import import import_model
 from moderation.submissions import get_submission
+from serving.client import InferenceResult, InferenceUnavailable
 from tests.ensemble import third_party
-from tests.worker.conftest import WorkerEnv, _migrated_db, worker_env  # noqa: F401 (fixtures)
+from tests.fixtures.media import image_bytes
+from tests.fixtures.worker import WorkerEnv
 from worker import scoring
 from worker.models import MODEL_FAILURES, get_model_set
-from worker.triton_client import InferenceResult, InferenceUnavailable
 
 
 def test_fit_logistic_recovers_the_generating_weights() -> None:
@@ -96,10 +95,7 @@ def test_combining_scores_single_mean_and_fitted(tmp_path: Path) -> None:
 
 
 def _jpeg(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (80, 90, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG")
-    return buffer.getvalue()
+    return image_bytes((90, 80), fmt="JPEG", seed=seed)
 
 
 def test_ensemble_fit_scores_a_holdout_with_each_served_graph(tmp_path: Path) -> None:
@@ -211,7 +207,7 @@ def _run(env: WorkerEnv, stubs: list[Stub], data: bytes | None = None, **changes
 
 
 def test_demo_weights_never_decide_alone_unless_the_operator_opts_out(
-    worker_env: WorkerEnv,  # noqa: F811
+    worker_env: WorkerEnv,
     tmp_path: Path,
 ) -> None:
     repo = _repo(tmp_path, demo=True)
@@ -230,7 +226,7 @@ def test_demo_weights_never_decide_alone_unless_the_operator_opts_out(
     assert (opted_out["decision"], opted_out["decision_reason"]) == ("auto_flagged", "model")
 
 
-def test_not_demo_weights_decide(worker_env: WorkerEnv, tmp_path: Path) -> None:  # noqa: F811
+def test_not_demo_weights_decide(worker_env: WorkerEnv, tmp_path: Path) -> None:
     repo = _repo(tmp_path, demo=False)
     verdict = _run(worker_env, [Stub("deepfake_detector", 5.0)], model_repository=repo)
     assert (verdict["decision"], verdict["decision_reason"]) == ("auto_flagged", "model")
@@ -238,7 +234,7 @@ def test_not_demo_weights_decide(worker_env: WorkerEnv, tmp_path: Path) -> None:
 
 
 def test_a_failing_second_model_gives_a_partial_verdict_not_a_lost_item(
-    worker_env: WorkerEnv,  # noqa: F811
+    worker_env: WorkerEnv,
     tmp_path: Path,
 ) -> None:
     repo = _repo(tmp_path, demo=False, second=True)
@@ -261,7 +257,7 @@ def test_a_failing_second_model_gives_a_partial_verdict_not_a_lost_item(
 
 
 def test_a_video_is_scored_by_each_model_at_its_own_size(
-    worker_env: WorkerEnv,  # noqa: F811
+    worker_env: WorkerEnv,
     tmp_path: Path,
 ) -> None:
     from tests.video.media import colour_frames, encode

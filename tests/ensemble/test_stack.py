@@ -4,7 +4,6 @@ imported from a plain NCHW ImageNet-normalised ONNX file), the API and a Celery 
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
@@ -14,17 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from moderation.cli import main
 from moderation.model_import import import_model
+from serving.server import TritonServer
 from tests.ensemble import third_party
+from tests.fixtures.media import image_bytes
 from tests.fixtures.stack import Stack, embedded_stack, triton_env
 from tests.fixtures.triton import COMMITTED_REPOSITORY, private_server
-from worker.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 
@@ -63,16 +61,10 @@ def stack(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield started
 
 
-def _picture(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, (160, 200, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
 def _scored(stack: Stack, key: str, seed: int) -> dict[str, Any]:
-    response = stack.submit_file(key, _picture(seed), filename="p.jpg")
+    response = stack.submit_file(
+        key, image_bytes((200, 160), fmt="JPEG", seed=seed, quality=90), filename="p.jpg"
+    )
     assert response.status_code == 202, response.text
     final = stack.wait_final(key, response.json()["id"])
     assert final["status"] in SCORED and final["failure"] is None, final

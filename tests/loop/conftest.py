@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.blobs import BlobStore
 from moderation.db import make_engine, make_session_factory, migrate
-from tests.fixtures.services import create_test_tenant
+from tests.fixtures.database import create_test_tenant
 from training.demo_data import generate
 
 

@@ -18,6 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from moderation import contract
 from moderation.db import session_scope
 from moderation.models import ModelVersion
+from moderation.version_folders import version_numbers
+from serving.client import TritonClient
+from serving.server import TritonServer
 from tests.fixtures.triton import private_server
 from tests.serving.onnx_edit import shift_logits
 from training.deploy import (
@@ -25,11 +28,8 @@ from training.deploy import (
     ServingTarget,
     deploy,
     live_version,
-    repository_versions,
     rollback,
 )
-from worker.triton_client import TritonClient
-from worker.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def _answer(target: ServingTarget) -> tuple[str, float]:
 
 
 def _candidate(target: ServingTarget, folder: Path, *, delta: float) -> Path:
-    live = target.model_dir / str(repository_versions(target.model_dir)[-1])
+    live = target.model_dir / str(version_numbers(target.model_dir)[-1])
     shift_logits(live / contract.ONNX_FILENAME, folder / contract.ONNX_FILENAME, delta=delta)
     shutil.copy2(live / contract.METADATA_FILENAME, folder / contract.METADATA_FILENAME)
     return folder
@@ -87,7 +87,7 @@ def test_deploy_then_rollback(
     version, logit = _answer(target)
     assert version == str(new) and logit == pytest.approx(before + SHIFT, abs=1e-3)
     assert contract.ModelMetadata.read(target.model_dir / str(new)).version == new
-    assert not list(target.model_dir.glob(".*.incoming"))  # no temporary folder left behind
+    assert not list(target.model_dir.glob(".*.staging"))  # no temporary folder left behind
 
     with session_scope(database[1]) as session:
         back = rollback(session=session, target=target, deployed_by="oncall")
@@ -114,7 +114,7 @@ def test_broken_version_is_refused_and_live_keeps_serving(
     with session_scope(database[1]) as session, pytest.raises(DeployError, match="did not serve"):
         deploy(session=session, source=source, target=target, deployed_by="ops", metrics={})
     assert _answer(target) == (before_version, pytest.approx(before, abs=1e-6))
-    assert repository_versions(target.model_dir)[-1] == int(before_version)
+    assert version_numbers(target.model_dir)[-1] == int(before_version)
     assert (target.model_dir / f".{int(before_version) + 1}.failed").is_dir()
     with session_scope(database[1]) as session:
         assert session.scalars(select(ModelVersion)).all() == []
@@ -161,7 +161,7 @@ def test_version_without_cam_is_refused_with_how_to_fix(
     del model.graph.output[:]
     model.graph.output.extend(kept)
     onnx.save(model, str(source / contract.ONNX_FILENAME))
-    before = repository_versions(target.model_dir)
+    before = version_numbers(target.model_dir)
     with session_scope(database[1]) as session, pytest.raises(DeployError, match="reexport"):
         deploy(session=session, source=source, target=target, deployed_by="ops", metrics={})
-    assert repository_versions(target.model_dir) == before
+    assert version_numbers(target.model_dir) == before

@@ -24,10 +24,11 @@ from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.models import ModelVersion
 from moderation.reviews import add_review
 from moderation.settings import PROJECT_ROOT
+from moderation.version_folders import version_numbers
+from serving.server import TritonServer
 from tests.fixtures.stack import Stack, embedded_stack, triton_env
 from tests.fixtures.triton import private_server
-from training.deploy import repository_versions
-from worker.triton_server import TritonServer
+from tests.fixtures.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +125,7 @@ def test_reviews_retrain_deploy_while_scoring_then_refuse_worse(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     model_dir = server.repository / contract.MODEL_NAME
-    live = repository_versions(model_dir)[-1]
+    live = version_numbers(model_dir)[-1]
     tenant = stack.tenant()
     reviewed = sorted(tiny_data["reviewed"].rglob("*.jpg"))
     labelled = {}
@@ -146,14 +147,18 @@ def test_reviews_retrain_deploy_while_scoring_then_refuse_worse(
 
     images = [p.read_bytes() for p in reviewed]
     with Submitter(stack, tenant.api_key, images, interval_s=0.5) as submitter:
-        time.sleep(1.0)
+        wait_until(lambda: submitter.sent or submitter.errors, timeout_s=30)  # traffic flows
         # A 16-image holdout moves balanced accuracy in steps of 1/16: margins wide enough that
         # this run tests the deploy path, not whether one epoch improves the model.
         args = _retrain_args(tiny_data, tmp_path / "labels", tmp_path / "run")
         code, output = _cli(monkeypatch, env, *args, "--margin-auc", "0.1", "--margin-bacc", "0.2")
         deployed_at = time.monotonic()
         assert code == 0, output
-        time.sleep(2.0)
+        wait_until(
+            lambda: submitter.errors or any(t > deployed_at for t, _ in submitter.sent),
+            timeout_s=30,
+            message="no submission was sent after the deploy",
+        )
     assert f"deployed version {live + 1} (was {live})" in output, output
     assert not submitter.errors and len(submitter.sent) >= 3
     after = [sid for sent_at, sid in submitter.sent if sent_at > deployed_at]
@@ -175,7 +180,7 @@ def test_reviews_retrain_deploy_while_scoring_then_refuse_worse(
     args = _retrain_args(tiny_data, tmp_path / "labels", tmp_path / "run2")
     code, output = _cli(monkeypatch, env, *args, "--margin-auc", "-1", "--margin-bacc", "-1")
     assert code == 3 and "REFUSED" in output, output
-    assert repository_versions(model_dir)[-1] == live + 1
+    assert version_numbers(model_dir)[-1] == live + 1
     assert [(r.version, r.live) for r in _model_versions(stack)] == [(str(live + 1), True)]
     response = stack.submit_file(tenant.api_key, images[0], filename="b.jpg")
     assert _version(stack.wait_final(tenant.api_key, response.json()["id"])) == str(live + 1)

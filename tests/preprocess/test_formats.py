@@ -8,7 +8,7 @@ from PIL import Image
 
 from moderation import contract
 from moderation.preprocess import ImageLimits, load_image, load_image_file, sniff_format, to_rgb
-from tests.preprocess.conftest import encode, halves
+from tests.fixtures.media import encode, halves
 
 ALL = ImageLimits(formats=("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"))
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from moderation.preprocess import ImageLimits, load_image
 from moderation.settings import load_settings
-from tests.preprocess.conftest import encode, halves
+from tests.fixtures.media import encode, halves
 
 DRAFT = ImageLimits()
 FULL = ImageLimits(jpeg_draft=False)

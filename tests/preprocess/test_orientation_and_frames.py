@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from moderation.preprocess import load_image
-from tests.preprocess.conftest import encode, halves
+from tests.fixtures.media import encode, halves
 
 ORIENTATION = 0x0112
 

@@ -20,7 +20,7 @@ from moderation.preprocess import (
     load_image,
 )
 from moderation.settings import load_settings
-from tests.preprocess.conftest import encode
+from tests.fixtures.media import encode
 
 
 def _rejected(data: bytes, limits: ImageLimits | None = None) -> MediaRejected:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from tests.provenance.signing import Chain, make_chain
 
@@ -29,15 +27,3 @@ def anchors_file(chain: Chain, tmp_path_factory: pytest.TempPathFactory) -> Path
     path = tmp_path_factory.mktemp("c2pa") / "anchors.pem"
     path.write_bytes(chain.anchor_pem)
     return path
-
-
-def picture(fmt: str = "JPEG", size: tuple[int, int] = (96, 64), seed: int = 0) -> bytes:
-    """Returns a textured image encoded in ``fmt``."""
-    import numpy as np
-
-    pixels = np.random.default_rng(seed).integers(
-        0, 256, size=(size[1], size[0], 3), dtype=np.uint8
-    )
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buffer, format=fmt)
-    return buffer.getvalue()

@@ -18,11 +18,11 @@ from moderation.models import Status
 from moderation.policy import PROVENANCE_POLICIES, apply_provenance
 from moderation.submissions import get_submission
 from moderation.tenants import set_provenance_policy
-from tests.provenance.conftest import picture
+from serving.client import InferenceResult
+from tests.fixtures.media import image_bytes
+from tests.fixtures.worker import WorkerEnv
 from tests.provenance.signing import Chain, corrupt_manifest, sign
-from tests.worker.conftest import WorkerEnv, _migrated_db, worker_env  # noqa: F401 (fixtures)
 from worker import scoring
-from worker.triton_client import InferenceResult
 
 AI = {"manifest": "valid", "ai_generated": True}
 
@@ -76,7 +76,7 @@ class LowStub:
 
 
 @pytest.fixture()
-def env(worker_env: WorkerEnv, tmp_path: Path, anchors_file: Path) -> WorkerEnv:  # noqa: F811
+def env(worker_env: WorkerEnv, tmp_path: Path, anchors_file: Path) -> WorkerEnv:
     version = tmp_path / "repo" / "deepfake_detector" / "3"
     version.mkdir(parents=True)
     ModelMetadata(version=3, temperature=1.0, pass_below=0.2, flag_at=0.9).write(version)
@@ -113,7 +113,7 @@ def _tenant_policy(env: WorkerEnv, policy: str | None) -> None:
 def test_trusted_ai_manifest__flagged_ai_generated_model_still_recorded(
     env: WorkerEnv, chain: Chain
 ) -> None:
-    body = _score(env, sign(picture(), "image/jpeg", chain))
+    body = _score(env, sign(image_bytes(fmt="JPEG"), "image/jpeg", chain))
     verdict = body["verdict"]
     assert body["status"] == verdict["decision"] == "auto_flagged"
     assert verdict["decision_reason"] == "provenance:ai_generated"
@@ -128,7 +128,7 @@ def test_trusted_ai_manifest__flagged_ai_generated_model_still_recorded(
 def test_untrusted_signer__reported_model_decides_unless_tenant_accepts_signed(
     env: WorkerEnv, stranger: Chain
 ) -> None:
-    signed = sign(picture(seed=1), "image/jpeg", stranger)
+    signed = sign(image_bytes(fmt="JPEG", seed=1), "image/jpeg", stranger)
     verdict = _score(env, signed)["verdict"]
     assert (verdict["decision"], verdict["decision_reason"]) == ("auto_passed", "model")
     assert verdict["label"] == "real"
@@ -143,23 +143,23 @@ def test_untrusted_signer__reported_model_decides_unless_tenant_accepts_signed(
 
 def test_tenant_policy_off__reported_never_decides(env: WorkerEnv, chain: Chain) -> None:
     _tenant_policy(env, "off")
-    verdict = _score(env, sign(picture(seed=2), "image/jpeg", chain))["verdict"]
+    verdict = _score(env, sign(image_bytes(fmt="JPEG", seed=2), "image/jpeg", chain))["verdict"]
     assert (verdict["decision"], verdict["decision_reason"]) == ("auto_passed", "model")
     assert verdict["signals"]["provenance"]["ai_generated"] is True
     _tenant_policy(env, None)  # back to the global default: trusted
-    verdict = _score(env, sign(picture(seed=3), "image/jpeg", chain))["verdict"]
+    verdict = _score(env, sign(image_bytes(fmt="JPEG", seed=3), "image/jpeg", chain))["verdict"]
     assert verdict["decision_reason"] == "provenance:ai_generated"
 
 
 def test_corrupted_manifest__invalid_and_still_a_verdict(env: WorkerEnv, chain: Chain) -> None:
-    body = _score(env, corrupt_manifest(sign(picture(seed=4), "image/jpeg", chain)))
+    body = _score(env, corrupt_manifest(sign(image_bytes(fmt="JPEG", seed=4), "image/jpeg", chain)))
     assert body["status"] == "auto_passed"
     assert body["verdict"]["signals"]["provenance"]["manifest"] == "invalid"
     assert body["verdict"]["decision_reason"] == "model"
 
 
 def test_no_manifest__provenance_null(env: WorkerEnv) -> None:
-    verdict = _score(env, picture("PNG"))["verdict"]
+    verdict = _score(env, image_bytes())["verdict"]
     assert verdict["signals"]["provenance"] is None and verdict["decision_reason"] == "model"
 
 

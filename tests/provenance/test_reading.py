@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from moderation import provenance
 from moderation.provenance import ProvenanceLimits, might_carry_manifest, read_provenance
 from moderation.settings import load_settings
-from tests.provenance.conftest import picture
+from tests.fixtures.media import image_bytes
 from tests.provenance.signing import Chain, corrupt_manifest, make_chain, sign
 from tests.video.media import colour_frames, encode
 
@@ -31,7 +31,7 @@ def trusting(anchors_file: Path) -> ProvenanceLimits:
 def test_image_declaring_ai__valid_with_every_field(
     fmt: str, chain: Chain, trusting: ProvenanceLimits
 ) -> None:
-    signed = sign(picture(fmt), MIMES[fmt], chain)
+    signed = sign(image_bytes(fmt=fmt), MIMES[fmt], chain)
     report = read_provenance(signed, trusting)
     assert report is not None
     assert report["manifest"] == "valid"
@@ -52,7 +52,7 @@ def test_video_declaring_ai__valid(fmt: str, chain: Chain, trusting: ProvenanceL
 
 
 def test_signer_not_among_anchors__untrusted(stranger: Chain, trusting: ProvenanceLimits) -> None:
-    report = read_provenance(sign(picture(), "image/jpeg", stranger), trusting)
+    report = read_provenance(sign(image_bytes(fmt="JPEG"), "image/jpeg", stranger), trusting)
     assert report is not None
     assert report["manifest"] == "untrusted"
     assert (report["signature_valid"], report["hard_binding_valid"]) == (True, True)
@@ -61,7 +61,7 @@ def test_signer_not_among_anchors__untrusted(stranger: Chain, trusting: Provenan
 
 
 def test_no_anchors_configured__every_signer_untrusted(chain: Chain) -> None:
-    report = read_provenance(sign(picture(), "image/jpeg", chain), ProvenanceLimits())
+    report = read_provenance(sign(image_bytes(fmt="JPEG"), "image/jpeg", chain), ProvenanceLimits())
     assert report is not None and report["manifest"] == "untrusted"
 
 
@@ -74,21 +74,23 @@ def test_no_anchors_configured__every_signer_untrusted(chain: Chain) -> None:
     ],
 )
 def test_source_types(source_type: str, ai: bool, chain: Chain, trusting: ProvenanceLimits) -> None:
-    signed = sign(picture(), "image/jpeg", chain, source_type=source_type)
+    signed = sign(image_bytes(fmt="JPEG"), "image/jpeg", chain, source_type=source_type)
     report = read_provenance(signed, trusting)
     assert report is not None
     assert report["digital_source_type"] == source_type and report["ai_generated"] is ai
 
 
 def test_corrupted_manifest__invalid(chain: Chain, trusting: ProvenanceLimits) -> None:
-    report = read_provenance(corrupt_manifest(sign(picture(), "image/jpeg", chain)), trusting)
+    report = read_provenance(
+        corrupt_manifest(sign(image_bytes(fmt="JPEG"), "image/jpeg", chain)), trusting
+    )
     assert report is not None and report["manifest"] == "invalid" and report["error"]
 
 
 def test_pixels_changed_after_signing__hard_binding_fails(
     chain: Chain, trusting: ProvenanceLimits
 ) -> None:
-    signed = bytearray(sign(picture(), "image/jpeg", chain))
+    signed = bytearray(sign(image_bytes(fmt="JPEG"), "image/jpeg", chain))
     signed[-20] ^= 0xFF  # inside the entropy-coded image data, which the data hash covers
     report = read_provenance(bytes(signed), trusting)
     assert report is not None
@@ -105,13 +107,13 @@ def test_no_manifest__none_without_calling_c2pa(
         raise AssertionError("c2pa must not be asked about a file without a manifest")
 
     monkeypatch.setattr(provenance, "_read", never)
-    assert read_provenance(picture(fmt), trusting) is None
+    assert read_provenance(image_bytes(fmt=fmt), trusting) is None
     assert read_provenance(encode(colour_frames(3)), trusting) is None
 
 
 def test_stripped_to_the_box__c2pa_says_none(chain: Chain, trusting: ProvenanceLimits) -> None:
     # An APP11 JUMBF segment that is no C2PA manifest store: the walk says maybe, c2pa says none.
-    jpeg = picture()
+    jpeg = image_bytes(fmt="JPEG")
     segment = b"JP\x00\x01" + b"\x00" * 12
     fake = jpeg[:2] + b"\xff\xeb" + (len(segment) + 2).to_bytes(2, "big") + segment + jpeg[2:]
     assert might_carry_manifest(fake)
@@ -130,7 +132,7 @@ def test_slow_read__invalid_timeout_and_the_scoring_goes_on(
     monkeypatch.setattr(provenance, "_read", stuck)
     try:
         report = read_provenance(
-            sign(picture(), "image/jpeg", chain), ProvenanceLimits(timeout_s=0.2)
+            sign(image_bytes(fmt="JPEG"), "image/jpeg", chain), ProvenanceLimits(timeout_s=0.2)
         )
     finally:
         release.set()
@@ -138,7 +140,7 @@ def test_slow_read__invalid_timeout_and_the_scoring_goes_on(
 
 
 def test_manifest_over_the_size_limit__invalid(chain: Chain) -> None:
-    signed = sign(picture(), "image/jpeg", chain)
+    signed = sign(image_bytes(fmt="JPEG"), "image/jpeg", chain)
     report = read_provenance(signed, ProvenanceLimits(max_manifest_mb=0))
     assert report is not None and (report["manifest"], report["error"]) == ("invalid", "too_large")
 
@@ -170,7 +172,7 @@ def test_header_walk_never_raises_on_garbage(tail: bytes, head: bytes) -> None:
 
 @functools.cache
 def _signed_jpeg() -> bytes:
-    return sign(picture(), "image/jpeg", make_chain())
+    return sign(image_bytes(fmt="JPEG"), "image/jpeg", make_chain())
 
 
 @settings(max_examples=40, deadline=None)

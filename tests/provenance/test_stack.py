@@ -16,9 +16,9 @@ import requests
 
 from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.reviewers import create_reviewer
+from tests.fixtures.media import image_bytes
 from tests.fixtures.receiver import CallbackReceiver
 from tests.fixtures.stack import STACK_FLAVOURS, Stack, flavoured_stack, triton_env
-from tests.provenance.conftest import picture
 from tests.provenance.signing import Chain, corrupt_manifest, sign
 from tests.video.media import colour_frames, encode
 
@@ -50,7 +50,7 @@ def stack(
 @pytest.mark.parametrize(
     ("media", "mime"),
     [
-        (lambda: picture("JPEG", seed=11), "image/jpeg"),
+        (lambda: image_bytes(fmt="JPEG", seed=11), "image/jpeg"),
         (lambda: encode(colour_frames(8)), "video/mp4"),
     ],
     ids=["jpeg", "mp4"],
@@ -85,7 +85,7 @@ def test_signed_ai_generated__flagged_by_provenance_reported_in_get_and_callback
 
 def test_corrupted_manifest__invalid_and_the_model_decides(stack: Stack, chain: Chain) -> None:
     tenant = stack.tenant()
-    broken = corrupt_manifest(sign(picture("JPEG", seed=12), "image/jpeg", chain))
+    broken = corrupt_manifest(sign(image_bytes(fmt="JPEG", seed=12), "image/jpeg", chain))
     response = stack.submit_file(tenant.api_key, broken)
     assert response.status_code == 202, response.text
     final = stack.wait_final(tenant.api_key, response.json()["id"])
@@ -97,7 +97,7 @@ def test_corrupted_manifest__invalid_and_the_model_decides(stack: Stack, chain: 
 
 def test_no_manifest__provenance_null(stack: Stack) -> None:
     tenant = stack.tenant()
-    response = stack.submit_file(tenant.api_key, picture("PNG", seed=13))
+    response = stack.submit_file(tenant.api_key, image_bytes(seed=13))
     final = stack.wait_final(tenant.api_key, response.json()["id"])
     assert final["verdict"]["signals"]["provenance"] is None
     assert final["verdict"]["decision_reason"] == "model"
@@ -122,7 +122,7 @@ def _login(stack: Stack) -> requests.Session:
 
 def test_dashboard_item_shows_the_provenance_summary(stack: Stack, chain: Chain) -> None:
     tenant = stack.tenant()
-    signed = sign(picture("JPEG", seed=14), "image/jpeg", chain, generator="ImageForge")
+    signed = sign(image_bytes(fmt="JPEG", seed=14), "image/jpeg", chain, generator="ImageForge")
     submission_id = stack.submit_file(tenant.api_key, signed).json()["id"]
     assert stack.wait_final(tenant.api_key, submission_id)["status"] == "auto_flagged"
     http = _login(stack)

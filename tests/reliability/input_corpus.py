@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from moderation.preprocess import TOO_LARGE, UNREADABLE_MEDIA, UNSUPPORTED_MEDIA
+from tests.fixtures.media import encode
 
 ARRAY = "array"
 Expect = str | frozenset[str] | None
@@ -33,12 +34,6 @@ class Case:
     # What a client would claim (used by the API subset): filename and content type.
     filename: str = "upload.jpg"
     content_type: str = "image/jpeg"
-
-
-def _save(image: Image.Image, fmt: str, **params: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
 
 
 def _gradient(mode: str = "RGB", size: tuple[int, int] = (64, 48)) -> Image.Image:
@@ -64,7 +59,7 @@ def _exif_rotated(orientation: int, fmt: str = "JPEG") -> bytes:
     image.paste((0, 0, 255), (32, 0, 64, 32))
     exif = Image.Exif()
     exif[0x0112] = orientation
-    return _save(image, fmt, exif=exif.tobytes(), quality=90)
+    return encode(image, fmt, exif=exif.tobytes(), quality=90)
 
 
 def valid_bases() -> dict[str, bytes]:
@@ -72,26 +67,26 @@ def valid_bases() -> dict[str, bytes]:
     rgb = _gradient()
     frames = _frames()
     bases = {
-        "jpeg_rgb": _save(rgb, "JPEG", quality=85),
-        "jpeg_progressive": _save(rgb, "JPEG", progressive=True),
-        "jpeg_gray": _save(rgb.convert("L"), "JPEG"),
-        "jpeg_cmyk": _save(rgb.convert("CMYK"), "JPEG"),
-        "png_rgb": _save(rgb, "PNG"),
-        "png_rgba": _save(rgb.convert("RGBA"), "PNG"),
-        "png_la": _save(rgb.convert("LA"), "PNG"),
-        "png_palette_transparent": _save(_palette_transparent(), "PNG"),
-        "png_16bit": _save(Image.new("I;16", (40, 30), 40000), "PNG"),
-        "png_1bit": _save(rgb.convert("1"), "PNG"),
-        "png_optimized": _save(rgb, "PNG", optimize=True),
-        "apng": _save(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=50),
-        "webp_lossy": _save(rgb, "WEBP", quality=70),
-        "webp_lossless_rgba": _save(rgb.convert("RGBA"), "WEBP", lossless=True),
-        "webp_animated": _save(frames[0], "WEBP", save_all=True, append_images=frames[1:]),
-        "gif_static": _save(rgb.convert("P"), "GIF"),
-        "gif_transparent": _save(_palette_transparent(), "GIF", transparency=0),
-        "gif_animated": _save(frames[0], "GIF", save_all=True, append_images=frames[1:], loop=0),
-        "bmp_rgb": _save(rgb, "BMP"),
-        "bmp_palette": _save(rgb.convert("P"), "BMP"),
+        "jpeg_rgb": encode(rgb, "JPEG", quality=85),
+        "jpeg_progressive": encode(rgb, "JPEG", progressive=True),
+        "jpeg_gray": encode(rgb.convert("L"), "JPEG"),
+        "jpeg_cmyk": encode(rgb.convert("CMYK"), "JPEG"),
+        "png_rgb": encode(rgb, "PNG"),
+        "png_rgba": encode(rgb.convert("RGBA"), "PNG"),
+        "png_la": encode(rgb.convert("LA"), "PNG"),
+        "png_palette_transparent": encode(_palette_transparent(), "PNG"),
+        "png_16bit": encode(Image.new("I;16", (40, 30), 40000), "PNG"),
+        "png_1bit": encode(rgb.convert("1"), "PNG"),
+        "png_optimized": encode(rgb, "PNG", optimize=True),
+        "apng": encode(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=50),
+        "webp_lossy": encode(rgb, "WEBP", quality=70),
+        "webp_lossless_rgba": encode(rgb.convert("RGBA"), "WEBP", lossless=True),
+        "webp_animated": encode(frames[0], "WEBP", save_all=True, append_images=frames[1:]),
+        "gif_static": encode(rgb.convert("P"), "GIF"),
+        "gif_transparent": encode(_palette_transparent(), "GIF", transparency=0),
+        "gif_animated": encode(frames[0], "GIF", save_all=True, append_images=frames[1:], loop=0),
+        "bmp_rgb": encode(rgb, "BMP"),
+        "bmp_palette": encode(rgb.convert("P"), "BMP"),
     }
     for orientation in range(1, 9):
         bases[f"jpeg_exif_orientation_{orientation}"] = _exif_rotated(orientation)
@@ -106,10 +101,10 @@ def phone_bases() -> dict[str, bytes]:
     _register_heif()
     rgb = _gradient()
     bases = {
-        "heic_rgb": _save(rgb, "HEIF", quality=80),
-        "heic_rgba": _save(rgb.convert("RGBA"), "HEIF", quality=80),
-        "avif_rgb": _save(rgb, "AVIF", quality=80),
-        "avif_rgba": _save(rgb.convert("RGBA"), "AVIF", quality=80),
+        "heic_rgb": encode(rgb, "HEIF", quality=80),
+        "heic_rgba": encode(rgb.convert("RGBA"), "HEIF", quality=80),
+        "avif_rgb": encode(rgb, "AVIF", quality=80),
+        "avif_rgba": encode(rgb.convert("RGBA"), "AVIF", quality=80),
     }
     for orientation in (3, 6, 8):
         for fmt in ("HEIF", "AVIF"):
@@ -136,7 +131,7 @@ def _gif_declaring(width: int, height: int) -> bytes:
 
 
 def _jpeg_declaring(width: int, height: int) -> bytes:
-    valid = _save(Image.new("RGB", (16, 16), (10, 20, 30)), "JPEG")
+    valid = encode(Image.new("RGB", (16, 16), (10, 20, 30)), "JPEG")
     index = valid.index(b"\xff\xc0")
     return valid[: index + 5] + struct.pack(">HH", height, width) + valid[index + 9 :]
 
@@ -195,8 +190,8 @@ FOREIGN = {
     "nul_bytes": b"\x00" * 512,
     "ff_bytes": b"\xff" * 512,
     "elf": b"\x7fELF\x02\x01\x01" + b"\x00" * 57,
-    "tiff": _save(_gradient(), "TIFF"),
-    "ico": _save(_gradient(), "ICO"),
+    "tiff": encode(_gradient(), "TIFF"),
+    "ico": encode(_gradient(), "ICO"),
     "riff_wave": b"RIFF\x24\x00\x00\x00WAVEfmt ",
 }
 MAGIC_ONLY = {
@@ -236,7 +231,7 @@ def polyglots(bases: dict[str, bytes]) -> Iterator[Case]:
     for base in ("jpeg_rgb", "png_rgb", "gif_static", "webp_lossy", "bmp_rgb"):
         for tail_name, tail in tails.items():
             yield Case(f"polyglot_{base}_plus_{tail_name}", bases[base] + tail, None)
-    comment = _save(_gradient(), "JPEG", comment=FOREIGN["html"])
+    comment = encode(_gradient(), "JPEG", comment=FOREIGN["html"])
     yield Case("polyglot_jpeg_html_comment", comment, ARRAY)
     yield Case(
         "polyglot_html_then_png", FOREIGN["html"] + bases["png_rgb"], frozenset({UNSUPPORTED_MEDIA})
@@ -308,7 +303,9 @@ def _gif_descriptors(data: bytes) -> list[int]:
 def _gif_frame_declaring(width: int, height: int, frame: int = 1) -> bytes:
     """A valid 3-frame 10x10 GIF whose frame ``frame`` declares ``width`` x ``height``."""
     frames = [Image.new("RGB", (10, 10), (80 * i, 20, 30)) for i in range(3)]
-    data = bytearray(_save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100))
+    data = bytearray(
+        encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    )
     at = _gif_descriptors(bytes(data))[frame]
     data[at + 5 : at + 9] = struct.pack("<HH", width, height)
     return bytes(data)
@@ -344,9 +341,9 @@ def media_bombs() -> Iterator[Case]:
             "anim.gif",
             "image/gif",
         )
-    small = [_save(Image.new("RGB", (16, 16), (40 * i, 0, 0)), "JPEG") for i in range(4)]
+    small = [encode(Image.new("RGB", (16, 16), (40 * i, 0, 0)), "JPEG") for i in range(4)]
     huge_header = _jpeg_declaring(65535, 65535)
-    real_big = _save(Image.new("RGB", (4000, 4000)), "JPEG", quality=10)  # 16 MP, ~250 KB
+    real_big = encode(Image.new("RGB", (4000, 4000)), "JPEG", quality=10)  # 16 MP, ~250 KB
     for name, odd in (("declared_65535x65535", huge_header), ("real_4000x4000", real_big)):
         yield Case(
             f"bomb_mkv_frame2_{name}",

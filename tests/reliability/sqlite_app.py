@@ -13,7 +13,7 @@ from flask import Flask
 
 from moderation.db import migrate
 from moderation.settings import load_settings
-from tests.fixtures.services import create_test_tenant
+from tests.fixtures.database import create_test_tenant
 from webhook_api import create_app
 
 

@@ -18,13 +18,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.integration import unavailable
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.services import missing_service
-from tests.fixtures.stack import Stack, free_port, pg_redis_stack, triton_env
-from tests.reliability.conftest import (
+from tests.fixtures.stack import (
     FAULT_ENV,
+    Stack,
     assert_exactly_once,
+    free_port,
+    pg_redis_stack,
     submit_stream,
+    triton_env,
     wait_all_final,
 )
 
@@ -73,7 +76,7 @@ class PrivateRedis:
 @pytest.fixture()
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     if not Path(REDIS_SERVER).is_file():
-        missing_service(f"no redis-server binary at {REDIS_SERVER}")
+        unavailable(f"no redis-server binary at {REDIS_SERVER}")
     server = PrivateRedis(tmp_path / "redis.log")
     server.start()
     try:

@@ -21,8 +21,14 @@ from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.models import CallbackDelivery
 from moderation.outbox import replay
 from tests.fixtures.receiver import Answer, CallbackReceiver
-from tests.fixtures.stack import Stack, closed_port, embedded_stack, triton_env
-from tests.reliability.conftest import FAULT_ENV, submit_many
+from tests.fixtures.stack import (
+    FAULT_ENV,
+    Stack,
+    closed_port,
+    embedded_stack,
+    submit_many,
+    triton_env,
+)
 
 pytestmark = pytest.mark.integration
 

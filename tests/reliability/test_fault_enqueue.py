@@ -16,12 +16,15 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.stack import Stack, closed_port, embedded_stack, triton_env
-from tests.reliability.conftest import (
+from tests.fixtures.stack import (
     FAULT_ENV,
+    Stack,
     assert_exactly_once,
+    closed_port,
+    embedded_stack,
     statuses,
     submit_many,
+    triton_env,
     wait_all_final,
 )
 

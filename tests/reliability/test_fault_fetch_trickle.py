@@ -1,6 +1,6 @@
 """A media_url that trickles its body forever: the fetch ends at its time limit, the worker goes on.
 
-A loopback server (``TrickleServer`` in ``tests/reliability/conftest.py``) answers 200 with an
+A loopback server (``TrickleServer`` in ``tests/fixtures/receiver.py``) answers 200 with an
 image content type and then sends one byte every ``BYTE_EVERY_S``, never finishing. Each byte
 resets the socket's read timeout, so only the fetch's total limit (``DFMOD_FETCH_TIMEOUT_S``,
 enforced by ``worker/fetch.py``'s watchdog that shuts the connection down at the deadline) can
@@ -17,13 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import image_bytes
-from tests.fixtures.stack import FINAL, Stack, embedded_stack, triton_env
-from tests.reliability.conftest import (
+from tests.fixtures.media import image_bytes
+from tests.fixtures.receiver import TrickleServer
+from tests.fixtures.stack import (
     FAULT_ENV,
-    TrickleServer,
+    FINAL,
+    Stack,
+    embedded_stack,
     statuses,
     submit_many,
+    triton_env,
     wait_all_final,
     wait_worker_ready,
 )

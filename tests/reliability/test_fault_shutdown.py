@@ -18,17 +18,21 @@ import pytest
 import requests
 
 from moderation.models import Verdict
-from tests.e2e.conftest import image_bytes
+from tests.fixtures.media import image_bytes
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.stack import FINAL, Stack, embedded_stack, triton_env
-from tests.reliability.conftest import (
+from tests.fixtures.stack import (
     FAULT_ENV,
+    FINAL,
+    Stack,
     assert_exactly_once,
+    embedded_stack,
     rows_per_submission,
     statuses,
     submit_many,
+    triton_env,
     wait_all_final,
 )
+from tests.fixtures.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -120,9 +124,14 @@ def test_api_sigterm_under_submissions__accepted_all_complete(stack: Stack) -> N
     for thread in threads:
         thread.start()
     try:
-        time.sleep(2.0)
+        # Under way: both threads are being answered when the SIGTERM lands.
+        wait_until(
+            lambda: all(len(out["accepted"]) >= 5 for out in outs),
+            timeout_s=60,
+            message=lambda: f"{outs}\n{stack.log_tail()}",
+        )
         code, took_s = sigterm(stack, "api")
-        time.sleep(0.5)
+        time.sleep(0.5)  # the clients go on sending to the stopped API for a moment
     finally:
         stop.set()
         for thread in threads:
@@ -131,9 +140,7 @@ def test_api_sigterm_under_submissions__accepted_all_complete(stack: Stack) -> N
     accepted = [i for out in outs for i in out["accepted"]]
     assert accepted and not [c for out in outs for c in out["other"]], outs
     stack._spawn("api", "api")
-    deadline = time.monotonic() + 60
-    while not _healthy(stack) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: _healthy(stack), timeout_s=60, interval_s=0.2, message=stack.log_tail)
     wait_all_final(stack, tenant.api_key, accepted, timeout_s=60)
     assert_exactly_once(stack, accepted, with_callbacks=False)
     refused = sum(out["errors"] for out in outs)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import image_bytes
-from tests.fixtures.services import fresh_postgres_database
-from tests.fixtures.stack import Stack, pg_redis_stack, triton_env
-from tests.reliability.conftest import FAULT_ENV, TrickleServer, wait_worker_ready
+from tests.fixtures.database import fresh_postgres_database
+from tests.fixtures.media import image_bytes
+from tests.fixtures.receiver import TrickleServer
+from tests.fixtures.stack import FAULT_ENV, Stack, pg_redis_stack, triton_env, wait_worker_ready
 
 pytestmark = pytest.mark.integration
 

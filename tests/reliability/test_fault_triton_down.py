@@ -17,19 +17,22 @@ from pathlib import Path
 import pytest
 
 from moderation.settings import Settings
+from serving.server import TritonServer
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.stack import FINAL, Stack, embedded_stack, triton_env
-from tests.fixtures.triton import private_server
-from tests.reliability.conftest import (
+from tests.fixtures.stack import (
     FAULT_ENV,
+    FINAL,
+    Stack,
     assert_exactly_once,
+    embedded_stack,
     statuses,
     submit_many,
+    triton_env,
     wait_all_final,
     wait_some_final,
     wait_worker_ready,
 )
-from worker.triton_server import TritonServer
+from tests.fixtures.triton import private_server
 
 pytestmark = pytest.mark.integration
 

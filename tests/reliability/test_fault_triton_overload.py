@@ -23,16 +23,18 @@ import numpy as np
 import pytest
 
 from moderation import contract
-from tests.fixtures.stack import Stack, embedded_stack, triton_env
-from tests.fixtures.triton import private_server
-from tests.reliability.conftest import (
+from serving.server import TritonServer
+from tests.fixtures.stack import (
     FAULT_ENV,
+    Stack,
     assert_exactly_once,
+    embedded_stack,
+    triton_env,
     wait_all_final,
     wait_worker_ready,
 )
+from tests.fixtures.triton import private_server
 from tests.video.media import animated
-from worker.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 

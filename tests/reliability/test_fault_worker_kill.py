@@ -22,12 +22,15 @@ from sqlalchemy import select
 
 from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.models import Submission
+from tests.fixtures.processes import kill_holding
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.stack import Stack, embedded_stack, pg_redis_stack, triton_env
-from tests.reliability.conftest import (
+from tests.fixtures.stack import (
+    Stack,
     assert_exactly_once,
-    kill_holding,
+    embedded_stack,
+    pg_redis_stack,
     submit_stream,
+    triton_env,
     wait_all_final,
     wait_callbacks_for,
     wait_worker_ready,

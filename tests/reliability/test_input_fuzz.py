@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from moderation.preprocess import REASONS, ImageLimits, MediaRejected, load_image
-from tests.fixtures.services import create_test_tenant
+from tests.fixtures.database import create_test_tenant
 from tests.reliability.input_corpus import valid_bases
 from tests.reliability.sqlite_app import make_app
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from flask import Flask
 
 from moderation.settings import load_settings
-from tests.fixtures.services import fresh_postgres_database
+from tests.fixtures.database import fresh_postgres_database
 from tests.reliability.input_corpus import valid_bases
 from tests.reliability.sqlite_app import bearer, make_app
 from webhook_api.cli import tenant_group

@@ -21,12 +21,13 @@ import pytest
 import yaml
 
 from moderation.settings import PROJECT_ROOT
+from tests.fixtures.processes import kill_holding
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.stack import Stack, triton_env
-from tests.reliability.conftest import (
+from tests.fixtures.stack import (
+    Stack,
     assert_exactly_once,
-    kill_holding,
     submit_stream,
+    triton_env,
     wait_all_final,
     wait_callbacks_for,
     wait_worker_ready,

@@ -16,9 +16,9 @@ import onnxruntime as ort
 import pytest
 
 from moderation import contract
+from serving.client import TritonClient
+from serving.server import TritonServer
 from tests.fixtures.triton import private_server
-from worker.triton_client import TritonClient
-from worker.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 

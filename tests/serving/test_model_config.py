@@ -37,7 +37,7 @@ def test_io_follows_the_contract(config: mc.ModelConfig) -> None:
 
 
 def test_one_backend_name_for_both_deployments(config: mc.ModelConfig) -> None:
-    # NGC serves "onnxruntime" natively; the bundled server through worker/triton_backend.
+    # NGC serves "onnxruntime" natively; the bundled server through serving/backend.
     assert config.backend == "onnxruntime"
     assert not config.platform and not config.runtime
     assert all(g.kind == mc.ModelInstanceGroup.KIND_AUTO for g in config.instance_group)

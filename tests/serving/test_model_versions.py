@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from moderation import contract
+from serving.client import InferenceResult, InferenceUnavailable, TritonClient
+from serving.server import TritonServer
 from tests.fixtures.triton import private_server
+from tests.fixtures.waiting import wait_until
 from tests.serving.onnx_edit import add_shifted_version
-from worker.triton_client import InferenceResult, InferenceUnavailable, TritonClient
-from worker.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 
@@ -72,11 +73,15 @@ def test_new_version_loads_under_load_without_dropping_requests(own_server: Trit
     probe = TritonClient(own_server.grpc_url, timeout_s=30.0)
     old = probe.infer(image)
     with _Load(own_server.grpc_url, image, threads=4) as load:
-        time.sleep(0.5)
+        wait_until(lambda: len(load.answers) >= 4 or load.errors, timeout_s=30)  # under load
         new_version = add_shifted_version(_model_dir(own_server), delta=SHIFT)
         own_server.load_model()
         loaded_at = time.monotonic()
-        time.sleep(1.0)
+        wait_until(  # answers to requests sent once load_model returned
+            lambda: load.errors or sum(t > loaded_at for t, _ in load.answers) >= 4,
+            timeout_s=30,
+            message=lambda: f"{len(load.answers)} answers, none asked after the load",
+        )
     assert not load.errors, load.errors
     assert own_server.serving_versions() == [str(new_version)]
     before = [r for t, r in load.answers if t < loaded_at]

@@ -14,9 +14,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from moderation import contract
+from serving.client import TritonClient, is_retryable
+from serving.server import TritonServer
 from tests.fixtures.triton import private_server
-from worker.triton_client import TritonClient, is_retryable
-from worker.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ from PIL import Image
 from moderation.contract import ModelMetadata
 from moderation.policy import calibrate, decide
 from moderation.settings import load_settings
+from serving.client import TritonClient
+from serving.env import free_ports
+from serving.server import TritonServer
 from worker.scan import scan_command, scan_files
-from worker.triton_client import TritonClient
-from worker.triton_env import free_ports
-from worker.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 

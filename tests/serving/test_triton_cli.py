@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from moderation.settings import PROJECT_ROOT
+from serving.client import TritonClient
+from serving.env import TritonStartError, free_ports, port_in_use
+from serving.server import TritonServer, load_model
 from tests.fixtures.triton import copy_repository
-from worker.triton_client import TritonClient
-from worker.triton_env import TritonStartError, free_ports, port_in_use
-from worker.triton_server import TritonServer
 
 
 def _dfmod(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -103,3 +103,18 @@ def test_cli_reports_start_errors_without_traceback(tmp_path: Path) -> None:
     assert process.returncode == 1
     assert "Error: expected the model configuration" in output
     assert "Traceback" not in output
+
+
+def test_load_errors_are_told_in_words(triton_server: TritonServer) -> None:
+    with pytest.raises(TritonStartError) as refused:
+        load_model(http_url=triton_server.http_url, model_name="no_such_model")
+    message = str(refused.value)
+    assert message.startswith(f"Triton at {triton_server.http_url} refused to load no_such_model: ")
+    assert "no_such_model" in message.split(": ", 1)[1]  # Triton's own reason follows
+    (closed,) = free_ports(1)
+    with pytest.raises(TritonStartError) as unreachable:
+        load_model(http_url=f"http://127.0.0.1:{closed}")
+    message = str(unreachable.value)
+    assert message.startswith(f"cannot reach Triton at http://127.0.0.1:{closed} to load ")
+    for text in (str(refused.value), message):
+        assert "Exception" not in text and " object at 0x" not in text

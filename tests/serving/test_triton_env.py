@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy
 import pytest
 
-from worker import triton_env
-from worker.triton_backend import MODEL_PY
-from worker.triton_env import TritonStartError, check_repository, locate_bundled
+from serving import env as triton_env
+from serving.backend import MODEL_PY
+from serving.env import TritonStartError, check_repository, locate_bundled
 
 
 def test_bundled_server_is_found_with_a_stub_for_this_python() -> None:

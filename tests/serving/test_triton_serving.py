@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 
 from moderation import contract
-from worker.triton_client import InferenceUnavailable, TritonClient
-from worker.triton_env import free_ports
-from worker.triton_server import TritonServer
+from serving.client import InferenceUnavailable, TritonClient
+from serving.env import free_ports
+from serving.server import TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ from PIL import Image
 
 from moderation.preprocess import ImageLimits, load_image
 from moderation.settings import load_settings
+from tests.fixtures.media import image_bytes
 from training.data import (
     DataError,
     ImageDataset,
@@ -123,11 +123,7 @@ def test_unreadable_files_are_skipped_and_counted(tmp_path: Path, caplog) -> Non
 
 
 def test_eval_transform_is_the_worker_preprocessing(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (333, 517, 3), dtype=np.uint8))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=87)
-    data = buffer.getvalue()
+    data = image_bytes((517, 333), fmt="JPEG", seed=0, quality=87)
     path = tmp_path / "real" / "x.jpg"
     path.parent.mkdir()
     path.write_bytes(data)

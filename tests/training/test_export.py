@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from moderation import contract
+from moderation.version_folders import next_version
 from training.checkpoint import model_from_checkpoint
 from training.export import (
     ExportParityError,
     check_parity,
     export_onnx,
     export_torchscript,
-    next_version,
     onnx_logits,
     onnx_session,
     quantize_int8,

@@ -15,7 +15,7 @@ from scipy.stats import binomtest
 
 from moderation import contract
 from moderation.cli import main
-from tests.fixtures.services import missing_service
+from tests.fixtures.integration import unavailable
 from training.genuine import CATALOGUE, Source, build, dep5_licence, find_photos, package_version
 from training.thresholds import (
     choose_flag_at,
@@ -132,7 +132,7 @@ def test_every_crop_of_a_photograph_shares_its_split(tmp_path):
 
 def test_the_installed_packages_photographs_carry_their_licences():
     if package_version(CATALOGUE[0].package) is None:
-        missing_service(f"Debian package {CATALOGUE[0].package} is not installed")
+        unavailable(f"Debian package {CATALOGUE[0].package} is not installed")
     photos = find_photos()
     assert len({p.photo_id for p in photos}) == len(photos) >= 12
     for photo in photos:

@@ -18,10 +18,10 @@ from moderation.models import Verdict
 from moderation.policy import calibrate
 from moderation.preprocess import image_to_input
 from moderation.video import VideoLimits, load_video
+from serving.client import InferenceResult
+from tests.fixtures.worker import WorkerEnv
 from tests.video.media import animated, encode
-from tests.worker.conftest import WorkerEnv, _migrated_db, worker_env  # noqa: F401 (fixtures)
 from worker import scoring
-from worker.triton_client import InferenceResult
 
 
 def portrait(width: int = 320) -> Image.Image:
@@ -74,7 +74,7 @@ class CropStub:
 
 
 @pytest.fixture()
-def env(worker_env: WorkerEnv, tmp_path: Path) -> WorkerEnv:  # noqa: F811
+def env(worker_env: WorkerEnv, tmp_path: Path) -> WorkerEnv:
     version = tmp_path / "repo" / "deepfake_detector" / "5"
     version.mkdir(parents=True)
     ModelMetadata(version=5, temperature=1.0, pass_below=0.2, flag_at=0.9).write(version)

@@ -6,7 +6,6 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from moderation.preprocess import (
     TOO_LARGE,
@@ -26,6 +25,8 @@ from moderation.video import (
     sniff_video,
     top_k,
 )
+from tests.fixtures.media import encode as encode_image
+from tests.fixtures.media import flat_image
 from tests.video.media import animated, audio_only, colour_frames, encode
 
 LIMITS = VideoLimits(max_frames=8)
@@ -65,9 +66,7 @@ def test_frames_use_the_image_preprocessing_path(clip: bytes) -> None:
     with av.open(io.BytesIO(clip), mode="r") as container:
         decoded = next(container.decode(video=0)).to_image()
     assert np.array_equal(first, image_to_input(decoded))
-    png = io.BytesIO()
-    decoded.save(png, format="PNG")
-    assert np.array_equal(first, load_image(png.getvalue()))
+    assert np.array_equal(first, load_image(encode_image(decoded, "PNG")))
 
 
 def test_per_video_cap_holds_for_a_long_clip() -> None:
@@ -93,9 +92,8 @@ def test_animated_gif_and_webp_are_video_single_frame_is_not() -> None:
         assert is_video(data, LIMITS)
         frames = load_video(data, LIMITS)
         assert [f.timestamp for f in frames if f.scene_change] == [0.7]
-        still = io.BytesIO()
-        Image.new("RGB", (8, 8)).save(still, format=fmt)
-        assert not is_video(still.getvalue(), LIMITS)
+        still = flat_image((8, 8), fmt=fmt, color=(0, 0, 0))
+        assert not is_video(still, LIMITS)
     assert not is_video(animated(colour_frames(3)), VideoLimits(enabled=False))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
@@ -14,18 +15,16 @@ from moderation.explanation import OVERLAY_ALPHA, video_explain
 from moderation.models import Verdict
 from moderation.settings import Settings
 from moderation.video import VideoLimits, aggregate, load_video
-from tests.dashboard.conftest import (  # noqa: F401 (fixtures)
-    add_item,
-    app,
-    client,
-    database_url,
-    login,
-    settings,
-)
+from tests.fixtures.flask_app import PASSWORD, REVIEWER, add_item, login
 from tests.video.media import colour_frames, encode
 
 
-def _video_item(settings: Settings) -> str:  # noqa: F811
+@pytest.fixture()
+def reviewers() -> dict[str, str]:
+    return {REVIEWER: PASSWORD}
+
+
+def _video_item(settings: Settings) -> str:
     data = encode(colour_frames(20, change_at=13))
     item = add_item(settings, p_fake=0.9, data=data)
     frames = load_video(data, VideoLimits.from_settings(settings))
@@ -58,7 +57,7 @@ def _png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def test_video_item_strip_frames_and_heatmaps(client: FlaskClient, settings: Settings) -> None:  # noqa: F811
+def test_video_item_strip_frames_and_heatmaps(client: FlaskClient, settings: Settings) -> None:
     item = _video_item(settings)
     image_item = add_item(settings, p_fake=0.5)
     login(client)
@@ -85,7 +84,7 @@ def test_video_item_strip_frames_and_heatmaps(client: FlaskClient, settings: Set
     assert client.get(f"/review/frame/{image_item}/0").status_code == 404
 
 
-def _stored(settings: Settings, item: str) -> list[dict]:  # noqa: F811
+def _stored(settings: Settings, item: str) -> list[dict]:
     engine = make_engine(settings.resolved_database_url)
     try:
         with session_scope(make_session_factory(engine)) as session:

@@ -13,11 +13,11 @@ import pytest
 from moderation.contract import ModelMetadata
 from moderation.policy import calibrate
 from moderation.video import VideoLimits, aggregate, load_video
-from tests.e2e.conftest import E2E_ENV, image_bytes
+from serving.client import TritonClient
+from tests.fixtures.media import image_bytes
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.stack import Stack, embedded_stack, triton_env
+from tests.fixtures.stack import E2E_ENV, Stack, embedded_stack, triton_env
 from tests.video.media import audio_only, colour_frames, encode
-from worker.triton_client import TritonClient
 
 pytestmark = pytest.mark.integration
 

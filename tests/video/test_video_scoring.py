@@ -16,10 +16,10 @@ from moderation.contract import ModelMetadata
 from moderation.db import session_scope
 from moderation.models import Status, Submission, Verdict
 from moderation.policy import calibrate
+from serving.client import InferenceResult
+from tests.fixtures.worker import WorkerEnv
 from tests.video.media import animated, colour_frames, encode
-from tests.worker.conftest import WorkerEnv, _migrated_db, worker_env  # noqa: F401 (fixtures)
 from worker import scoring
-from worker.triton_client import InferenceResult
 
 
 class FrameStub:
@@ -35,7 +35,7 @@ class FrameStub:
 
 
 @pytest.fixture()
-def env(worker_env: WorkerEnv, tmp_path: Path) -> WorkerEnv:  # noqa: F811
+def env(worker_env: WorkerEnv, tmp_path: Path) -> WorkerEnv:
     version = tmp_path / "repo" / "deepfake_detector" / "3"
     version.mkdir(parents=True)
     ModelMetadata(version=3, temperature=2.0, pass_below=0.2, flag_at=0.9).write(version)

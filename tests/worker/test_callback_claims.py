@@ -32,9 +32,9 @@ from moderation.outbox import EVENT_SCORED, add_outbox
 from moderation.settings import Settings
 from moderation.submissions import submission_view
 from moderation.tenants import rotate_secret
+from tests.fixtures.database import create_test_tenant
 from tests.fixtures.receiver import CallbackReceiver, Received, standard_webhooks_signature
-from tests.fixtures.services import DATABASE_KINDS, create_test_tenant, empty_database_url
-from tests.worker.conftest import worker_settings
+from tests.fixtures.worker import worker_settings
 from worker import callbacks
 
 RACES = 8
@@ -62,7 +62,7 @@ class Env:
             session.flush()
             row = add_outbox(
                 session,
-                view=submission_view(sub, verdict=None, reviews=()),
+                view=submission_view(sub),
                 event_type=EVENT_SCORED,
             )
             assert row is not None
@@ -82,9 +82,9 @@ class Env:
             row.next_attempt_at = utcnow()
 
 
-@pytest.fixture(params=DATABASE_KINDS)
-def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
-    url = empty_database_url(request, tmp_path)
+@pytest.fixture()
+def env(database_url: str, tmp_path: Path) -> Iterator[Env]:
+    url = database_url
     name = f"tenant-{uuid.uuid4().hex[:8]}"
     tenant_id, _key, secret = create_test_tenant(url, name=name)
     settings = worker_settings(url, tmp_path)

@@ -10,7 +10,7 @@ from moderation.models import CallbackDelivery, DeliveryStatus, Submission, utcn
 from moderation.outbox import EVENT_SCORED, add_outbox, replay
 from moderation.submissions import submission_view
 from tests.fixtures.receiver import Answer, CallbackReceiver
-from tests.worker.conftest import WorkerEnv
+from tests.fixtures.worker import WorkerEnv
 from worker import callbacks
 
 
@@ -19,9 +19,7 @@ def _delivery(env: WorkerEnv, url: str) -> str:
     with session_scope(env.session_factory) as session:
         sub = session.get(Submission, sub_id)
         assert sub is not None
-        row = add_outbox(
-            session, view=submission_view(sub, verdict=None, reviews=()), event_type=EVENT_SCORED
-        )
+        row = add_outbox(session, view=submission_view(sub), event_type=EVENT_SCORED)
         assert row is not None
         return row
 

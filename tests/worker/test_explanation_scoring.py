@@ -6,7 +6,6 @@ tests/e2e/test_explanation_e2e.py scores through the real Triton's ``cam`` outpu
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,11 @@ from moderation.contract import ModelMetadata
 from moderation.db import session_scope
 from moderation.models import CallbackDelivery, Submission, Verdict
 from moderation.submissions import get_submission
+from serving.client import InferenceResult
+from tests.fixtures.media import flat_image
+from tests.fixtures.worker import WorkerEnv
 from tests.video.media import colour_frames, encode
-from tests.worker.conftest import WorkerEnv, image_bytes
 from worker import scoring
-from worker.triton_client import InferenceResult
 
 
 class CamStub:
@@ -66,9 +66,7 @@ def _turned_jpeg(size: tuple[int, int]) -> bytes:
     """A JPEG stored sideways with EXIF orientation 6 (shown turned 90 degrees clockwise)."""
     exif = Image.Exif()
     exif[0x0112] = 6
-    buffer = io.BytesIO()
-    Image.new("RGB", size, (90, 120, 150)).save(buffer, format="JPEG", exif=exif.tobytes())
-    return buffer.getvalue()
+    return flat_image(size, fmt="JPEG", color=(90, 120, 150), exif=exif.tobytes())
 
 
 def _verdict_json(env: WorkerEnv, sub_id: str) -> tuple[dict, dict]:
@@ -97,7 +95,7 @@ def test_image__map_and_regions_in_the_upright_originals_pixels(env: WorkerEnv) 
 
 
 def test_version_without_cam__verdict_as_before_and_explanation_null(env: WorkerEnv) -> None:
-    sub_id = _score(env, image_bytes(), CamStub(cams=False))
+    sub_id = _score(env, flat_image((64, 48)), CamStub(cams=False))
     got, sent = _verdict_json(env, sub_id)
     assert got["explanation"] is None and sent["explanation"] is None
     assert {"p_fake", "decision", "model", "thresholds", "video"} <= set(got)

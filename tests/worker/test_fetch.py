@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from moderation.models import MediaKind, Status
+from tests.fixtures.media import flat_image
 from tests.fixtures.receiver import CallbackReceiver, Media
-from tests.worker.conftest import WorkerEnv, image_bytes, submission_row
+from tests.fixtures.worker import WorkerEnv, submission_row
 from worker import fetch
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -26,7 +27,7 @@ def _fetch(env: WorkerEnv, url: str, **settings: object) -> tuple[fetch.FetchRes
 def test_fetch_media__stores_blob_and_queues(
     worker_env: WorkerEnv, receiver: CallbackReceiver
 ) -> None:
-    data = image_bytes()
+    data = flat_image((64, 48))
     receiver.files["/a.png"] = Media(data, "image/png")
     result, sub_id = _fetch(worker_env, receiver.url("/a.png"))
     assert result.outcome is fetch.FetchOutcome.STORED
@@ -45,7 +46,7 @@ def test_fetch_media__stores_blob_and_queues(
 def test_fetch_media__follows_redirect_on_loopback(
     worker_env: WorkerEnv, receiver: CallbackReceiver
 ) -> None:
-    receiver.files["/a.png"] = Media(image_bytes(), "image/png")
+    receiver.files["/a.png"] = Media(flat_image((64, 48)), "image/png")
     receiver.files["/r1"] = Media(redirect_to="/a.png")
     result, _ = _fetch(worker_env, receiver.url("/r1"))
     assert result.outcome is fetch.FetchOutcome.STORED

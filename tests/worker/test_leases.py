@@ -6,12 +6,9 @@ import datetime as dt
 
 from moderation.db import session_scope
 from moderation.models import MediaKind, Status, Submission, utcnow
-from tests.worker import test_scoring
-from tests.worker.conftest import WorkerEnv, image_bytes, submission_row
-from tests.worker.test_scoring import StubClient, _score
+from tests.fixtures.media import flat_image
+from tests.fixtures.worker import StubClient, WorkerEnv, score, submission_row
 from worker import leases, scoring, sweeper
-
-scoring_env = test_scoring.scoring_env  # the fixture, shared
 
 
 def _set(env: WorkerEnv, sub_id: str, **fields: object) -> None:
@@ -65,7 +62,7 @@ def test_hold__leaves_a_live_lease_of_another_worker(worker_env: WorkerEnv) -> N
 
 def test_score__a_job_leased_by_a_live_worker_is_not_scored_twice(scoring_env: WorkerEnv) -> None:
     worker_env = scoring_env
-    sha = worker_env.blobs.put(image_bytes())
+    sha = worker_env.blobs.put(flat_image((64, 48)))
     sub_id = worker_env.submission(status=Status.SCORING, blob_sha256=sha)
     _set(
         worker_env,
@@ -74,10 +71,10 @@ def test_score__a_job_leased_by_a_live_worker_is_not_scored_twice(scoring_env: W
         lease_expires_at=utcnow() + dt.timedelta(seconds=9),
     )
     client = StubClient()
-    assert _score(worker_env, sub_id, client).outcome is scoring.Outcome.NOOP
+    assert score(worker_env, sub_id, client).outcome is scoring.Outcome.NOOP
     assert client.calls == 0
     _set(worker_env, sub_id, lease_expires_at=_ago(1))  # the other worker stopped renewing
-    result = _score(worker_env, sub_id, client)
+    result = score(worker_env, sub_id, client)
     assert result.outcome is scoring.Outcome.SCORED and client.calls == 1
     row = submission_row(worker_env, sub_id)
     assert (row.lease_owner, row.lease_expires_at) == (None, None)  # cleared with the verdict

@@ -6,53 +6,19 @@ end-to-end tests (tests/e2e) score through the real bundled Triton.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from moderation.contract import ModelMetadata
 from moderation.db import session_scope
 from moderation.models import CallbackDelivery, Status, Verdict
 from moderation.policy import calibrate
-from tests.worker.conftest import WorkerEnv, image_bytes, submission_row
+from moderation.submissions import get_submission
+from serving.client import InferenceUnavailable
+from tests.fixtures.media import flat_image
+from tests.fixtures.worker import StubClient, WorkerEnv, score, submission_row
 from worker import scoring
 from worker.models import ModelAnswer
-from worker.triton_client import InferenceResult, InferenceUnavailable
-
-
-class StubClient:
-    """Answers every batch with one logit, as model version 7, and counts calls."""
-
-    def __init__(self, logit: float = 2.0, *, fail: bool = False) -> None:
-        self.logit, self.fail, self.calls = logit, fail, 0
-
-    def infer(self, images: np.ndarray) -> InferenceResult:
-        self.calls += 1
-        assert images.shape == (1, 224, 224, 3) and images.dtype == np.uint8
-        if self.fail:
-            raise InferenceUnavailable("Triton at 127.0.0.1:1 is not answering")
-        return InferenceResult(np.array([self.logit], np.float32), "deepfake_detector", "7")
-
-
-@pytest.fixture()
-def scoring_env(worker_env: WorkerEnv, tmp_path: Path) -> WorkerEnv:
-    version = tmp_path / "repo" / "deepfake_detector" / "7"
-    version.mkdir(parents=True)
-    ModelMetadata(version=7, temperature=2.0, pass_below=0.2, flag_at=0.9).write(version)
-    worker_env.settings = worker_env.settings.replace(model_repository=tmp_path / "repo")
-    return worker_env
-
-
-def _score(env: WorkerEnv, sub_id: str, client: StubClient) -> scoring.ScoreResult:
-    return scoring.score_submission(
-        submission_id=sub_id,
-        session_factory=env.session_factory,
-        blobs=env.blobs,
-        client=client,  # type: ignore[arg-type]
-        settings=env.settings,
-    )
 
 
 def _count(env: WorkerEnv, model: type, sub_id: str) -> int:
@@ -61,11 +27,11 @@ def _count(env: WorkerEnv, model: type, sub_id: str) -> int:
 
 
 def test_score_submission__twice__one_verdict(scoring_env: WorkerEnv) -> None:
-    sha = scoring_env.blobs.put(image_bytes())
+    sha = scoring_env.blobs.put(flat_image((64, 48)))
     sub_id = scoring_env.submission(blob_sha256=sha, callback_url="http://127.0.0.1:9/hook")
     client = StubClient(logit=2.0)
-    first = _score(scoring_env, sub_id, client)
-    second = _score(scoring_env, sub_id, client)
+    first = score(scoring_env, sub_id, client)
+    second = score(scoring_env, sub_id, client)
     assert first.outcome is scoring.Outcome.SCORED and first.delivery_id is not None
     assert second.outcome is scoring.Outcome.NOOP and client.calls == 1
     assert _count(scoring_env, Verdict, sub_id) == 1
@@ -84,8 +50,30 @@ def test_score_submission__twice__one_verdict(scoring_env: WorkerEnv) -> None:
         assert data["verdict"]["model"] == {"name": "deepfake_detector", "version": "7"}
 
 
+def test_the_callbacks_data_is_the_get_representation(scoring_env: WorkerEnv) -> None:
+    """The scorer builds its view from the row it updated and the verdict it inserted, the reader
+    from the ORM: both go through one builder and give the same JSON."""
+    sha = scoring_env.blobs.put(flat_image((64, 48)))
+    scored = scoring_env.submission(blob_sha256=sha, callback_url="http://127.0.0.1:9/hook")
+    failed = scoring_env.submission(blob_sha256=sha, callback_url="http://127.0.0.1:9/hook")
+    assert score(scoring_env, scored, StubClient(logit=2.0)).outcome is scoring.Outcome.SCORED
+    scoring.fail_submission(
+        submission_id=failed,
+        session_factory=scoring_env.session_factory,
+        reason="internal_error",
+        detail="gave up",
+    )
+    with session_scope(scoring_env.session_factory) as session:
+        for sub_id in (scored, failed):
+            view = get_submission(session=session, submission_id=sub_id, tenant_id=None)
+            delivery = session.scalars(
+                select(CallbackDelivery).where(CallbackDelivery.submission_id == sub_id)
+            ).one()
+            assert view is not None and delivery.payload["data"] == view.to_json()
+
+
 def test_score_submission__lost_race__no_second_verdict(scoring_env: WorkerEnv) -> None:
-    sha = scoring_env.blobs.put(image_bytes())
+    sha = scoring_env.blobs.put(flat_image((64, 48)))
     sub_id = scoring_env.submission(blob_sha256=sha)
     result = StubClient(logit=-5.0).infer(np.zeros((1, 224, 224, 3), np.uint8))
     answers = [ModelAnswer(result.model_name, result.model_version, result.logits, 0.0)]
@@ -113,7 +101,7 @@ def test_score_submission__bad_media__failed_not_retried(
 ) -> None:
     sub_id = scoring_env.submission(blob_sha256=scoring_env.blobs.put(data))
     client = StubClient()
-    result = _score(scoring_env, sub_id, client)
+    result = score(scoring_env, sub_id, client)
     assert (result.outcome, client.calls) == (scoring.Outcome.FAILED, 0)
     sub = submission_row(scoring_env, sub_id)
     assert (sub.status, sub.failure_reason) == (Status.FAILED, reason)
@@ -129,7 +117,7 @@ def test_score_submission__bomb_frame_in_animation__too_large_at_first_attempt(
     data = _gif_frame_declaring(65535, 65535)
     sub_id = scoring_env.submission(blob_sha256=scoring_env.blobs.put(data))
     client = StubClient()
-    result = _score(scoring_env, sub_id, client)
+    result = score(scoring_env, sub_id, client)
     assert (result.outcome, client.calls) == (scoring.Outcome.FAILED, 0)
     sub = submission_row(scoring_env, sub_id)
     assert (sub.status, sub.failure_reason, sub.attempts) == (Status.FAILED, "too_large", 1)
@@ -150,23 +138,23 @@ def test_fail_submission__detail_loses_object_reprs_and_paths(scoring_env: Worke
 
 
 def test_score_submission__unavailable__raises_and_stays_scoring(scoring_env: WorkerEnv) -> None:
-    sub_id = scoring_env.submission(blob_sha256=scoring_env.blobs.put(image_bytes()))
+    sub_id = scoring_env.submission(blob_sha256=scoring_env.blobs.put(flat_image((64, 48))))
     with pytest.raises(InferenceUnavailable):
-        _score(scoring_env, sub_id, StubClient(fail=True))
+        score(scoring_env, sub_id, StubClient(fail=True))
     assert submission_row(scoring_env, sub_id).status == Status.SCORING
-    assert _score(scoring_env, sub_id, StubClient(-3.0)).outcome is scoring.Outcome.SCORED
+    assert score(scoring_env, sub_id, StubClient(-3.0)).outcome is scoring.Outcome.SCORED
 
 
 def test_score_submission__finished__noop(scoring_env: WorkerEnv) -> None:
-    sha = scoring_env.blobs.put(image_bytes())
+    sha = scoring_env.blobs.put(flat_image((64, 48)))
     for status in (Status.FAILED, Status.AUTO_FLAGGED, Status.DECIDED):
         sub_id = scoring_env.submission(blob_sha256=sha, status=status)
-        assert _score(scoring_env, sub_id, StubClient()).outcome is scoring.Outcome.NOOP
+        assert score(scoring_env, sub_id, StubClient()).outcome is scoring.Outcome.NOOP
 
 
 def test_score_submission__unfetched_url__needs_fetch(scoring_env: WorkerEnv) -> None:
     sub_id = scoring_env.submission(media_kind="url", media_url="http://127.0.0.1:9/a.png")
-    assert _score(scoring_env, sub_id, StubClient()).outcome is scoring.Outcome.NEEDS_FETCH
+    assert score(scoring_env, sub_id, StubClient()).outcome is scoring.Outcome.NEEDS_FETCH
 
 
 def test_fail_submission__writes_failed_event(scoring_env: WorkerEnv) -> None:

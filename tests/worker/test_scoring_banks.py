@@ -20,10 +20,10 @@ from moderation.db import session_scope
 from moderation.mediahash import bytes_pdq, video_hash
 from moderation.models import Verdict
 from moderation.submissions import get_submission
-from tests.banks.conftest import jpeg, photo, reupload
-from tests.worker.conftest import WorkerEnv
+from serving.client import InferenceResult
+from tests.fixtures.media import jpeg, photo, reupload
+from tests.fixtures.worker import WorkerEnv
 from worker import scoring
-from worker.triton_client import InferenceResult
 
 
 class StubClient:

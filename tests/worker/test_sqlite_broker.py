@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,9 @@ import pytest
 from kombu import Connection
 from kombu.transport import sqlalchemy as kombu_sqla
 from sqlalchemy import create_engine, text
+from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 
-from tests.fixtures.services import fresh_postgres_database
+from tests.fixtures.database import fresh_postgres_database
 from worker.sqlite_broker import SqlaChannel, broker_url_for
 
 
@@ -67,6 +67,32 @@ def test_a_queue_row_inserted_by_another_process_first_is_read_not_raised(
         monkeypatch.setattr(channel.session, "query", lambda *a: StaleRead(real_query(*a)))
         row = channel._get_or_create("raced")  # kombu's INSERT now hits the unique name
         assert row.name == "raced" and stale["left"] == 0
+
+
+def test_tables_another_process_created_first_are_used_not_raised(
+    broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Connection(broker_url) as first:
+        first.SimpleQueue("raced").close()  # "another process" created the tables
+    kombu_sqla.Channel._engines.clear()  # this process opens the file afresh
+    real_has_table = SQLiteDialect.has_table
+    stale = {"left": 2}  # kombu_queue and kombu_message
+
+    def has_table(self: Any, connection: Any, table_name: str, *args: Any, **kw: Any) -> bool:
+        """The loser's checks ran before the winner's CREATE TABLE: they saw no table."""
+        if stale["left"] and table_name.startswith("kombu_"):
+            stale["left"] -= 1
+            return False
+        return bool(real_has_table(self, connection, table_name, *args, **kw))
+
+    monkeypatch.setattr(SQLiteDialect, "has_table", has_table)
+    with Connection(broker_url) as second:
+        queue = second.SimpleQueue("raced")  # the CREATE TABLE now finds the table there
+        queue.put({"n": 1})
+        message = queue.get(timeout=5)
+        message.ack()
+        queue.close()
+    assert message.payload == {"n": 1} and stale["left"] == 0
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
@@ -200,8 +226,14 @@ def test_a_publish_wakes_a_consumer_long_before_its_next_poll(
 
     monkeypatch.setattr(SqlaTransport, "polling_interval", 60.0)  # a poll would come far too late
     rung: list[bool] = []
+    waiting = threading.Event()  # set each time the consumer starts waiting on the bell
     real_wait = Doorbell.wait
-    monkeypatch.setattr(Doorbell, "wait", lambda self, t: rung.append(real_wait(self, t)))
+
+    def wait(self: Doorbell, timeout: float) -> None:
+        waiting.set()
+        rung.append(real_wait(self, timeout))
+
+    monkeypatch.setattr(Doorbell, "wait", wait)
     got: list[Any] = []
     with Connection(broker_url) as consumer_connection, Connection(broker_url) as producer:
         consumer_connection.SimpleQueue("bell").close()  # declared before anyone waits
@@ -217,9 +249,10 @@ def test_a_publish_wakes_a_consumer_long_before_its_next_poll(
         consumer.consume()
         with pytest.raises(TimeoutError):
             consumer_connection.drain_events(timeout=0.3)  # empty: waits on the bell, times out
+        waiting.clear()
         waiter = threading.Thread(target=lambda: consumer_connection.drain_events(timeout=30))
         waiter.start()
-        time.sleep(0.2)  # the consumer is now waiting between polls
+        assert waiting.wait(10)  # the consumer is now waiting between polls
         producer.SimpleQueue("bell").put({"n": 1})
         waiter.join(30)
         consumer.cancel()

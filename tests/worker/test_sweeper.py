@@ -6,7 +6,7 @@ import datetime as dt
 
 from moderation.db import session_scope
 from moderation.models import CallbackDelivery, MediaKind, Status, Submission, utcnow
-from tests.worker.conftest import WorkerEnv, submission_row
+from tests.fixtures.worker import WorkerEnv, submission_row
 from worker import sweeper
 
 

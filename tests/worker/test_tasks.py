@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 
 from moderation.models import Status
+from tests.fixtures.media import flat_image
 from tests.fixtures.stack import closed_port
-from tests.worker.conftest import WorkerEnv, image_bytes, submission_row
+from tests.fixtures.worker import WorkerEnv, submission_row
 from worker.celery_app import create_celery
 from worker.enqueue import TASK_SCORE
 from worker.tasks import INTERNAL_RETRY_DELAYS, register_tasks
@@ -35,7 +36,7 @@ def test_score_task__unexpected_error__internal_error_after_retries(worker_env: 
 def test_score_task__triton_down__inference_unavailable_after_schedule(
     worker_env: WorkerEnv,
 ) -> None:
-    sub_id = worker_env.submission(blob_sha256=worker_env.blobs.put(image_bytes()))
+    sub_id = worker_env.submission(blob_sha256=worker_env.blobs.put(flat_image((64, 48))))
     outcome = _run_score(
         worker_env,
         sub_id,

@@ -1,4 +1,4 @@
-"""Joining a worker's concurrent scorings into one Triton request (``worker.triton_client``).
+"""Joining a worker's concurrent scorings into one Triton request (``serving.client``).
 
 The joining logic is tested against a recording ``send``; the same client against the real
 Triton is in tests/serving/test_triton_serving.py.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from moderation import contract
-from worker.triton_client import InferenceResult, InferenceUnavailable, _Joiner
+from serving.client import InferenceResult, InferenceUnavailable, _Joiner
 
 WAIT_S = 10.0
 

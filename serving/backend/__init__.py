@@ -1,7 +1,6 @@
 """Files that ``dfmod triton`` installs into the bundled server's backend directory.
 
-``model.py`` is a Triton python-based backend named ``onnxruntime``; it runs inside the python
-backend stub, never inside dfmod processes, so nothing here imports it.
+``model.py`` runs inside Triton's python backend stub, never in dfmod processes: nothing imports it.
 """
 
 from pathlib import Path

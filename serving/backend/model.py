@@ -1,15 +1,8 @@
-"""A Triton *python-based backend* named ``onnxruntime`` for the bundled CPU-only server.
+"""The python-based backend ``onnxruntime`` of the bundled CPU server (docs/design.md, "Serving").
 
-The ``tritonserver`` shipped in the nvidia-pytriton wheel has only the python backend. Triton runs a
-backend directory that holds ``<backends>/<name>/model.py`` (and no ``libtriton_<name>.so``)
-through the python backend's stub, so ``dfmod triton`` installs this file as
-``<backends>/onnxruntime/model.py``. The model repository can then say ``backend: "onnxruntime"``
-once: the NGC image serves it with its native C++ onnxruntime backend (GPU), the bundled server with
-this module (CPU) -- one ``config.pbtxt`` for both deployments.
-
-This file runs inside the python backend stub, not inside the dfmod package: it imports only numpy,
-onnxruntime and ``triton_python_backend_utils``. Names, dtypes, the model file name and the thread
-count all come from the model configuration, never from literals here.
+Installed as ``<backends>/onnxruntime/model.py``; runs ``<version>/model.onnx`` on onnxruntime CPU
+inside the python backend stub, so it imports only numpy, onnxruntime and
+``triton_python_backend_utils``. Names, dtypes, file name and threads come from the model config.
 """
 
 from __future__ import annotations

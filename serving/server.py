@@ -1,16 +1,13 @@
-"""Runs the ``tritonserver`` binary shipped in the nvidia-pytriton wheel on the model repository.
+"""The bundled ``tritonserver`` (nvidia-pytriton wheel): start, stop, ``dfmod triton``; and model
+control over HTTP for any running Triton (:func:`load_model`, :func:`serving_versions`).
 
-The embedded deployment needs no server install: the wheel carries Triton 2.51 with only the python
-backend. Before each start this module lays out a backend directory holding that python backend and
-our python-based backend ``onnxruntime`` (``worker/triton_backend/model.py``), so the repository's
-single ``config.pbtxt`` (``backend: "onnxruntime"``) is served here on CPU exactly as the NGC image
-serves it with the native onnxruntime backend. The server runs in explicit model-control mode: the
-model is loaded at start and :meth:`TritonServer.load_model` picks up newly deployed versions.
+The server runs in explicit model-control mode on the repository's own ``config.pbtxt``; every
+call to it goes through ``tritonclient.http`` and its failures become :class:`TritonStartError`
+in words. Design: docs/design.md, "Serving".
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -20,17 +17,20 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from moderation import contract
 from moderation.settings import Settings, load_settings
-from worker.triton_env import (
+from serving.env import (
     BundledTriton,
     TritonStartError,
     check_repository,
@@ -39,6 +39,8 @@ from worker.triton_env import (
 )
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 __all__ = ["TritonServer", "TritonStartError", "load_model", "triton_command"]
 
@@ -221,13 +223,18 @@ class TritonServer:
 
     def serving_versions(self) -> list[str]:
         """Returns the versions of the model that are ready now."""
-        body = _http_json("GET", f"{self.http_url}/v2/models/{self.model_name}", timeout_s=10.0)
-        return [str(v) for v in body.get("versions", [])]
+        return serving_versions(http_url=self.http_url, model_name=self.model_name)
 
     def statistics(self) -> dict[str, Any]:
         """Returns Triton's statistics for the model (counts, batch sizes, queue times)."""
-        url = f"{self.http_url}/v2/models/{self.model_name}/stats"
-        return dict(_http_json("GET", url, timeout_s=10.0))
+        return dict(
+            _ask(
+                self.http_url,
+                f"read the statistics of {self.model_name}",
+                lambda c: c.get_inference_statistics(self.model_name),
+                timeout_s=10.0,
+            )
+        )
 
     def log_tail(self, chars: int = _LOG_TAIL_CHARS) -> str:
         """Returns the end of the server log (for error messages)."""
@@ -283,31 +290,72 @@ class TritonServer:
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        url = f"{self.http_url}/v2/models/{self.model_name}/ready"
-        while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
-                code = None if self._process is None else self._process.returncode
-                raise TritonStartError(
-                    f"tritonserver exited with code {code} before {self.model_name} was ready"
-                    f"\n{self.log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=2.0) as response:
-                    if response.status == 200:
+        with _client(self.http_url, timeout_s=2.0) as client:
+            while time.monotonic() < deadline:
+                if self._process is None or self._process.poll() is not None:
+                    code = None if self._process is None else self._process.returncode
+                    raise TritonStartError(
+                        f"tritonserver exited with code {code} before {self.model_name} was "
+                        f"ready\n{self.log_tail()}"
+                    )
+                try:
+                    if client.is_model_ready(self.model_name):
                         return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.25)
+                except (InferenceServerException, OSError):
+                    pass  # not listening yet
+                time.sleep(0.25)
         raise TritonStartError(
             f"{self.model_name} was not ready within {timeout_s:.0f} s\n{self.log_tail()}"
         )
 
 
-def _http_json(method: str, url: str, *, timeout_s: float) -> dict[str, Any]:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        raw = response.read()
-    return json.loads(raw) if raw else {}
+@contextmanager
+def _client(http_url: str, *, timeout_s: float) -> Iterator[httpclient.InferenceServerClient]:
+    """Yields an HTTP client for ``http://host:port`` whose connect and reads wait ``timeout_s``."""
+    parts = urlsplit(http_url if "://" in http_url else f"http://{http_url}")
+    client = httpclient.InferenceServerClient(
+        f"{parts.netloc}{parts.path.rstrip('/')}",
+        connection_timeout=timeout_s,
+        network_timeout=timeout_s,
+        ssl=parts.scheme == "https",
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _ask(
+    http_url: str,
+    what: str,
+    call: Callable[[httpclient.InferenceServerClient], _T],
+    *,
+    timeout_s: float,
+) -> _T:
+    """Returns ``call``'s answer; raises TritonStartError saying what failed, in words."""
+    base = http_url.rstrip("/")
+    try:
+        with _client(base, timeout_s=timeout_s) as client:
+            return call(client)
+    except InferenceServerException as exc:
+        raise TritonStartError(
+            f"Triton at {base} refused to {what}: {exc.message() or exc}"
+        ) from exc
+    except OSError as exc:  # a refused connection, an unknown host, no answer in time
+        raise TritonStartError(
+            f"cannot reach Triton at {base} to {what}: {exc or type(exc).__name__}"
+        ) from exc
+
+
+def serving_versions(*, http_url: str, model_name: str = contract.MODEL_NAME) -> list[str]:
+    """Returns the versions of a model that a running Triton serves now."""
+    metadata = _ask(
+        http_url,
+        f"read the versions of {model_name}",
+        lambda c: c.get_model_metadata(model_name),
+        timeout_s=10.0,
+    )
+    return [str(v) for v in metadata.get("versions", [])]
 
 
 def load_model(*, http_url: str, model_name: str = contract.MODEL_NAME) -> list[str]:
@@ -316,19 +364,9 @@ def load_model(*, http_url: str, model_name: str = contract.MODEL_NAME) -> list[
     In explicit model-control mode this is how a newly deployed version N+1 starts serving:
     Triton loads it, then retires N once N+1 is ready; requests in flight on N finish on N.
     """
-    base = http_url.rstrip("/")
-    try:
-        _http_json("POST", f"{base}/v2/repository/models/{model_name}/load", timeout_s=300.0)
-        versions = _http_json("GET", f"{base}/v2/models/{model_name}", timeout_s=10.0)
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        raise TritonStartError(f"Triton at {base} refused to load {model_name}: {detail}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise TritonStartError(
-            f"cannot reach Triton at {base} to load {model_name}: {exc}"
-        ) from exc
-    serving = [str(v) for v in versions.get("versions", [])]
-    logger.info("loaded %s at %s; serving versions %s", model_name, base, serving)
+    _ask(http_url, f"load {model_name}", lambda c: c.load_model(model_name), timeout_s=300.0)
+    serving = serving_versions(http_url=http_url, model_name=model_name)
+    logger.info("loaded %s at %s; serving versions %s", model_name, http_url.rstrip("/"), serving)
     return serving
 
 

@@ -1,11 +1,5 @@
-"""Finds the bundled ``tritonserver`` and prepares what it needs: environment and backend folder.
-
-Facts this encodes (checked with Triton 2.51 from nvidia-pytriton 0.7): the python backend's stub
-embeds the interpreter first on ``PATH``, so the running environment's ``bin/`` goes first; the
-binary needs the wheel's ``nvidia_pytriton.libs`` and the interpreter's ``LIBDIR`` on
-``LD_LIBRARY_PATH``; the stub must match the interpreter's minor version; numpy must be < 2 (with
-numpy 2 the stub returns empty tensors). Backend files must be real files inside the backend
-directory: Triton refuses a ``libtriton_python.so`` that resolves outside it (a symlink).
+"""Finds the bundled ``tritonserver`` and prepares what it needs: environment, backend folder,
+checks of the repository and ports (what each requirement is for: docs/design.md, "Serving").
 """
 
 from __future__ import annotations
@@ -21,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moderation import contract
-from worker.triton_backend import BACKEND_NAME, MODEL_PY
+from serving.backend import BACKEND_NAME, MODEL_PY
 
 logger = logging.getLogger(__name__)
 

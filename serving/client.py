@@ -1,10 +1,9 @@
-"""The one module that talks to Triton: gRPC client, deadlines, retries, readiness, versions.
+"""Inference over gRPC: :class:`TritonClient` with deadlines, retries, readiness and versions.
 
-Tensor names and the batch limit come from the server's model metadata and configuration (checked
-against :mod:`moderation.contract`), the version that answered comes from each response, so a new
-model version deployed under a running worker is reported correctly without a restart. Unavailable
-or overloaded servers are retried with exponential backoff; after the last retry the caller gets a
-typed :class:`InferenceUnavailable` (the submission's ``inference_unavailable`` failure).
+Tensor names and the batch limit come from the served model's metadata and config, the answering
+version from each response; after the last retry callers get :class:`InferenceUnavailable`.
+Concurrent calls of one process may be joined into one request (:class:`_Joiner`). Design and
+measurements: docs/design.md, "Serving".
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from tritonclient.utils import InferenceServerException
 
 from moderation import contract
 from moderation.settings import Settings
-from worker.metrics import JOINED_IMAGES
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +96,12 @@ class _Joiner:
         send: Callable[[np.ndarray], InferenceResult],
         max_images: int,
         in_flight: Callable[[], int] = lambda: 1,
+        on_joined: Callable[[int], None] | None = None,
     ) -> None:
         self._send = send
         self.max_images = max_images
         self._in_flight = in_flight
+        self._on_joined = on_joined
         self._lock = threading.Lock()
         self._queue: deque[_Waiting] = deque()
         self._busy = 0  # requests in flight
@@ -159,7 +159,8 @@ class _Joiner:
                     end = start + len(waiting.images)
                     results.append(joined.rows(start, end))
                     start = end
-            JOINED_IMAGES.observe(sum(len(w.images) for w in batch))
+            if self._on_joined is not None:
+                self._on_joined(sum(len(w.images) for w in batch))
             for waiting, result in zip(batch, results, strict=True):
                 waiting.result = result
         except Exception as exc:
@@ -181,6 +182,7 @@ class TritonClient:
 
     With ``batch_images`` > 1, concurrent :meth:`infer` calls of up to that many images are joined
     while a request is in flight (:class:`_Joiner`); larger calls (a video's frames) go alone.
+    ``on_joined`` is told the images of each joined request (the worker's metric).
     """
 
     def __init__(
@@ -192,6 +194,7 @@ class TritonClient:
         retries: int = 4,
         backoff_s: float = 0.2,
         batch_images: int = 1,
+        on_joined: Callable[[int], None] | None = None,
     ) -> None:
         self.url = url
         self.model_name = model_name
@@ -202,13 +205,15 @@ class TritonClient:
         self._info: _ModelInfo | None = None
         self._lock = threading.Lock()
         self._joiner = (
-            _Joiner(self._infer, batch_images, lambda: self._model_info().instances)
+            _Joiner(self._infer, batch_images, lambda: self._model_info().instances, on_joined)
             if batch_images > 1
             else None
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TritonClient:
+    def from_settings(
+        cls, settings: Settings, *, on_joined: Callable[[int], None] | None = None
+    ) -> TritonClient:
         """Returns a client configured from settings."""
         return cls(
             settings.triton_grpc_url,
@@ -216,6 +221,7 @@ class TritonClient:
             timeout_s=settings.triton_timeout_s,
             retries=settings.triton_retries,
             batch_images=settings.triton_batch_images,
+            on_joined=on_joined,
         )
 
     def is_ready(self) -> bool:
@@ -383,12 +389,14 @@ _clients: dict[tuple[int, str, str], TritonClient] = {}
 _clients_lock = threading.Lock()
 
 
-def get_client(settings: Settings) -> TritonClient:
+def get_client(
+    settings: Settings, *, on_joined: Callable[[int], None] | None = None
+) -> TritonClient:
     """Returns this process's client for the settings' Triton (a fork gets a fresh channel)."""
     key = (os.getpid(), settings.triton_grpc_url, settings.model_name)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = TritonClient.from_settings(settings)
+            client = TritonClient.from_settings(settings, on_joined=on_joined)
             _clients[key] = client
         return client
