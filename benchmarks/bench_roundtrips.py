@@ -160,7 +160,7 @@ def _database(kind: str, tmp: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp / 'dfmod.db'}"
         return
-    from tests.fixtures.services import fresh_postgres_database
+    from tests.fixtures.database import fresh_postgres_database
 
     with fresh_postgres_database() as url:
         yield url
@@ -178,8 +178,8 @@ def run(kind: str, submissions: int, redis_db: int, proxy: CountingProxy | None)
     import worker.scoring as scoring
     from moderation.db import migrate
     from moderation.settings import load_settings
+    from tests.fixtures.database import create_test_tenant
     from tests.fixtures.receiver import CallbackReceiver
-    from tests.fixtures.services import create_test_tenant
     from webhook_api import create_app
     from worker import callbacks
 
@@ -289,7 +289,7 @@ def main() -> None:
     args = parser.parse_args()
     from sqlalchemy.engine import make_url
 
-    from tests.fixtures.services import PG_ADMIN_URL
+    from tests.fixtures.database import PG_ADMIN_URL
 
     admin = make_url(PG_ADMIN_URL)
     columns = ("round_trips", "statements", "begin", "commit", "rollback", "ping", "parses")
