@@ -232,7 +232,7 @@ def main() -> None:
             batches = [int(b) for b in args.batches.split(",")]
             rows, alone = model_alone(model_file, args.device, batches, args.seconds)
             lines += rows
-            print("\n".join(lines), flush=True)
+            print(f"{rows[-1]}\nthe model alone measured; starting the stack", flush=True)
             try:
                 loads, meter = whole_stack(args, model_file, args.instance_kind, Path(tmp) / "s")
             except (pytest.skip.Exception, pytest.fail.Exception) as exc:
