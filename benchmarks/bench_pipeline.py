@@ -332,14 +332,20 @@ def started_stack(args: argparse.Namespace, root: Path, server: TritonServer) ->
 
 
 def run_stack(
-    args: argparse.Namespace, images: list[bytes], root: Path, meter: LimitMeter
+    args: argparse.Namespace,
+    images: list[bytes],
+    root: Path,
+    meter: LimitMeter,
+    *,
+    prepare: Callable[[Path], object] | None = None,
 ) -> tuple[list[Load], dict[str, tuple[float, int]]]:
     """Returns one Load per concurrency through the real API (each level's peak RSS per process
     tree in ``Load.rss_mib``), and each tree's peak RSS (MiB) over the run with its size in
-    processes then."""
+    processes then. ``prepare``, when given, changes the server's copy of the repository before
+    it starts (benchmarks/bench_gpu_stack.py serves TorchScript with it)."""
     with (
         contextlib.ExitStack() as cleanup,
-        private_server(root) as server,
+        private_server(root, prepare=prepare) as server,
         started_stack(args, root, server) as stack,
     ):
         watcher = cleanup.enter_context(CallbackWatcher())

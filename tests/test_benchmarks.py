@@ -75,6 +75,34 @@ def test_bench_pipeline_quick_run_through_the_real_stack() -> None:
     ), out
 
 
+@pytest.mark.slow
+@pytest.mark.integration
+def test_bench_gpu_stack_cpu_mode_through_real_triton(tmp_path: Path) -> None:
+    """The GPU stack benchmark's CPU mode: the traced model alone, then the API, the worker and
+    the bundled Triton serving it through the backend's TorchScript path, in one table."""
+    out = tmp_path / "stack.txt"
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "bench_gpu_stack.py"),
+        "--quick",
+        "--budget-s=240",
+        f"--out={out}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=400, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = out.read_text()
+    assert "served form: TorchScript fp32 on cpu; Triton instances KIND_CPU" in table, table
+    alone = re.findall(r"^model alone +batch (\d+) +([\d.]+)  [\d.]+ ms per batch$", table, re.M)
+    assert [int(batch) for batch, _ in alone] == [1, 2], table
+    assert all(float(rate) > 0 for _, rate in alone), table
+    stack = re.findall(
+        r"^whole stack +conc (\d+) +([\d.]+)  p50/p99 \d+/\d+ ms, (\d+) errors", table, re.M
+    )
+    assert [int(concurrency) for concurrency, *_ in stack] == [2], table
+    assert all(float(rate) > 0 and errors == "0" for _, rate, errors in stack), table
+    assert re.search(r"^whole stack / model alone \(best of each\): [\d.]+ ", table, re.M), table
+
+
 def test_bench_provenance_prints_every_container() -> None:
     """One quick run: each container's row, the signed copy read as untrusted (no anchors)."""
     command = [sys.executable, str(BENCHMARKS / "bench_provenance.py"), "--repeats=2"]
