@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.models import CallbackDelivery, DeliveryStatus
 from tests.fixtures.browser import add_reviewer, everything_to_review, log_in, new_page, shot
 from tests.fixtures.media import image_bytes, jpeg, photo, reupload
@@ -35,15 +34,11 @@ def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> It
 
 def _kill_delivery(stack: Stack, delivery_id: str) -> None:
     """Marks a delivery dead as if its retry schedule were spent (what replay is for)."""
-    engine = make_engine(stack.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            row = session.get(CallbackDelivery, delivery_id)
-            assert row is not None
-            row.status, row.next_attempt_at = DeliveryStatus.DEAD, None
-            row.last_error = "HTTP 500; expected a 2xx answer"
-    finally:
-        engine.dispose()
+    with stack.session() as session:
+        row = session.get(CallbackDelivery, delivery_id)
+        assert row is not None
+        row.status, row.next_attempt_at = DeliveryStatus.DEAD, None
+        row.last_error = "HTTP 500; expected a 2xx answer"
 
 
 def _decided(receiver: CallbackReceiver, count: int) -> list[Any]:

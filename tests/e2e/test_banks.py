@@ -5,54 +5,21 @@ photo, re-encoded at JPEG quality 60 and resized to 70 %, is decided by the bank
 
 from __future__ import annotations
 
-import re
-import uuid
 from typing import Any
 
 import pytest
-import requests
 
-from moderation.db import make_engine, make_session_factory, session_scope
-from moderation.reviewers import create_reviewer
 from moderation.tenants import set_thresholds
 from tests.fixtures.database import TenantKeys
 from tests.fixtures.media import jpeg, photo, reupload
-from tests.fixtures.stack import Stack
+from tests.fixtures.stack import Stack, review_session
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "bank-test-password"
-
 
 def _in_db(stack: Stack, change: Any) -> Any:
-    engine = make_engine(stack.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            return change(session)
-    finally:
-        engine.dispose()
-
-
-def _token(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, "page has no CSRF field"
-    return found.group(1)
-
-
-def _dashboard(stack: Stack) -> tuple[requests.Session, str]:
-    """Returns a logged-in dashboard session and its CSRF token (a new reviewer each time)."""
-    name = f"rev-{uuid.uuid4().hex[:10]}"
-    _in_db(stack, lambda s: create_reviewer(session=s, name=name, password=PASSWORD))
-    browser = requests.Session()
-    page = browser.get(f"{stack.api_url}/review/login", timeout=10).text
-    answer = browser.post(
-        f"{stack.api_url}/review/login",
-        data={"name": name, "password": PASSWORD, "csrf_token": _token(page)},
-        timeout=10,
-        allow_redirects=False,
-    )
-    assert answer.status_code == 302, answer.text
-    return browser, _token(browser.get(f"{stack.api_url}/review/", timeout=10).text)
+    with stack.session() as session:
+        return change(session)
 
 
 def _reviewed_tenant(stack: Stack) -> TenantKeys:
@@ -79,7 +46,7 @@ def test_dashboard_decision_decides_the_reupload(stack: Stack, label: str, statu
     assert first["verdict"]["decision_reason"] == "model"
     assert first["verdict"]["signals"]["match"] is None
 
-    browser, token = _dashboard(stack)
+    browser, token = review_session(stack)
     decided = browser.post(
         f"{stack.api_url}/review/decide",
         data={"submission_id": first["id"], "label": label, "csrf_token": token},
@@ -117,7 +84,7 @@ def test_reversed_decision_moves_the_hash(stack: Stack) -> None:
     tenant = _reviewed_tenant(stack)
     image = photo(302)
     first = _submit(stack, tenant, jpeg(image, 92))
-    browser, token = _dashboard(stack)
+    browser, token = review_session(stack)
     for url, label in (("decide", "fake"), ("reverse", "real")):
         answer = browser.post(
             f"{stack.api_url}/review/{url}",

@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 
 from moderation.blobs import BlobStore
 from moderation.contract import ModelMetadata
-from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.models import CallbackDelivery, MediaKind, Status, Submission, Verdict, utcnow
 from moderation.policy import calibrate
 from moderation.preprocess import load_image
@@ -34,13 +33,9 @@ SCORED = {"auto_passed", "auto_flagged", "needs_review"}
 
 
 def _count(stack: Stack, model: type, submission_id: str) -> int:
-    engine = make_engine(stack.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            query = select(func.count()).where(model.submission_id == submission_id)
-            return int(session.scalar(query) or 0)
-    finally:
-        engine.dispose()
+    with stack.session() as session:
+        query = select(func.count()).where(model.submission_id == submission_id)
+        return int(session.scalar(query) or 0)
 
 
 def test_upload__scored_by_triton__signed_callback(
@@ -202,23 +197,19 @@ def test_sweeper__recovers_lost_messages(stack: Stack, callback_receiver: Callba
     blobs = BlobStore(stack.root / "data" / "blobs")
     # Stuck only in a few seconds: a later sweep, not the first one, has to find it.
     long_ago = utcnow() - dt.timedelta(seconds=float(E2E_ENV["DFMOD_STUCK_AFTER_S"]) - 5)
-    engine = make_engine(stack.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            lost = Submission(
-                tenant_id=tenant.id,
-                media_kind=MediaKind.UPLOAD,
-                status=Status.RECEIVED,
-                blob_sha256=blobs.put(image_bytes(seed=12)),
-                callback_url=callback_receiver.url("/lost"),
-                created_at=long_ago,
-                updated_at=long_ago,
-            )
-            session.add(lost)
-            session.flush()
-            lost_id = lost.id
-    finally:
-        engine.dispose()
+    with stack.session() as session:
+        lost = Submission(
+            tenant_id=tenant.id,
+            media_kind=MediaKind.UPLOAD,
+            status=Status.RECEIVED,
+            blob_sha256=blobs.put(image_bytes(seed=12)),
+            callback_url=callback_receiver.url("/lost"),
+            created_at=long_ago,
+            updated_at=long_ago,
+        )
+        session.add(lost)
+        session.flush()
+        lost_id = lost.id
     final = stack.wait_final(tenant.api_key, lost_id, timeout_s=45)
     assert final["status"] in SCORED
     (callback,) = callback_receiver.wait_for(1, path="/lost", timeout_s=30)

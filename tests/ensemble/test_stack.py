@@ -167,17 +167,12 @@ def _post(url: str) -> None:
 
 
 def _tenant_name(stack: Stack, tenant_id: str) -> str:
-    from moderation.db import make_engine, make_session_factory, session_scope
     from moderation.models import Tenant
 
-    engine = make_engine(stack.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            tenant = session.get(Tenant, tenant_id)
-            assert tenant is not None
-            return tenant.name
-    finally:
-        engine.dispose()
+    with stack.session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant is not None
+        return tenant.name
 
 
 def test_a_model_imported_under_a_running_stack_joins_the_next_verdicts(

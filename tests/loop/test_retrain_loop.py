@@ -20,7 +20,6 @@ from sqlalchemy import select
 
 from moderation import contract
 from moderation.cli import main
-from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.models import ModelVersion
 from moderation.reviews import add_review
 from moderation.settings import PROJECT_ROOT
@@ -92,13 +91,9 @@ def _version(body: dict) -> str:
 
 
 def _review_all(stack: Stack, labelled: dict[str, str]) -> None:
-    engine = make_engine(stack.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            for sid, label in labelled.items():
-                add_review(session, submission_id=sid, reviewer="ana", label=label)
-    finally:
-        engine.dispose()
+    with stack.session() as session:
+        for sid, label in labelled.items():
+            add_review(session, submission_id=sid, reviewer="ana", label=label)
 
 
 def _cli(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], *args: str) -> tuple[int, str]:
@@ -187,9 +182,5 @@ def test_reviews_retrain_deploy_while_scoring_then_refuse_worse(
 
 
 def _model_versions(stack: Stack) -> list[ModelVersion]:
-    engine = make_engine(stack.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            return list(session.scalars(select(ModelVersion).order_by(ModelVersion.deployed_at)))
-    finally:
-        engine.dispose()
+    with stack.session() as session:
+        return list(session.scalars(select(ModelVersion).order_by(ModelVersion.deployed_at)))

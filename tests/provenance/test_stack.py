@@ -7,25 +7,26 @@ The files are signed at test time with a chain whose root the worker trusts
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
-from moderation.db import make_engine, make_session_factory, session_scope
-from moderation.reviewers import create_reviewer
 from tests.fixtures.media import image_bytes
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.stack import STACK_FLAVOURS, Stack, flavoured_stack, triton_env
+from tests.fixtures.stack import (
+    STACK_FLAVOURS,
+    Stack,
+    flavoured_stack,
+    review_session,
+    triton_env,
+)
 from tests.provenance.signing import Chain, corrupt_manifest, sign
 from tests.video.media import colour_frames, encode
 
 pytestmark = pytest.mark.integration
 
 SCORED = {"auto_passed", "auto_flagged", "needs_review"}
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="module", params=STACK_FLAVOURS)
@@ -103,29 +104,12 @@ def test_no_manifest__provenance_null(stack: Stack) -> None:
     assert final["verdict"]["decision_reason"] == "model"
 
 
-def _login(stack: Stack) -> requests.Session:
-    engine = make_engine(stack.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            create_reviewer(session=session, name=f"rev-{stack.port}", password=PASSWORD)
-    finally:
-        engine.dispose()
-    http = requests.Session()
-    page = http.get(f"{stack.api_url}/review/login", timeout=10).text
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert csrf
-    form = {"name": f"rev-{stack.port}", "password": PASSWORD, "csrf_token": csrf.group(1)}
-    response = http.post(f"{stack.api_url}/review/login", data=form, timeout=10)
-    assert response.status_code == 200 and "logout" in response.text.lower(), response.text[:500]
-    return http
-
-
 def test_dashboard_item_shows_the_provenance_summary(stack: Stack, chain: Chain) -> None:
     tenant = stack.tenant()
     signed = sign(image_bytes(fmt="JPEG", seed=14), "image/jpeg", chain, generator="ImageForge")
     submission_id = stack.submit_file(tenant.api_key, signed).json()["id"]
     assert stack.wait_final(tenant.api_key, submission_id)["status"] == "auto_flagged"
-    http = _login(stack)
+    http, _ = review_session(stack)
     page = http.get(f"{stack.api_url}/review/", params={"status": "auto_flagged"}, timeout=10)
     item = page.text[page.text.index(f'data-id="{submission_id}"') :]
     item = item[: item.index('<li class="item"', 1) if '<li class="item"' in item[1:] else None]

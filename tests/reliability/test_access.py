@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 
 from moderation.db import session_scope
 from moderation.reviewers import create_reviewer
+from tests.fixtures.flask_app import token
 from tests.fixtures.receiver import CallbackReceiver
 from tests.fixtures.stack import Stack, embedded_stack, triton_env
 from tests.reliability.input_corpus import valid_bases
@@ -118,15 +119,11 @@ def test_dashboard_pages_need_a_login_and_posts_need_csrf(api: tuple[Flask, str]
         if r.endpoint.startswith("review.") and "POST" in (r.methods or ())
     ]
     page = client.get("/review/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert token is not None
+    csrf = token(page)
     login = {"name": "alice", "password": "correct horse battery"}
     assert client.post("/review/login", data=login).status_code == 400  # no token
     assert client.post("/review/login", data={**login, "csrf_token": "forged"}).status_code == 400
-    assert (
-        client.post("/review/login", data={**login, "csrf_token": token.group(1)}).status_code
-        == 302
-    )
+    assert client.post("/review/login", data={**login, "csrf_token": csrf}).status_code == 302
     assert client.get("/review/").status_code == 200
     for rule in post_rules:
         path = _fill(rule)

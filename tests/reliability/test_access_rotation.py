@@ -139,11 +139,7 @@ def test_callbacks_carry_both_signatures_during_the_overlap(
 
 
 def _find_name(stack: Stack, tenant_id: str) -> str:
-    engine = make_engine(stack.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            tenant = session.get(Tenant, tenant_id)
-            assert tenant is not None
-            return tenant.name
-    finally:
-        engine.dispose()
+    with stack.session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant is not None
+        return tenant.name

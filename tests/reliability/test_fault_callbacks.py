@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from moderation.db import make_engine, make_session_factory, session_scope
+from moderation.db import make_engine, make_session_factory
 from moderation.models import CallbackDelivery
 from moderation.outbox import replay
 from tests.fixtures.receiver import Answer, CallbackReceiver
@@ -49,17 +49,13 @@ def stack(triton_server: object, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def delivery_of(stack: Stack, submission_id: str) -> CallbackDelivery | None:
-    engine = make_engine(stack.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            query = select(CallbackDelivery).where(CallbackDelivery.submission_id == submission_id)
-            rows = session.scalars(query).all()
-            assert len(rows) <= 1, rows
-            for row in rows:
-                session.expunge(row)
-            return rows[0] if rows else None
-    finally:
-        engine.dispose()
+    with stack.session() as session:
+        query = select(CallbackDelivery).where(CallbackDelivery.submission_id == submission_id)
+        rows = session.scalars(query).all()
+        assert len(rows) <= 1, rows
+        for row in rows:
+            session.expunge(row)
+        return rows[0] if rows else None
 
 
 def wait_delivery(stack: Stack, submission_id: str, status: str, timeout_s: float) -> Any:

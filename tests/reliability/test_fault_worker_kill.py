@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import select
 
-from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.models import Submission
 from tests.fixtures.processes import kill_holding
 from tests.fixtures.receiver import CallbackReceiver
@@ -70,15 +69,11 @@ def stack(
 
 
 def _completed(stack: Stack, ids: list[str]) -> dict[str, dt.datetime]:
-    engine = make_engine(stack.database_url)
-    try:
-        with session_scope(make_session_factory(engine), read_only=True) as session:
-            rows = session.execute(
-                select(Submission.id, Submission.completed_at).where(Submission.id.in_(ids))
-            )
-            return {row.id: row.completed_at for row in rows}
-    finally:
-        engine.dispose()
+    with stack.session(read_only=True) as session:
+        rows = session.execute(
+            select(Submission.id, Submission.completed_at).where(Submission.id.in_(ids))
+        )
+        return {row.id: row.completed_at for row in rows}
 
 
 @dataclass(frozen=True)

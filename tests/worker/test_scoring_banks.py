@@ -15,14 +15,13 @@ import pytest
 from moderation import banks
 from moderation.bank_index import BankMatcher
 from moderation.bank_models import MediaHashRow
-from moderation.contract import ModelMetadata
 from moderation.db import session_scope
 from moderation.mediahash import bytes_pdq, video_hash
 from moderation.models import Verdict
 from moderation.submissions import get_submission
 from serving.client import InferenceResult
 from tests.fixtures.media import jpeg, photo, reupload
-from tests.fixtures.worker import WorkerEnv
+from tests.fixtures.worker import WorkerEnv, with_stub_version
 from worker import scoring
 
 
@@ -35,11 +34,7 @@ class StubClient:
 
 @pytest.fixture()
 def env(worker_env: WorkerEnv, tmp_path: Path) -> WorkerEnv:
-    version = tmp_path / "repo" / "deepfake_detector" / "7"
-    version.mkdir(parents=True)
-    ModelMetadata(version=7, temperature=1.0, pass_below=0.2, flag_at=0.9).write(version)
-    worker_env.settings = worker_env.settings.replace(model_repository=tmp_path / "repo")
-    return worker_env
+    return with_stub_version(worker_env, tmp_path, temperature=1.0)
 
 
 def _bank(env: WorkerEnv, verdict: str, data: bytes, *, tenant: str | None = None) -> str:
