@@ -20,8 +20,6 @@ logger = logging.getLogger(__name__)
 REGION_THRESHOLD = 0.5  # cells at or above this fraction of the peak form regions
 MAX_REGIONS = 3
 OVERLAY_ALPHA = 0.45
-EXIF_ORIENTATION = 0x0112
-_TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 def colorize(heat: np.ndarray) -> np.ndarray:
@@ -102,18 +100,6 @@ def video_explain(
     for (timestamp, (width, height)), cam in zip(frames, cams, strict=False):
         entries.append({"timestamp_s": timestamp, **explain(cam, width=width, height=height)})
     return {"cam": entries[top]["cam"], "regions": entries[top]["regions"], "frames": entries}
-
-
-def oriented_size(data: bytes) -> tuple[int, int] | None:
-    """Returns (width, height) of image bytes after EXIF orientation, from the header only."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception:  # the scorer decoded these bytes already; a size is a nicety
-        logger.debug("cannot read the image size for regions", exc_info=True)
-        return None
-    return (height, width) if orientation in _TURNED else (width, height)
 
 
 def overlay(picture: Image.Image, cam: Any, *, max_side: int = 640) -> bytes:

@@ -220,7 +220,8 @@ def bomb_refused(exc: BaseException, what: str) -> MediaRejected:
     return MediaRejected(TOO_LARGE, f"the {what} is a decompression bomb: {exc}")
 
 
-def _decode_first_frame(image: Image.Image, fmt: str) -> Image.Image:
+def _decode_first_frame(image: Image.Image, fmt: str) -> tuple[Image.Image, int]:
+    """Returns the decoded first frame turned upright, and its EXIF orientation (1 = upright)."""
     try:
         image.seek(0)
         image.load()
@@ -230,13 +231,17 @@ def _decode_first_frame(image: Image.Image, fmt: str) -> Image.Image:
         detail = f"the {fmt} data is truncated or corrupt: {exc}"
         raise MediaRejected(UNREADABLE_MEDIA, detail) from exc
     try:
-        # exif_transpose copies the whole decoded image even when there is nothing to turn.
+        # Read after load(): a PNG's eXIf chunk may follow its pixels, and Pillow's getexif()
+        # decodes the whole PNG to find it when called before.
         orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+        # exif_transpose copies the whole decoded image even when there is nothing to turn.
         oriented = image if orientation in (None, 1) else ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not lose an otherwise good image
         logger.debug("ignoring unreadable EXIF orientation", exc_info=True)
-        oriented = image
-    return oriented if oriented is not None else image
+        orientation, oriented = 1, image
+    if oriented is None or not isinstance(orientation, int):
+        return image if oriented is None else oriented, 1
+    return oriented, orientation
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -276,13 +281,34 @@ def load_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
 def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[Image.Image, str]:
     """Returns the decoded, upright first frame of image bytes and its format (first half of
     :func:`load_image`; :func:`image_to_input` is the second). Raises :class:`MediaRejected`."""
+    decoded = decode_upright(data, limits)
+    return decoded.image, decoded.format
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An upright first frame, its format, and the full picture's upright (width, height): a
+    JPEG's frame may be decoded at 1/2 to 1/8 scale (``ImageLimits.jpeg_draft``)."""
+
+    image: Image.Image
+    format: str
+    size: tuple[int, int]
+
+
+def decode_upright(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Decoded:
+    """:func:`decode_image`, with the full picture's upright size (for regions in the
+    uploaded picture's own pixels) read while decoding, not from a second parse."""
     fmt = _check_bytes(data, limits)
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        return _decode_first_frame(_draft(_open(data, fmt, limits), fmt, limits), fmt), fmt
+        opened = _open(data, fmt, limits)
+        width, height = opened.size
+        image, orientation = _decode_first_frame(_draft(opened, fmt, limits), fmt)
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    turned = orientation in (5, 6, 7, 8)  # the EXIF orientations that swap width and height
+    return Decoded(image, fmt, (height, width) if turned else (width, height))
 
 
 RESAMPLING = {

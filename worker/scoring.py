@@ -26,7 +26,7 @@ from moderation.blobs import BlobStore
 from moderation.contract import INPUT_SIZE, ModelMetadata
 from moderation.db import session_scope
 from moderation.ensemble import ModelScore, combine_scores, is_demo, latest_ensemble
-from moderation.explanation import explain, oriented_size, video_explain
+from moderation.explanation import explain, video_explain
 from moderation.mediahash import MediaHash, video_hash
 from moderation.models import Status, Submission, Tenant, Verdict, new_id, utcnow
 from moderation.outbox import EVENT_FAILED, EVENT_SCORED, add_outbox
@@ -37,7 +37,7 @@ from moderation.policy import (
     decide,
     resolve_thresholds,
 )
-from moderation.preprocess import ImageLimits, MediaRejected, decode_image, image_to_input
+from moderation.preprocess import ImageLimits, MediaRejected, decode_upright, image_to_input
 from moderation.provenance import ProvenanceLimits, read_provenance
 from moderation.redact import public_detail
 from moderation.settings import Settings
@@ -522,7 +522,8 @@ def _score(
             limits = ImageLimits.from_settings(settings)
             largest = max(side for side, _ in names.values())
             with stage("decode"):
-                image, fmt = decode_image(data, dataclasses.replace(limits, size=largest))
+                decoded = decode_upright(data, dataclasses.replace(limits, size=largest))
+                image, fmt, size = decoded.image, decoded.format, decoded.size
             with stage("hash"):
                 media = _image_hash(image)
             with stage("resize"):
@@ -534,7 +535,6 @@ def _score(
                     for key in set(names.values())
                 }
                 inputs = {name: prepared[key] for name, key in names.items()}
-                size = oriented_size(data) or image.size
     except MediaRejected as exc:
         with stage("database"):
             return fail_submission(

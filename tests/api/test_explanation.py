@@ -11,13 +11,11 @@ from PIL import Image
 from moderation.explanation import (
     check_cam,
     explain,
-    oriented_size,
     overlay,
     placard,
     regions,
     video_explain,
 )
-from tests.fixtures.media import flat_image
 
 
 def _cam(*cells: tuple[int, int, float]) -> np.ndarray:
@@ -61,19 +59,6 @@ def test_video_explain__top_frame_at_the_top_every_frame_below() -> None:
     assert got["regions"] == [{"box": [60, 60, 70, 70], "share": 1.0}]
     assert [f["timestamp_s"] for f in got["frames"]] == [0.0, 1.5]
     assert got["frames"][0]["regions"][0]["box"] == [0, 0, 10, 10]
-
-
-def _jpeg(size: tuple[int, int], orientation: int | None = None) -> bytes:
-    exif = Image.Exif()
-    if orientation:
-        exif[0x0112] = orientation
-    return flat_image(size, fmt="JPEG", color=(10, 20, 30), exif=exif.tobytes())
-
-
-def test_oriented_size__after_exif_rotation() -> None:
-    assert oriented_size(_jpeg((300, 100))) == (300, 100)
-    assert oriented_size(_jpeg((300, 100), orientation=6)) == (100, 300)
-    assert oriented_size(b"not an image") is None
 
 
 def test_overlay__a_png_of_the_picture_hot_where_the_map_is() -> None:

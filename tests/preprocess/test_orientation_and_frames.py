@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from moderation.preprocess import load_image
+from moderation.preprocess import decode_upright, load_image
 from tests.fixtures.media import encode, halves
 
 ORIENTATION = 0x0112
@@ -31,6 +31,21 @@ def test_exif_rotation_is_applied(fmt: str) -> None:
     array = load_image(_with_orientation(halves((64, 32)), 6, fmt))
     assert _dominant(array[20, 112]) == "red"
     assert _dominant(array[200, 112]) == "blue"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize(("orientation", "upright"), [(1, (2400, 800)), (6, (800, 2400))])
+def test_decoded_size_is_the_full_picture_upright(
+    fmt: str, orientation: int, upright: tuple[int, int]
+) -> None:
+    # Regions are drawn in the uploaded picture's own pixels: the size is the full picture's,
+    # turned like its pixels, even when a JPEG is decoded at a reduced scale.
+    decoded = decode_upright(_with_orientation(halves((2400, 800)), orientation, fmt))
+    assert decoded.size == upright and decoded.format == fmt
+    if fmt == "JPEG":
+        assert decoded.image.size[0] * decoded.image.size[1] < 2400 * 800  # drafted
+    portrait = decoded.image.size[0] < decoded.image.size[1]
+    assert portrait == (orientation == 6)
 
 
 def test_without_exif_nothing_rotates() -> None:
