@@ -5,7 +5,8 @@ One run: generates photo-like images (0.1-3 MP, JPEG and PNG), starts the bundle
 Redis), submits through the real API at each concurrency (closed loop: each client uploads with
 a ``callback_url`` on a loopback receiver, waits for the signed callback, then uploads the
 next), and prints side by side: images/s, p50/p99 submit-to-callback latency, the in-process
-limit (same images decoded and scored with onnxruntime in this process), a naive Flask + eager
+limit (the worker's per-image work on the same images in this process: provenance, decode, PDQ
+hash, resize, then onnxruntime with every output of the served model), a naive Flask + eager
 PyTorch server at the same concurrency, the ratios, each stage's share of a submission's latency
 (from the API's and worker's /metrics and Triton's statistics), and in the same table each
 level's peak resident memory: API, worker and Triton, and the naive server's.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import http.server
 import json
@@ -44,35 +46,80 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_decode import make_images
 from loadgen import REQUEST_DEADLINE_S, Connection, Load, RssSampler, closed_loop, multipart_body
 
-from moderation.preprocess import DEFAULT_LIMITS, load_image
+from moderation import contract
+from moderation.ensemble import model_info
+from moderation.mediahash import image_pdq
+from moderation.preprocess import DEFAULT_LIMITS, decode_upright, image_to_input
+from moderation.provenance import ProvenanceLimits, read_provenance
 from moderation.settings import PROJECT_ROOT
 from serving.server import TritonServer
 from tests.fixtures.stack import Stack, free_port, triton_env
 from tests.fixtures.triton import private_server
 
-VERSION_DIR = PROJECT_ROOT / "model_repository" / "deepfake_detector" / "1"
 FINAL = {"auto_passed", "auto_flagged", "needs_review", "decided", "failed"}
 
 
-def in_process_limit(
-    images: list[bytes], *, batch: int = 8, threads: int = 2, passes: int = 3
-) -> dict[str, float]:
-    """Returns decode ms/image, score ms/image and images/s for decode + onnxruntime in-process
-    (the median pass of ``passes``: one short pass on a shared machine is noisy)."""
-    from training.export import onnx_logits, onnx_session
+def prepare_image(data: bytes, keys: set[tuple[int, str]]) -> dict[tuple[int, str], np.ndarray]:
+    """Does the worker's per-image work before inference (worker/scoring.py's ``_score``): reads
+    provenance, decodes the upright first frame, takes its PDQ hash and resizes it once per
+    (size, resize method) the served models ask for."""
+    read_provenance(data, ProvenanceLimits())
+    largest = max(size for size, _ in keys)
+    decoded = decode_upright(data, dataclasses.replace(DEFAULT_LIMITS, size=largest))
+    image_pdq(decoded.image)
+    return {
+        (size, resize): image_to_input(decoded.image, size=size, resize=resize)
+        for size, resize in keys
+    }
 
-    session = onnx_session(VERSION_DIR / "model.onnx", threads=threads)
-    onnx_logits(session, np.stack([load_image(images[0])] * batch), batch=batch)  # warm-up
+
+def in_process_limit(
+    images: list[bytes],
+    *,
+    models: tuple[str, ...] = (contract.MODEL_NAME,),
+    batch: int = 8,
+    threads: int = 2,
+    passes: int = 3,
+) -> dict[str, float]:
+    """Returns prepare ms/image, score ms/image and images/s for the stack's per-image work done
+    in this process, with nothing between the steps (the median pass of ``passes``: one short
+    pass on a shared machine is noisy).
+
+    The work is the worker's for each of ``models`` (the ones the stack serves): provenance,
+    decode, PDQ hash and resize (:func:`prepare_image`), then onnxruntime asking every output
+    (the ``cam`` map too) of each model's newest version in batches of ``batch``.
+    """
+    from training.export import onnx_session
+
+    repository = PROJECT_ROOT / "model_repository"
+    infos = [model_info(repository, name) for name in models]
+    sessions = [
+        onnx_session(repository / info.name / str(info.version) / "model.onnx", threads=threads)
+        for info in infos
+    ]
+    keys = {(info.size, info.resize) for info in infos}
+
+    def score(arrays: dict[tuple[int, str], np.ndarray]) -> None:
+        for info, session in zip(infos, sessions, strict=True):
+            stacked = arrays[(info.size, info.resize)]
+            for start in range(0, len(stacked), batch):
+                session.run(None, {contract.INPUT_NAME: stacked[start : start + batch]})
+
+    def prepared(chunk: list[bytes]) -> dict[tuple[int, str], np.ndarray]:
+        each = [prepare_image(data, keys) for data in chunk]
+        return {key: np.stack([one[key] for one in each]) for key in keys}
+
+    score(prepared(images[:batch]))  # warm-up
     runs = []
     for _ in range(passes):
         started = time.perf_counter()
-        arrays = np.stack([load_image(data, DEFAULT_LIMITS) for data in images])
+        arrays = prepared(images)
         decoded = time.perf_counter()
-        onnx_logits(session, arrays, batch=batch)
+        score(arrays)
         done = time.perf_counter()
         runs.append(
             {
-                "decode_ms": (decoded - started) / len(images) * 1000,
+                "prepare_ms": (decoded - started) / len(images) * 1000,
                 "score_ms": (done - decoded) / len(images) * 1000,
                 "images_per_s": len(images) / (done - started),
             }
@@ -616,8 +663,8 @@ def print_stages(limit: dict[str, float], stack: list[Load]) -> None:
         " last database write follows the callback the client already has)"
     )
     print(
-        f"  in-process: decode {limit['decode_ms']:.1f} ms/img, onnxruntime batch 8 "
-        f"{limit['score_ms']:.1f} ms/img"
+        f"  in-process: provenance + decode + hash + resize {limit['prepare_ms']:.1f} ms/img, "
+        f"onnxruntime batch 8 {limit['score_ms']:.1f} ms/img"
     )
     print("\nCPU ms per submission by process tree (bench = load generator + callback receiver):")
     for load in stack:
