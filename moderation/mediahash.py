@@ -118,52 +118,81 @@ def bytes_pdq(data: bytes) -> PdqHash:
     return image_pdq(image)
 
 
-def _container_frames(data: bytes, max_seconds: float) -> list[FrameHash]:
+class SecondSampler:
+    """vPDQ's sampling: the PDQ hash of the first frame at or after each whole second, up to
+    ``max_seconds``. Fed frame by frame (:func:`video_hash`, and the scorer's one decode of a
+    video in :func:`moderation.video.decode_video`); a frame that cannot be hashed abandons the
+    whole hash (no hash only means no match)."""
+
+    def __init__(self, max_seconds: float) -> None:
+        self.max_seconds = max_seconds
+        self.next_second = 0.0
+        self.frames: list[FrameHash] = []
+        self.abandoned = False
+
+    def wants(self, t: float) -> bool:
+        """Returns whether the frame at ``t`` seconds is to be hashed."""
+        return not self.abandoned and t <= self.max_seconds and t + 1e-6 >= self.next_second
+
+    def take(self, t: float, image: Image.Image) -> None:
+        """Hashes the frame at ``t`` seconds."""
+        try:
+            self.frames.append(FrameHash(round(t, 3), image_pdq(image)))
+        except Exception as exc:  # hostile media must not fail a scoring that succeeds
+            self.abandon(exc)
+        # The same tolerance as wants(): 10 GIF frames of 100 ms add up to 0.9999999 s.
+        self.next_second = float(int(t + 1e-6) + 1)
+
+    def abandon(self, exc: BaseException) -> None:
+        """Gives the hash up (a frame could not be decoded or hashed)."""
+        logger.warning("no video hash: %s", type(exc).__name__)
+        self.abandoned = True
+
+    def media_hash(self) -> MediaHash | None:
+        """Returns the per-second hashes, or None when there are none or the hash was given up."""
+        if self.abandoned or not self.frames:
+            return None
+        return MediaHash(VPDQ, self.frames[0].hash, tuple(self.frames))
+
+
+def _container_frames(data: bytes, seconds: SecondSampler) -> None:
     import av
 
-    out: list[FrameHash] = []
     with av.open(io.BytesIO(data), mode="r") as container:
         stream = container.streams.video[0]
-        start, next_second = None, 0.0
+        start = None
         for frame in container.decode(stream):
             if frame.time is None:
                 continue
             start = frame.time if start is None else start
             t = float(frame.time - start)
-            if t > max_seconds:
+            if t > seconds.max_seconds:
                 break
-            if t + 1e-6 >= next_second:
-                out.append(FrameHash(round(t, 3), image_pdq(frame.to_image())))
-                next_second = float(int(t) + 1)
-    return out
+            if seconds.wants(t):
+                seconds.take(t, frame.to_image())
 
 
-def _animation_frames(data: bytes, max_seconds: float) -> list[FrameHash]:
-    out: list[FrameHash] = []
+def _animation_frames(data: bytes, seconds: SecondSampler) -> None:
     with Image.open(io.BytesIO(data)) as image:
-        elapsed, next_second = 0.0, 0.0
+        elapsed = 0.0
         for index in range(int(getattr(image, "n_frames", 1))):
             image.seek(index)
-            if elapsed + 1e-6 >= next_second:
-                out.append(FrameHash(round(elapsed, 3), image_pdq(image)))
-                next_second = float(int(elapsed) + 1)
+            if seconds.wants(elapsed):
+                seconds.take(elapsed, image)
             elapsed += float(image.info.get("duration") or 100) / 1000
-            if elapsed > max_seconds:
+            if elapsed > seconds.max_seconds:
                 break
-    return out
 
 
 def video_hash(data: bytes, *, max_seconds: float) -> MediaHash | None:
     """Returns one PDQ hash per second of a video (vPDQ's sampling), or None when it cannot be
-    decoded again (the scorer has already accepted it; a missing hash only means no match)."""
+    decoded (a missing hash only means no match). The scorer takes the same hashes during its own
+    decode (:func:`moderation.video.decode_video`); this is for videos it does not score."""
     from moderation.video import sniff_video
 
+    seconds = SecondSampler(max_seconds)
     try:
-        source = _container_frames if sniff_video(data) else _animation_frames
-        frames = source(data, max_seconds)
+        (_container_frames if sniff_video(data) else _animation_frames)(data, seconds)
     except Exception as exc:  # hostile media must not fail a scoring that already succeeded
-        logger.warning("no video hash: %s", type(exc).__name__)
-        return None
-    if not frames:
-        return None
-    return MediaHash(VPDQ, frames[0].hash, tuple(frames))
+        seconds.abandon(exc)
+    return seconds.media_hash()

@@ -21,6 +21,7 @@ from PIL import Image
 
 from moderation.contract import INPUT_SIZE
 from moderation.faces import Crop, face_crops
+from moderation.mediahash import MediaHash, SecondSampler
 from moderation.preprocess import (
     TOO_LARGE,
     UNREADABLE_MEDIA,
@@ -171,7 +172,9 @@ def _check_duration(seconds: float | None, limits: VideoLimits) -> None:
         raise _too_large(f"the video lasts {seconds:.1f} s; expected at most {limits.max_seconds}")
 
 
-def _container_frames(data: bytes, limits: VideoLimits) -> Iterator[Frame]:
+def _container_frames(
+    data: bytes, limits: VideoLimits, seconds: SecondSampler | None
+) -> Iterator[Frame]:
     import av  # imported lazily: API processes never decode video
 
     try:
@@ -192,12 +195,12 @@ def _container_frames(data: bytes, limits: VideoLimits) -> Iterator[Frame]:
         # FFmpeg refuses a frame above this before allocating it ("Picture size … is invalid"):
         # a later frame may declare a size the stream's header does not.
         stream.codec_context.options = {"max_pixels": str(limits.max_pixels)}
-        seconds = _duration(container, stream)
-        _check_duration(seconds, limits)
+        length = _duration(container, stream)
+        _check_duration(length, limits)
         sampler = Sampler(
-            total=seconds, max_frames=limits.max_frames, threshold=limits.scene_threshold
+            total=length, max_frames=limits.max_frames, threshold=limits.scene_threshold
         )
-        yield from _decode(container, stream, sampler, limits)
+        yield from _decode(container, stream, sampler, limits, seconds)
 
 
 def _duration(container: Any, stream: Any) -> float | None:
@@ -219,7 +222,13 @@ def _oversized(logs: list[tuple[int, str, str]]) -> str | None:
     return None
 
 
-def _decode(container: Any, stream: Any, sampler: Sampler, limits: VideoLimits) -> Iterator[Frame]:
+def _decode(
+    container: Any,
+    stream: Any,
+    sampler: Sampler,
+    limits: VideoLimits,
+    seconds: SecondSampler | None,
+) -> Iterator[Frame]:
     import av
     import av.logging
 
@@ -227,7 +236,7 @@ def _decode(container: Any, stream: Any, sampler: Sampler, limits: VideoLimits) 
     logs: list[tuple[int, str, str]] = []
     try:
         with av.logging.Capture() as logs:
-            yield from _sampled(container, stream, sampler, limits)
+            yield from _sampled(container, stream, sampler, limits, seconds)
     except MemoryError as exc:
         raise bomb_refused(exc, "video frame") from exc
     except av.FFmpegError as exc:
@@ -250,9 +259,16 @@ def _capture_errors() -> None:
         av.logging.set_level(av.logging.ERROR)
 
 
-def _sampled(container: Any, stream: Any, sampler: Sampler, limits: VideoLimits) -> Iterator[Frame]:
+def _sampled(
+    container: Any,
+    stream: Any,
+    sampler: Sampler,
+    limits: VideoLimits,
+    seconds: SecondSampler | None,
+) -> Iterator[Frame]:
     start: float | None = None
-    for frame in container.decode(stream):
+    frames = container.decode(stream)
+    for frame in frames:
         if frame.time is None:
             continue
         start = frame.time if start is None else start
@@ -261,10 +277,33 @@ def _sampled(container: Any, stream: Any, sampler: Sampler, limits: VideoLimits)
         _check_size(frame.width, frame.height, limits)
         thumb = frame.reformat(width=THUMB, height=THUMB, format="gray").to_ndarray()
         keep, change = sampler.offer(t, thumb)
-        if keep:
-            yield _frame(t, frame.to_image(), change, limits)
+        hashed = seconds is not None and seconds.wants(t)
+        if keep or hashed:
+            image = frame.to_image()
+            if seconds is not None and hashed:
+                seconds.take(t, image)
+            if keep:
+                yield _frame(t, image, change, limits)
         if sampler.done:
+            if seconds is not None:
+                _hash_rest(frames, start, seconds)
             return
+
+
+def _hash_rest(frames: Iterator[Any], start: float, seconds: SecondSampler) -> None:
+    """Hashes the rest of a video once its sampling for the model is done. The scorer never
+    looks at these frames, so what goes wrong here ends the hash, never the scoring."""
+    try:
+        for frame in frames:
+            if frame.time is None:
+                continue
+            t = float(frame.time - start)
+            if t > seconds.max_seconds:
+                return
+            if seconds.wants(t):
+                seconds.take(t, frame.to_image())
+    except Exception as exc:
+        seconds.abandon(exc)
 
 
 def _seek_frame(image: Image.Image, index: int, limits: VideoLimits) -> None:
@@ -285,7 +324,9 @@ def _seek_frame(image: Image.Image, index: int, limits: VideoLimits) -> None:
         raise MediaRejected(UNREADABLE_MEDIA, f"the animation is corrupt: {exc}") from exc
 
 
-def _animated_image_frames(data: bytes, limits: VideoLimits) -> Iterator[Frame]:
+def _animated_image_frames(
+    data: bytes, limits: VideoLimits, seconds: SecondSampler | None
+) -> Iterator[Frame]:
     try:
         with warnings.catch_warnings():  # the limits below decide, not Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -306,16 +347,57 @@ def _animated_image_frames(data: bytes, limits: VideoLimits) -> Iterator[Frame]:
             _seek_frame(image, index, limits)
             thumb = np.asarray(image.convert("L").resize((THUMB, THUMB)), dtype=np.uint8)
             keep, change = sampler.offer(index, thumb)
+            if seconds is not None and seconds.wants(elapsed):
+                seconds.take(elapsed, image)
             if keep:
                 yield _frame(elapsed, image, change, limits)
-            elapsed += float(image.info.get("duration") or 100) / 1000
+            elapsed += _frame_seconds(image)
             _check_duration(elapsed, limits)
             if sampler.done:
+                if seconds is not None:
+                    _hash_rest_of_animation(image, index + 1, count, elapsed, seconds, limits)
                 return
 
 
-def load_video(data: bytes, limits: VideoLimits) -> list[Frame]:
-    """Returns the sampled frames of a video (at most ``limits.max_frames``), in time order.
+def _frame_seconds(image: Image.Image) -> float:
+    """Returns how long an animation's current frame shows (100 ms when it does not say)."""
+    return float(image.info.get("duration") or 100) / 1000
+
+
+def _hash_rest_of_animation(
+    image: Image.Image,
+    first: int,
+    count: int,
+    elapsed: float,
+    seconds: SecondSampler,
+    limits: VideoLimits,
+) -> None:
+    """:func:`_hash_rest` for an animated image, from frame ``first`` at ``elapsed`` seconds."""
+    try:
+        for index in range(first, count):
+            if elapsed > seconds.max_seconds:
+                return
+            _seek_frame(image, index, limits)
+            if seconds.wants(elapsed):
+                seconds.take(elapsed, image)
+            elapsed += _frame_seconds(image)
+    except Exception as exc:
+        seconds.abandon(exc)
+
+
+@dataclass(frozen=True)
+class DecodedVideo:
+    """A video's sampled frames, and its per-second hashes when they were asked for."""
+
+    frames: list[Frame]
+    media: MediaHash | None = None
+
+
+def decode_video(data: bytes, limits: VideoLimits, *, hash_seconds: bool = False) -> DecodedVideo:
+    """Returns the sampled frames of a video (at most ``limits.max_frames``), in time order, and
+    with ``hash_seconds`` its vPDQ-style hashes (:class:`moderation.mediahash.SecondSampler`)
+    from the same decode: decoding goes on past the last sampled frame only to hash, and what
+    fails there gives up the hash, not the frames.
 
     Raises :class:`MediaRejected`: ``too_large`` past a limit, ``unsupported_media`` for a
     container without video, ``unreadable_media`` for corrupt data or no decodable frame.
@@ -324,12 +406,18 @@ def load_video(data: bytes, limits: VideoLimits) -> list[Frame]:
         raise MediaRejected(UNREADABLE_MEDIA, "the file is empty; expected a video")
     if len(data) > limits.max_bytes:
         raise _too_large(f"the file has {len(data)} bytes; expected at most {limits.max_bytes}")
+    seconds = SecondSampler(limits.max_seconds) if hash_seconds else None
     source = _container_frames if sniff_video(data) else _animated_image_frames
-    frames = list(source(data, limits))
+    frames = list(source(data, limits, seconds))
     if not frames:
         raise MediaRejected(UNREADABLE_MEDIA, "no decodable video frame; expected at least one")
     logger.debug("sampled %d frames", len(frames))
-    return frames
+    return DecodedVideo(frames, seconds.media_hash() if seconds is not None else None)
+
+
+def load_video(data: bytes, limits: VideoLimits) -> list[Frame]:
+    """Returns the sampled frames of a video (:func:`decode_video` without the hashes)."""
+    return decode_video(data, limits).frames
 
 
 def frame_png(data: bytes, limits: VideoLimits, timestamp: float) -> bytes:

@@ -27,7 +27,7 @@ from moderation.contract import INPUT_SIZE, ModelMetadata
 from moderation.db import session_scope
 from moderation.ensemble import ModelScore, combine_scores, is_demo, latest_ensemble
 from moderation.explanation import explain, video_explain
-from moderation.mediahash import MediaHash, video_hash
+from moderation.mediahash import MediaHash
 from moderation.models import Status, Submission, Tenant, Verdict, new_id, utcnow
 from moderation.outbox import EVENT_FAILED, EVENT_SCORED, add_outbox
 from moderation.policy import (
@@ -43,7 +43,7 @@ from moderation.redact import public_detail
 from moderation.settings import Settings
 from moderation.signal_policy import decide_with_signals
 from moderation.submissions import submission_view
-from moderation.video import Frame, VideoLimits, aggregate, is_video, load_video
+from moderation.video import Frame, VideoLimits, aggregate, decode_video, is_video
 from serving.client import InferenceResult
 from worker import leases
 from worker.metrics import observe_since, stage
@@ -512,12 +512,11 @@ def _score(
     media: MediaHash | None = None
     try:
         if is_video(data, video_limits):
-            with stage("decode"):
-                frames = load_video(data, video_limits)
+            with stage("decode"):  # the per-second hashes come from the same decode
+                video = decode_video(data, video_limits, hash_seconds=True)
+                frames, media = video.frames, video.media
             with stage("resize"):
                 inputs = _frame_inputs(_video_batch(frames), names)
-            with stage("hash"):
-                media = video_hash(data, max_seconds=video_limits.max_seconds)
         else:
             limits = ImageLimits.from_settings(settings)
             largest = max(side for side, _ in names.values())

@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 
+from moderation.mediahash import video_hash
 from moderation.preprocess import (
     TOO_LARGE,
     UNREADABLE_MEDIA,
@@ -20,6 +21,7 @@ from moderation.video import (
     Sampler,
     VideoLimits,
     aggregate,
+    decode_video,
     is_video,
     load_video,
     sniff_video,
@@ -129,6 +131,47 @@ def test_headers_without_frames_and_cut_webm_are_unreadable() -> None:
     assert _reason(webm[:200]) == UNREADABLE_MEDIA  # EBML header only
     with pytest.raises(MediaRejected, match="no decodable video frame"):
         load_video(webm[: len(webm) // 3], LIMITS)  # stream header, no complete frame
+
+
+def _six_seconds(fmt: str) -> bytes:
+    """6 s at 10 fps with a cut at 0.5 s: with 4 frames at most, sampling spends its one scene
+    slot at the cut and takes its last uniform frame at 4 s, so 4-6 s are decoded only to hash."""
+    frames = colour_frames(60, change_at=5)
+    return animated(frames) if fmt == "GIF" else encode(frames, fmt=fmt)
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "webm", "GIF"])
+def test_one_decode_gives_the_frames_and_the_hashes_of_each_second(fmt: str) -> None:
+    data, limits = _six_seconds(fmt), VideoLimits(max_frames=4)
+    video = decode_video(data, limits, hash_seconds=True)
+    alone = load_video(data, limits)
+    assert [f.timestamp for f in video.frames] == [f.timestamp for f in alone]
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(video.frames, alone, strict=True))
+    assert max(f.timestamp for f in video.frames) < 5.0  # sampling stopped before the end
+    expected = video_hash(data, max_seconds=limits.max_seconds)
+    assert expected is not None and video.media == expected
+    assert [f.timestamp_s for f in expected.frames] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert decode_video(data, limits).media is None  # hashes only when asked for
+
+
+def test_a_frame_that_cannot_be_hashed_gives_up_the_hash_not_the_frames(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import moderation.mediahash as mediahash
+
+    data, limits = _six_seconds("mp4"), VideoLimits(max_frames=4)
+    real, calls = mediahash.image_pdq, []
+
+    def failing_after_two(image: object) -> object:
+        calls.append(image)
+        if len(calls) > 2:
+            raise ValueError("a frame PDQ cannot read")
+        return real(image)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mediahash, "image_pdq", failing_after_two)
+    video = decode_video(data, limits, hash_seconds=True)
+    assert video.media is None
+    assert [f.timestamp for f in video.frames] == [f.timestamp for f in load_video(data, limits)]
 
 
 def test_aggregation_is_the_mean_of_the_top_quarter() -> None:
