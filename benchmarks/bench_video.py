@@ -26,10 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_decode import encode, photo
-from bench_pipeline import started_stack, started_triton
+from bench_pipeline import started_stack
 
+from moderation.mediahash import video_hash
 from moderation.settings import load_settings
-from moderation.video import VideoLimits, load_video
+from moderation.video import VideoLimits, decode_video, load_video
+from tests.fixtures.triton import private_server
 
 SECONDS, FPS, WIDTH, HEIGHT = 10, 25, 1280, 720
 
@@ -61,6 +63,23 @@ def in_process(clip: bytes, repeats: int) -> tuple[int, float]:
     return len(frames), (time.perf_counter() - started) / repeats
 
 
+def scorer_decode(clip: bytes, rounds: int) -> tuple[float, float]:
+    """Returns the CPU seconds per clip of the scorer's decode with its per-second hashes, as two
+    decodes (``load_video`` then ``video_hash``, as before 2026-12-01) and as one
+    (``decode_video(hash_seconds=True)``), alternating in this process (median of ``rounds``)."""
+    limits = VideoLimits.from_settings(load_settings(environ={}))
+    two, one = [], []
+    for _ in range(rounds):
+        started = time.process_time()
+        load_video(clip, limits)
+        video_hash(clip, max_seconds=limits.max_seconds)
+        two.append(time.process_time() - started)
+        started = time.process_time()
+        decode_video(clip, limits, hash_seconds=True)
+        one.append(time.process_time() - started)
+    return float(np.median(two)), float(np.median(one))
+
+
 def through_stack(stack: Any, items: list[bytes]) -> tuple[float, list[dict]]:
     """Returns (wall seconds, final bodies) submitting the items one at a time."""
     tenant = stack.tenant()
@@ -81,11 +100,14 @@ def main() -> None:
     clip = make_clip()
     images = [encode(photo(1152, 864, seed=10 + i), "JPEG") for i in range(args.images)]
     count, sample_s = in_process(clip, 2)
-    stack_args = argparse.Namespace(worker_concurrency=2, pool=None, backend="embedded")
+    two_decodes_s, one_decode_s = scorer_decode(clip, 3)
+    stack_args = argparse.Namespace(
+        worker_concurrency=2, pool=None, backend="embedded", redis_db=14, bank_entries=0
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         with (
-            started_triton(root / "t") as server,
+            private_server(root / "t") as server,
             started_stack(stack_args, root / "s", server) as stack,
         ):
             through_stack(stack, [clip, images[0]])  # warm-up: worker imports, Triton load
@@ -99,6 +121,10 @@ def main() -> None:
     print("| measure | value |\n| --- | --- |")
     print(f"| in-process sampling (decode all, keep {count}) | {sample_s:.2f} s/clip |")
     print(f"| decoded frames/s in-process | {SECONDS * FPS / sample_s:.0f} |")
+    print(
+        f"| scorer's decode + per-second hashes, CPU s/clip: two decodes / one | "
+        f"{two_decodes_s:.2f} / {one_decode_s:.2f} ({one_decode_s / two_decodes_s:.2f}x) |"
+    )
     print(f"| pipeline: s per clip (submit to verdict) | {per_video:.2f} |")
     print(f"| pipeline: sampled frames/s | {frames / per_video:.1f} |")
     print(f"| pipeline: decoded frames/s | {SECONDS * FPS / per_video:.0f} |")

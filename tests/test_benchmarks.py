@@ -110,3 +110,24 @@ def test_bench_provenance_prints_every_container() -> None:
     assert done.returncode == 0, done.stderr
     rows = re.findall(r"^(jpeg|png|webp|mp4) .* untrusted$", done.stdout, re.M)
     assert rows == ["jpeg", "png", "webp", "mp4"], done.stdout
+
+
+def test_every_benchmark_imports() -> None:
+    # A benchmark that no smoke run covers still breaks when something it imports moves.
+    names = sorted(path.stem for path in BENCHMARKS.glob("*.py"))
+    script = (
+        "import importlib, sys\n"
+        f"sys.path[:0] = [{str(BENCHMARKS)!r}, {str(BENCHMARKS.parent)!r}]\n"
+        "failed = []\n"
+        f"for name in {names!r}:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as exc:\n"
+        "        failed.append(f'{name}: {type(exc).__name__}: {exc}')\n"
+        "print('\\n'.join(failed))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert len(names) >= 10
+    assert done.stdout.strip() == "", done.stdout
