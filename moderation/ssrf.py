@@ -176,7 +176,13 @@ def _pinned_connection(base: type[HTTPConnection], address: str) -> type[HTTPCon
 
 
 class GuardedAdapter(HTTPAdapter):
-    """A transport adapter that checks each request's URL and pins the checked address."""
+    """A transport adapter that checks each request's URL and pins the checked address.
+
+    A pool's connections stay open between requests (a callback to the same platform reuses its
+    connection, and its TLS session) while the host's first address is the one the pool was
+    pinned to; when the check answers another address, every kept connection is dropped and the
+    new pool dials the new one. The check runs before every request either way.
+    """
 
     def __init__(self, allowlist: Sequence[Network] = (), **kwargs: Any) -> None:
         self.allowlist = tuple(allowlist)
@@ -185,13 +191,17 @@ class GuardedAdapter(HTTPAdapter):
     def get_connection_with_tls_context(
         self, request: Any, verify: Any, proxies: Any = None, cert: Any = None
     ) -> Any:
-        addresses = check_url(request.url, allowlist=self.allowlist)
+        address = check_url(request.url, allowlist=self.allowlist)[0]
         pool: Any = super().get_connection_with_tls_context(request, verify, None, cert)
-        base = pool.ConnectionCls
-        if not getattr(base, "_dfmod_pinned", False):
-            pinned = _pinned_connection(base, addresses[0])
-            pinned._dfmod_pinned = True  # type: ignore[attr-defined]
-            pool.ConnectionCls = pinned
+        pinned_to = getattr(pool.ConnectionCls, "_dfmod_address", None)
+        if pinned_to == address:
+            return pool
+        if pinned_to is not None:  # the name answers elsewhere now: nothing kept may be reused
+            self.poolmanager.clear()
+            pool = super().get_connection_with_tls_context(request, verify, None, cert)
+        pinned = _pinned_connection(pool.ConnectionCls, address)
+        pinned._dfmod_address = address  # type: ignore[attr-defined]
+        pool.ConnectionCls = pinned
         return pool
 
 
@@ -203,7 +213,8 @@ def safe_session(*, allowlist: AllowList = ()) -> requests.Session:
     networks = _networks(allowlist)
     session = requests.Session()
     session.trust_env = False
-    adapter = GuardedAdapter(networks, pool_connections=1, pool_maxsize=1)
+    # One kept connection per host, for the 16 hosts used last (one thread, one request at a time).
+    adapter = GuardedAdapter(networks, pool_connections=16, pool_maxsize=1)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

@@ -182,6 +182,7 @@ def _send(attempt: Attempt, settings: Settings) -> tuple[int | None, str | None]
         return None, str(exc)[:MAX_ERROR_CHARS]
     with response:
         code = response.status_code
+        outbound.release(response)  # the next callback to this platform reuses the connection
     if 200 <= code < 300:
         return code, None
     if 300 <= code < 400:

@@ -1,7 +1,7 @@
 """Outbound HTTP for the worker (media fetches and callbacks) through the SSRF guard.
 
 Redirects are never followed here; failures become :class:`OutboundError`. Each thread reuses one
-guarded session per allow-list, reset after every request.
+guarded session per allow-list, and its connections; cookies are cleared after every request.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def request(
     except requests.RequestException as exc:
         raise OutboundError(f"request to {url} failed: {type(exc).__name__}: {exc}") from exc
     finally:
-        # The open response keeps its connection; closing the pools only drops idle ones.
-        session.close()
+        # Connections are kept for the next request to the same host and address (the guard
+        # re-checks it); cookies are never kept.
         session.cookies.clear()
 
 
@@ -67,3 +67,21 @@ def _session(allowlist: str) -> requests.Session:
     if session is None:
         session = sessions[allowlist] = safe_session(allowlist=allowlist)
     return session
+
+
+# An answer at most this long is read to its end so that its connection can be kept.
+KEEP_AFTER_BYTES = 64 * 1024
+
+
+def release(response: requests.Response) -> None:
+    """Reads an answer of at most :data:`KEEP_AFTER_BYTES` to its end, so that closing the
+    response keeps its connection for the next request to the host; a longer answer, or one
+    that fails or stalls (``timeout_s`` per read), is left unread and its connection closed."""
+    read = 0
+    try:
+        for chunk in response.iter_content(8192):
+            read += len(chunk)
+            if read > KEEP_AFTER_BYTES:
+                return
+    except requests.RequestException as exc:
+        logger.debug("answer not read to its end, its connection is dropped: %s", exc)

@@ -1,8 +1,9 @@
-"""The worker's reused outbound session behaves like a new one on every request.
+"""The worker's reused outbound session: connections kept, nothing else carried over.
 
 A real server on 127.0.0.1 sets a cookie on every answer; the next request (same thread, same
 allow-list, so the same session) must not carry it back, and the guard still refuses a request
-under an allow-list that does not name loopback.
+under an allow-list that does not name loopback. A keep-alive server sees the next request on
+the same connection while the host answers the same address, and on a new one when it does not.
 """
 
 from __future__ import annotations
@@ -77,3 +78,86 @@ def test_request__guard_checks_after_reuse(server: _CookieServer, tmp_path: Path
     assert refused.value.blocked, f"expected an SSRF refusal, got {refused.value}"
     assert _post(url, _settings(tmp_path, "127.0.0.0/8")) == 200
     assert len(server.cookies_seen) == 2
+
+
+class _KeepAliveServer(ThreadingHTTPServer):
+    daemon_threads = True
+    ports_seen: list[int]
+    answer: bytes
+
+
+class _KeepAliveHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _KeepAliveServer
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.ports_seen.append(self.client_address[1])
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.server.answer)))
+        self.end_headers()
+        self.wfile.write(self.server.answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def _keep_alive_server(host: str, port: int = 0) -> _KeepAliveServer:
+    httpd = _KeepAliveServer((host, port), _KeepAliveHandler)
+    httpd.ports_seen, httpd.answer = [], b'{"ok": true}'
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def _post_released(url: str, settings: Settings) -> int:
+    with outbound.request("POST", url, settings=settings, timeout_s=2.0, data=b"{}") as response:
+        outbound.release(response)
+        return response.status_code
+
+
+def test_request__keeps_the_connection_for_the_next_request(tmp_path: Path) -> None:
+    httpd = _keep_alive_server("127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/hook"
+        settings = _settings(tmp_path, "127.0.0.0/8")
+        assert [_post_released(url, settings) for _ in range(3)] == [200, 200, 200]
+        assert len(set(httpd.ports_seen)) == 1, f"expected one connection: {httpd.ports_seen}"
+        httpd.answer = b"x" * (4 * outbound.KEEP_AFTER_BYTES)  # too long to read: not kept
+        assert [_post_released(url, settings) for _ in range(3)] == [200, 200, 200]
+        ports = httpd.ports_seen
+        # The first long answer came on the kept connection; each one closes its connection.
+        assert ports[3] == ports[0] and len({ports[3], ports[4], ports[5]}) == 3, ports
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_request__a_host_that_answers_another_address_gets_a_new_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import moderation.ssrf as ssrf
+
+    first = _keep_alive_server("127.0.0.1")
+    port = first.server_address[1]
+    try:
+        second = _keep_alive_server("127.0.0.2", port)
+    except OSError:
+        first.shutdown()
+        first.server_close()
+        pytest.skip(f"127.0.0.2:{port} is taken on this host")
+    answers = iter(["127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.1"])
+
+    def resolved(url: str, **_kwargs: object) -> list[str]:
+        return [next(answers)]  # what a name that moved between two checks would resolve to
+
+    monkeypatch.setattr(ssrf, "check_url", resolved)
+    try:
+        url = f"http://callbacks.example:{port}/hook"
+        settings = _settings(tmp_path, "127.0.0.0/8")
+        assert [_post_released(url, settings) for _ in range(4)] == [200] * 4
+        assert len(first.ports_seen) == 3 and len(second.ports_seen) == 1
+        assert first.ports_seen[0] == first.ports_seen[1] != first.ports_seen[2]
+    finally:
+        for httpd in (first, second):
+            httpd.shutdown()
+            httpd.server_close()
