@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from moderation.db import make_engine, make_session_factory, session_scope
+from tests.fixtures.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +61,13 @@ def test_a_pooled_connection_the_server_ended_is_replaced_at_checkout(
     admin = create_engine(postgres_url, poolclass=NullPool)
     with admin.connect() as connection:
         assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+
+    def gone() -> bool:  # pg_terminate_backend only signals; the backend exits a moment later
+        with admin.connect() as connection:
+            query = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+            return connection.execute(query, {"pid": pid}).scalar_one() == 0
+
+    wait_until(gone, timeout_s=10, message=f"backend {pid} still running after its termination")
     admin.dispose()
     for _ in range(3):  # whichever pooled connection each scope gets, none fails
         with session_scope(factory) as session:
