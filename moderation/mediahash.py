@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,10 +137,7 @@ class SecondSampler:
 
     def take(self, t: float, image: Image.Image) -> None:
         """Hashes the frame at ``t`` seconds."""
-        try:
-            self.frames.append(FrameHash(round(t, 3), image_pdq(image)))
-        except Exception as exc:  # hostile media must not fail a scoring that succeeds
-            self.abandon(exc)
+        self.run(lambda: self.frames.append(FrameHash(round(t, 3), image_pdq(image))))
         # The same tolerance as wants(): 10 GIF frames of 100 ms add up to 0.9999999 s.
         self.next_second = float(int(t + 1e-6) + 1)
 
@@ -148,6 +146,14 @@ class SecondSampler:
         logger.warning("no video hash: %s", type(exc).__name__)
         self.abandoned = True
 
+    def run(self, feed: Callable[[], object]) -> None:
+        """Runs ``feed``, which hashes frames into this sampler; what it raises gives the hash
+        up instead (hostile media must not fail a scoring that succeeds)."""
+        try:
+            feed()
+        except Exception as exc:
+            self.abandon(exc)
+
     def media_hash(self) -> MediaHash | None:
         """Returns the per-second hashes, or None when there are none or the hash was given up."""
         if self.abandoned or not self.frames:
@@ -155,33 +161,58 @@ class SecondSampler:
         return MediaHash(VPDQ, self.frames[0].hash, tuple(self.frames))
 
 
+def hash_container_frames(
+    frames: Iterable[Any], seconds: SecondSampler, start: float | None = None
+) -> None:
+    """Feeds decoded PyAV frames to ``seconds`` until they end or pass ``max_seconds``; times
+    count from ``start`` (the first frame's time when None)."""
+    for frame in frames:
+        if frame.time is None:
+            continue
+        start = frame.time if start is None else start
+        t = float(frame.time - start)
+        if t > seconds.max_seconds:
+            return
+        if seconds.wants(t):
+            seconds.take(t, frame.to_image())
+
+
+def frame_seconds(image: Image.Image) -> float:
+    """Returns how long an animation's current frame shows (100 ms when it does not say)."""
+    return float(image.info.get("duration") or 100) / 1000
+
+
+def hash_animation_frames(
+    image: Image.Image,
+    seconds: SecondSampler,
+    *,
+    first: int = 0,
+    elapsed: float = 0.0,
+    seek: Callable[[int], object] | None = None,
+) -> None:
+    """Feeds an animated image's frames from ``first`` (shown at ``elapsed`` seconds) to
+    ``seconds`` until they end or pass ``max_seconds``; ``seek`` moves to a frame (the image's
+    own ``seek`` when None; the scorer's checks each frame's size first)."""
+    move = seek or image.seek
+    for index in range(first, int(getattr(image, "n_frames", 1))):
+        if elapsed > seconds.max_seconds:
+            return
+        move(index)
+        if seconds.wants(elapsed):
+            seconds.take(elapsed, image)
+        elapsed += frame_seconds(image)
+
+
 def _container_frames(data: bytes, seconds: SecondSampler) -> None:
     import av
 
     with av.open(io.BytesIO(data), mode="r") as container:
-        stream = container.streams.video[0]
-        start = None
-        for frame in container.decode(stream):
-            if frame.time is None:
-                continue
-            start = frame.time if start is None else start
-            t = float(frame.time - start)
-            if t > seconds.max_seconds:
-                break
-            if seconds.wants(t):
-                seconds.take(t, frame.to_image())
+        hash_container_frames(container.decode(container.streams.video[0]), seconds)
 
 
 def _animation_frames(data: bytes, seconds: SecondSampler) -> None:
     with Image.open(io.BytesIO(data)) as image:
-        elapsed = 0.0
-        for index in range(int(getattr(image, "n_frames", 1))):
-            image.seek(index)
-            if seconds.wants(elapsed):
-                seconds.take(elapsed, image)
-            elapsed += float(image.info.get("duration") or 100) / 1000
-            if elapsed > seconds.max_seconds:
-                break
+        hash_animation_frames(image, seconds)
 
 
 def video_hash(data: bytes, *, max_seconds: float) -> MediaHash | None:
@@ -191,8 +222,6 @@ def video_hash(data: bytes, *, max_seconds: float) -> MediaHash | None:
     from moderation.video import sniff_video
 
     seconds = SecondSampler(max_seconds)
-    try:
-        (_container_frames if sniff_video(data) else _animation_frames)(data, seconds)
-    except Exception as exc:  # hostile media must not fail a scoring that already succeeded
-        seconds.abandon(exc)
+    source = _container_frames if sniff_video(data) else _animation_frames
+    seconds.run(lambda: source(data, seconds))
     return seconds.media_hash()

@@ -21,7 +21,13 @@ from PIL import Image
 
 from moderation.contract import INPUT_SIZE
 from moderation.faces import Crop, face_crops
-from moderation.mediahash import MediaHash, SecondSampler
+from moderation.mediahash import (
+    MediaHash,
+    SecondSampler,
+    frame_seconds,
+    hash_animation_frames,
+    hash_container_frames,
+)
 from moderation.preprocess import (
     TOO_LARGE,
     UNREADABLE_MEDIA,
@@ -285,25 +291,9 @@ def _sampled(
             if keep:
                 yield _frame(t, image, change, limits)
         if sampler.done:
-            if seconds is not None:
-                _hash_rest(frames, start, seconds)
+            if seconds is not None:  # the rest is decoded only to hash: a failure ends the hash
+                seconds.run(functools.partial(hash_container_frames, frames, seconds, start))
             return
-
-
-def _hash_rest(frames: Iterator[Any], start: float, seconds: SecondSampler) -> None:
-    """Hashes the rest of a video once its sampling for the model is done. The scorer never
-    looks at these frames, so what goes wrong here ends the hash, never the scoring."""
-    try:
-        for frame in frames:
-            if frame.time is None:
-                continue
-            t = float(frame.time - start)
-            if t > seconds.max_seconds:
-                return
-            if seconds.wants(t):
-                seconds.take(t, frame.to_image())
-    except Exception as exc:
-        seconds.abandon(exc)
 
 
 def _seek_frame(image: Image.Image, index: int, limits: VideoLimits) -> None:
@@ -351,38 +341,26 @@ def _animated_image_frames(
                 seconds.take(elapsed, image)
             if keep:
                 yield _frame(elapsed, image, change, limits)
-            elapsed += _frame_seconds(image)
+            elapsed += frame_seconds(image)
             _check_duration(elapsed, limits)
             if sampler.done:
-                if seconds is not None:
-                    _hash_rest_of_animation(image, index + 1, count, elapsed, seconds, limits)
+                if seconds is not None:  # the rest is seeked only to hash: a failure ends the hash
+                    _hash_rest_of_animation(image, index + 1, elapsed, seconds, limits)
                 return
-
-
-def _frame_seconds(image: Image.Image) -> float:
-    """Returns how long an animation's current frame shows (100 ms when it does not say)."""
-    return float(image.info.get("duration") or 100) / 1000
 
 
 def _hash_rest_of_animation(
-    image: Image.Image,
-    first: int,
-    count: int,
-    elapsed: float,
-    seconds: SecondSampler,
-    limits: VideoLimits,
+    image: Image.Image, first: int, elapsed: float, seconds: SecondSampler, limits: VideoLimits
 ) -> None:
-    """:func:`_hash_rest` for an animated image, from frame ``first`` at ``elapsed`` seconds."""
-    try:
-        for index in range(first, count):
-            if elapsed > seconds.max_seconds:
-                return
-            _seek_frame(image, index, limits)
-            if seconds.wants(elapsed):
-                seconds.take(elapsed, image)
-            elapsed += _frame_seconds(image)
-    except Exception as exc:
-        seconds.abandon(exc)
+    seconds.run(
+        lambda: hash_animation_frames(
+            image,
+            seconds,
+            first=first,
+            elapsed=elapsed,
+            seek=lambda index: _seek_frame(image, index, limits),
+        )
+    )
 
 
 @dataclass(frozen=True)
