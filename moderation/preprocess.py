@@ -31,6 +31,7 @@ UNREADABLE_MEDIA = "unreadable_media"
 TOO_LARGE = "too_large"
 REASONS = (UNSUPPORTED_MEDIA, UNREADABLE_MEDIA, TOO_LARGE)
 EXIF_ORIENTATION = 0x0112  # the EXIF Orientation tag (1 = upright)
+TURNING_ORIENTATIONS = (5, 6, 7, 8)  # the orientations that swap width and height
 
 # Magic numbers -> Pillow format name. Sniffed from the bytes, never from a name or content type.
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
@@ -234,14 +235,12 @@ def _decode_first_frame(image: Image.Image, fmt: str) -> tuple[Image.Image, int]
         # Read after load(): a PNG's eXIf chunk may follow its pixels, and Pillow's getexif()
         # decodes the whole PNG to find it when called before.
         orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-        # exif_transpose copies the whole decoded image even when there is nothing to turn.
-        oriented = image if orientation in (None, 1) else ImageOps.exif_transpose(image)
+        if not isinstance(orientation, int) or orientation == 1:
+            return image, 1  # exif_transpose would copy the whole image to turn nothing
+        return ImageOps.exif_transpose(image), orientation
     except Exception:  # a broken EXIF block must not lose an otherwise good image
         logger.debug("ignoring unreadable EXIF orientation", exc_info=True)
-        orientation, oriented = 1, image
-    if oriented is None or not isinstance(orientation, int):
-        return image if oriented is None else oriented, 1
-    return oriented, orientation
+        return image, 1
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -307,7 +306,7 @@ def decode_upright(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Decoded
         image, orientation = _decode_first_frame(_draft(opened, fmt, limits), fmt)
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
-    turned = orientation in (5, 6, 7, 8)  # the EXIF orientations that swap width and height
+    turned = orientation in TURNING_ORIENTATIONS
     return Decoded(image, fmt, (height, width) if turned else (width, height))
 
 
