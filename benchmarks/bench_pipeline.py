@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import datetime as dt
 import http.server
 import json
@@ -48,8 +47,7 @@ from loadgen import REQUEST_DEADLINE_S, Connection, Load, RssSampler, closed_loo
 
 from moderation import contract
 from moderation.ensemble import model_info
-from moderation.mediahash import image_pdq
-from moderation.preprocess import DEFAULT_LIMITS, decode_upright, image_to_input
+from moderation.preprocess import DEFAULT_LIMITS
 from moderation.provenance import ProvenanceLimits, read_provenance
 from moderation.settings import PROJECT_ROOT
 from serving.server import TritonServer
@@ -57,20 +55,6 @@ from tests.fixtures.stack import Stack, free_port, triton_env
 from tests.fixtures.triton import private_server
 
 FINAL = {"auto_passed", "auto_flagged", "needs_review", "decided", "failed"}
-
-
-def prepare_image(data: bytes, keys: set[tuple[int, str]]) -> dict[tuple[int, str], np.ndarray]:
-    """Does the worker's per-image work before inference (worker/scoring.py's ``_score``): reads
-    provenance, decodes the upright first frame, takes its PDQ hash and resizes it once per
-    (size, resize method) the served models ask for."""
-    read_provenance(data, ProvenanceLimits())
-    largest = max(size for size, _ in keys)
-    decoded = decode_upright(data, dataclasses.replace(DEFAULT_LIMITS, size=largest))
-    image_pdq(decoded.image)
-    return {
-        (size, resize): image_to_input(decoded.image, size=size, resize=resize)
-        for size, resize in keys
-    }
 
 
 def in_process_limit(
@@ -85,11 +69,13 @@ def in_process_limit(
     in this process, with nothing between the steps (the median pass of ``passes``: one short
     pass on a shared machine is noisy).
 
-    The work is the worker's for each of ``models`` (the ones the stack serves): provenance,
-    decode, PDQ hash and resize (:func:`prepare_image`), then onnxruntime asking every output
-    (the ``cam`` map too) of each model's newest version in batches of ``batch``.
+    The work is the worker's for each of ``models`` (the ones the stack serves): provenance, then
+    decode, PDQ hash and resize (the worker's own :func:`worker.scoring.prepare_picture`), then
+    onnxruntime asking every output (the ``cam`` map too) of each model's newest version in
+    batches of ``batch``.
     """
     from training.export import onnx_session
+    from worker.scoring import prepare_picture
 
     repository = PROJECT_ROOT / "model_repository"
     infos = [model_info(repository, name) for name in models]
@@ -97,17 +83,20 @@ def in_process_limit(
         onnx_session(repository / info.name / str(info.version) / "model.onnx", threads=threads)
         for info in infos
     ]
-    keys = {(info.size, info.resize) for info in infos}
+    names = {info.name: (info.size, info.resize) for info in infos}
 
-    def score(arrays: dict[tuple[int, str], np.ndarray]) -> None:
+    def score(arrays: dict[str, np.ndarray]) -> None:
         for info, session in zip(infos, sessions, strict=True):
-            stacked = arrays[(info.size, info.resize)]
+            stacked = arrays[info.name]
             for start in range(0, len(stacked), batch):
                 session.run(None, {contract.INPUT_NAME: stacked[start : start + batch]})
 
-    def prepared(chunk: list[bytes]) -> dict[tuple[int, str], np.ndarray]:
-        each = [prepare_image(data, keys) for data in chunk]
-        return {key: np.stack([one[key] for one in each]) for key in keys}
+    def prepared(chunk: list[bytes]) -> dict[str, np.ndarray]:
+        each = []
+        for data in chunk:
+            read_provenance(data, ProvenanceLimits())
+            each.append(prepare_picture(data, names, DEFAULT_LIMITS).inputs)
+        return {name: np.concatenate([one[name] for one in each]) for name in names}
 
     score(prepared(images[:batch]))  # warm-up
     runs = []

@@ -518,22 +518,8 @@ def _score(
             with stage("resize"):
                 inputs = _frame_inputs(_video_batch(frames), names)
         else:
-            limits = ImageLimits.from_settings(settings)
-            largest = max(side for side, _ in names.values())
-            with stage("decode"):
-                decoded = decode_upright(data, dataclasses.replace(limits, size=largest))
-                image, fmt, size = decoded.image, decoded.format, decoded.size
-            with stage("hash"):
-                media = _image_hash(image)
-            with stage("resize"):
-                # Once per (size, resize method), whatever the number of models asking for it.
-                prepared = {
-                    key: image_to_input(image, size=key[0], resize=key[1], what=f"{fmt} image")[
-                        np.newaxis
-                    ]
-                    for key in set(names.values())
-                }
-                inputs = {name: prepared[key] for name, key in names.items()}
+            picture = prepare_picture(data, names, ImageLimits.from_settings(settings))
+            inputs, media, size = picture.inputs, picture.media, picture.size
     except MediaRejected as exc:
         with stage("database"):
             return fail_submission(
@@ -565,6 +551,39 @@ def _score(
             signals,
             size=size,
         )
+
+
+@dataclass(frozen=True)
+class PreparedPicture:
+    """A still picture ready for inference: each model's input (uint8 [1, S, S, 3]), its PDQ
+    hash (None when PDQ cannot read it) and the full picture's upright (width, height)."""
+
+    inputs: dict[str, np.ndarray]
+    media: MediaHash | None
+    size: tuple[int, int]
+
+
+def prepare_picture(
+    data: bytes, names: dict[str, tuple[int, str]], limits: ImageLimits
+) -> PreparedPicture:
+    """Decodes a still picture once, hashes it and resizes it for each model in ``names`` (name
+    -> (size, resize method)), each step timed as a stage; raises MediaRejected. The in-process
+    limit of benchmarks/bench_pipeline.py runs this too, so it measures the same work."""
+    largest = max(side for side, _ in names.values())
+    with stage("decode"):
+        decoded = decode_upright(data, dataclasses.replace(limits, size=largest))
+    with stage("hash"):
+        media = _image_hash(decoded.image)
+    with stage("resize"):
+        what = f"{decoded.format} image"
+        # Once per (size, resize method), whatever the number of models asking for it.
+        prepared = {
+            (side, how): image_to_input(decoded.image, size=side, resize=how, what=what)[np.newaxis]
+            for side, how in set(names.values())
+        }
+    return PreparedPicture(
+        {name: prepared[key] for name, key in names.items()}, media, decoded.size
+    )
 
 
 def _image_hash(image: Any) -> MediaHash | None:
