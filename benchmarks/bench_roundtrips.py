@@ -221,54 +221,48 @@ def run(kind: str, submissions: int, redis_db: int, proxy: CountingProxy | None)
                 ids, deliveries = [], []
                 for stage_name in ("api", "score", "deliver"):
                     results[stage_name] = Counter()
-                for i in range(warm + submissions):
-                    counting = i >= warm
+
+                @contextlib.contextmanager
+                def measured(stage_name: str, counting: bool) -> Iterator[None]:
+                    """Adds the block's CPU time and round trips to the stage when counting."""
                     if proxy is not None:
                         proxy.reset()
                     start = _cpu()
-                    answer = http.post(
-                        "/v1/submissions",
-                        query_string={"callback_url": callback},
-                        data=images[i % len(images)],
-                        headers=headers,
-                    )
-                    assert answer.status_code == 202, answer.get_data(as_text=True)
+                    yield
                     if counting:
-                        cpu["api"] += _cpu() - start
+                        cpu[stage_name] += _cpu() - start
                         if proxy is not None:
-                            results["api"] += proxy.reset()
+                            results[stage_name] += proxy.reset()
+
+                for i in range(warm + submissions):
+                    with measured("api", counting := i >= warm):
+                        answer = http.post(
+                            "/v1/submissions",
+                            query_string={"callback_url": callback},
+                            data=images[i % len(images)],
+                            headers=headers,
+                        )
+                        assert answer.status_code == 202, answer.get_data(as_text=True)
                     ids.append((counting, answer.get_json()["id"]))
                 for counting, submission_id in ids:
-                    if proxy is not None:
-                        proxy.reset()
-                    start = _cpu()
-                    scored = scoring.score_submission(
-                        submission_id=submission_id,
-                        session_factory=deps.session_factory,
-                        blobs=deps.blobs,
-                        client=SimpleNamespace(),  # type: ignore[arg-type]
-                        settings=settings,
-                    )
-                    assert scored.delivery_id, scored
-                    if counting:
-                        cpu["score"] += _cpu() - start
-                        if proxy is not None:
-                            results["score"] += proxy.reset()
+                    with measured("score", counting):
+                        scored = scoring.score_submission(
+                            submission_id=submission_id,
+                            session_factory=deps.session_factory,
+                            blobs=deps.blobs,
+                            client=SimpleNamespace(),  # type: ignore[arg-type]
+                            settings=settings,
+                        )
+                        assert scored.delivery_id, scored
                     deliveries.append((counting, scored.delivery_id))
                 for counting, delivery_id in deliveries:
-                    if proxy is not None:
-                        proxy.reset()
-                    start = _cpu()
-                    done = callbacks.deliver(
-                        delivery_id=delivery_id,
-                        session_factory=deps.session_factory,
-                        settings=settings,
-                    )
-                    assert done.status == "delivered", done
-                    if counting:
-                        cpu["deliver"] += _cpu() - start
-                        if proxy is not None:
-                            results["deliver"] += proxy.reset()
+                    with measured("deliver", counting):
+                        done = callbacks.deliver(
+                            delivery_id=delivery_id,
+                            session_factory=deps.session_factory,
+                            settings=settings,
+                        )
+                        assert done.status == "delivered", done
         finally:
             scoring.get_model_set = original  # type: ignore[assignment]
             app.extensions["dfmod"].engine.dispose()
