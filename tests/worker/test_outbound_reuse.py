@@ -109,6 +109,18 @@ def _keep_alive_server(host: str, port: int = 0) -> _KeepAliveServer:
     return httpd
 
 
+def _servers_on_one_port(host: str, other: str) -> tuple[_KeepAliveServer, _KeepAliveServer]:
+    """Returns keep-alive servers on two loopback addresses with the same free port."""
+    for _ in range(20):
+        first = _keep_alive_server(host)
+        try:
+            return first, _keep_alive_server(other, first.server_address[1])
+        except OSError:  # that port is taken on the other address: try another
+            first.shutdown()
+            first.server_close()
+    raise AssertionError(f"no port free on both {host} and {other} in 20 tries")
+
+
 def _post_released(url: str, settings: Settings) -> int:
     with outbound.request("POST", url, settings=settings, timeout_s=2.0, data=b"{}") as response:
         outbound.release(response)
@@ -137,14 +149,8 @@ def test_request__a_host_that_answers_another_address_gets_a_new_connection(
 ) -> None:
     import moderation.ssrf as ssrf
 
-    first = _keep_alive_server("127.0.0.1")
+    first, second = _servers_on_one_port("127.0.0.1", "127.0.0.2")
     port = first.server_address[1]
-    try:
-        second = _keep_alive_server("127.0.0.2", port)
-    except OSError:
-        first.shutdown()
-        first.server_close()
-        pytest.skip(f"127.0.0.2:{port} is taken on this host")
     answers = iter(["127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.1"])
 
     def resolved(url: str, **_kwargs: object) -> list[str]:
