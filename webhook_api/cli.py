@@ -22,6 +22,7 @@ from moderation.api_schema import (
     MAX_REQUEST_LINE_BYTES,
 )
 from moderation.db import cli_transaction
+from moderation.scratch import scratch_dir
 from moderation.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ T = TypeVar("T")
 
 def gunicorn_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Returns gunicorn settings for the API (bind address, gthread workers, logging)."""
+    scratch = scratch_dir()  # the workers' heartbeat files, written on every request
     options = {
         "bind": f"{settings.api_host}:{settings.api_port}",
         "workers": settings.api_workers,
@@ -44,6 +46,7 @@ def gunicorn_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "errorlog": "-",
         "loglevel": settings.log_level.lower(),
         "preload_app": False,
+        "worker_tmp_dir": None if scratch is None else str(scratch),
         # The limits of moderation.api_schema, which the OpenAPI document's 414/431 cite.
         "limit_request_line": MAX_REQUEST_LINE_BYTES,
         "limit_request_fields": MAX_HEADER_FIELDS,
@@ -63,7 +66,7 @@ def _share_metrics_between_workers() -> None:
     """Points prometheus-client at a fresh folder so a scrape sums every worker's counters."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return
-    folder = tempfile.mkdtemp(prefix="dfmod-api-metrics-")
+    folder = tempfile.mkdtemp(prefix="dfmod-api-metrics-", dir=scratch_dir())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from moderation.scratch import scratch_dir
 from moderation.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -90,8 +91,10 @@ def prepare_metrics(settings: Settings) -> Path | None:
     """
     if settings.worker_metrics_port <= 0:
         return None
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="worker-metrics-", dir=settings.data_dir))
+    where = scratch_dir(settings.data_dir)
+    if where == settings.data_dir:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="dfmod-worker-metrics-", dir=where))
     os.environ[METRICS_DIR_ENV] = str(folder)
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
