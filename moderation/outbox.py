@@ -19,7 +19,7 @@ EVENT_SCORED = "submission.scored"
 EVENT_FAILED = "submission.failed"
 EVENT_DECIDED = "submission.decided"
 
-_DELIVERIES: Table = CallbackDelivery.__table__  # type: ignore[assignment]
+OUTBOX: Table = CallbackDelivery.__table__  # type: ignore[assignment]
 
 
 def event_payload(event_type: str, view: SubmissionView) -> dict[str, Any]:
@@ -27,37 +27,44 @@ def event_payload(event_type: str, view: SubmissionView) -> dict[str, Any]:
     return {"type": event_type, "timestamp": utcnow().isoformat(), "data": view.to_json()}
 
 
+def outbox_row(*, view: SubmissionView, event_type: str) -> dict[str, Any] | None:
+    """Returns the outbox row of an event (pending, due now) when the submission has a callback
+    URL, else None: the column values that :func:`add_outbox` inserts.
+
+    ``view`` is the submission as the payload shows it, in its new state."""
+    if not view.callback_url:
+        return None
+    now = utcnow()
+    return {
+        "id": new_id("msg"),
+        "submission_id": view.id,
+        "tenant_id": view.tenant_id,
+        "event_type": event_type,
+        "url": view.callback_url,
+        "payload": event_payload(event_type, view),
+        "status": DeliveryStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "last_status_code": None,
+        "last_error": None,
+        "delivered_at": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def add_outbox(session: Session, *, view: SubmissionView, event_type: str) -> str | None:
-    """Inserts the outbox row of an event (pending, due now) when the submission has a callback
+    """Inserts the outbox row of an event (:func:`outbox_row`) when the submission has a callback
     URL; returns its id, else None.
 
     ``view`` is the submission as the payload shows it, in its new state: call this in the
     transaction that wrote that state (one Core INSERT, no unit of work).
     """
-    if not view.callback_url:
+    row = outbox_row(view=view, event_type=event_type)
+    if row is None:
         return None
-    now = utcnow()
-    row_id = new_id("msg")
-    session.execute(
-        insert(_DELIVERIES),
-        {
-            "id": row_id,
-            "submission_id": view.id,
-            "tenant_id": view.tenant_id,
-            "event_type": event_type,
-            "url": view.callback_url,
-            "payload": event_payload(event_type, view),
-            "status": DeliveryStatus.PENDING,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "last_status_code": None,
-            "last_error": None,
-            "delivered_at": None,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
-    return row_id
+    session.execute(insert(OUTBOX), row)
+    return str(row["id"])
 
 
 def replay(*, delivery_id: str, session_factory: sessionmaker[Session]) -> bool:

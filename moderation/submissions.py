@@ -201,10 +201,8 @@ def _model_signal(v: VerdictView, label: str) -> ModelSignal:
 
 
 # The columns a view shows: a SubmissionView's fields are its row's columns by name, as are a
-# VerdictView's.
-_SUBMISSION_COLUMNS = tuple(
-    f.name for f in fields(SubmissionView) if f.name not in ("verdict", "review")
-)
+# VerdictView's. VIEW_COLUMNS is what a caller that builds a view from a Core row selects.
+VIEW_COLUMNS = tuple(f.name for f in fields(SubmissionView) if f.name not in ("verdict", "review"))
 _VERDICT_COLUMNS = tuple(f.name for f in fields(VerdictView))
 
 
@@ -236,7 +234,7 @@ def submission_view(
     ``_mapping``, the dict a Core INSERT wrote: ``metadata`` is the column's name); the newest
     of ``reviews`` (oldest first, as ``Submission.reviews`` orders them) is shown. Nothing is
     loaded: a scorer passes the verdict it just wrote and no reviews (one cannot exist yet)."""
-    values = _columns(submission, _SUBMISSION_COLUMNS)
+    values = _columns(submission, VIEW_COLUMNS)
     values["metadata"] = dict(values["metadata"] or {})
     latest = reviews[-1] if reviews else None
     return SubmissionView(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Table, bindparam, insert, literal_column, select, update
+from sqlalchemy import Table, bindparam, cast, func, insert, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,7 +29,7 @@ from moderation.ensemble import ModelScore, combine_scores, is_demo, latest_ense
 from moderation.explanation import explain, video_explain
 from moderation.mediahash import MediaHash
 from moderation.models import Status, Submission, Tenant, Verdict, new_id, utcnow
-from moderation.outbox import EVENT_FAILED, EVENT_SCORED, add_outbox
+from moderation.outbox import EVENT_FAILED, EVENT_SCORED, OUTBOX, add_outbox, outbox_row
 from moderation.policy import (
     REASON_DEMO_MODEL,
     REASON_MODEL,
@@ -42,7 +42,7 @@ from moderation.provenance import ProvenanceLimits, read_provenance
 from moderation.redact import public_detail
 from moderation.settings import Settings
 from moderation.signal_policy import decide_with_signals
-from moderation.submissions import submission_view
+from moderation.submissions import VIEW_COLUMNS, submission_view
 from moderation.video import Frame, VideoLimits, aggregate, decode_video, is_video
 from serving.client import InferenceResult
 from worker import leases
@@ -99,6 +99,7 @@ class _Claimed:
     policy: Policy = DEFAULT_POLICY
     bank_generation: int | None = None  # read by the claim: the matcher syncs only if it moved
     tenant_models: list[str] | None = None  # dfmod tenant set-models; None: DFMOD_MODELS
+    submission: dict[str, Any] = dataclasses.field(default_factory=dict)  # VIEW_COLUMNS, claimed
 
 
 def _tenant_column(name: str) -> Any:
@@ -137,10 +138,11 @@ _CLAIM = (
         lease_expires_at=bindparam("lease_until"),
     )
     .returning(
-        _SUBMISSIONS.c.blob_sha256,
+        # The view's columns too: the verdict's callback payload is built from them, so the
+        # finishing write need not read the row back (the scorer holds the lease meanwhile).
+        *(_SUBMISSIONS.c[name] for name in VIEW_COLUMNS),
         _SUBMISSIONS.c.attempts,
         _SUBMISSIONS.c.queued_at,
-        _SUBMISSIONS.c.created_at,
         _tenant_column("pass_below"),
         _tenant_column("flag_at"),
         _tenant_column("provenance_policy"),
@@ -160,16 +162,46 @@ _LEASE = select(_SUBMISSIONS.c.status, _SUBMISSIONS.c.blob_sha256).where(
 )
 _FINISH = (
     update(_SUBMISSIONS)
-    .where(_SUBMISSIONS.c.id == bindparam("submission_id"), _SUBMISSIONS.c.status.in_(SCORABLE))
+    # Parameter names no inserted table has as a column (see _finish_in_one).
+    .where(_SUBMISSIONS.c.id == bindparam("finish_id"), _SUBMISSIONS.c.status.in_(SCORABLE))
     .values(
-        status=bindparam("decision"),
-        completed_at=bindparam("now"),
-        updated_at=bindparam("now"),
+        status=bindparam("finish_status"),
+        completed_at=bindparam("finish_at"),
+        updated_at=bindparam("finish_at"),
         lease_owner=None,
         lease_expires_at=None,
     )
-    .returning(*_SUBMISSIONS.c)
 )
+
+
+@functools.lru_cache(maxsize=16)
+def _finish_in_one(
+    verdict: tuple[str, ...], media_hash: tuple[str, ...], outbox: tuple[str, ...]
+) -> Any:
+    """Returns PostgreSQL's one statement for :data:`_FINISH` and the inserts of the verdict, the
+    media hash and the outbox row (the columns each names; none: no row), made only if the update
+    matched: ``WITH finished AS (UPDATE … RETURNING id), … INSERT … SELECT … FROM finished``,
+    selecting how many rows the update matched. Parameters are the columns' names prefixed with
+    ``v_``, ``h_`` and ``o_``; one statement and its own commit instead of six round trips."""
+    finished = _FINISH.returning(_SUBMISSIONS.c.id).cte("finished")
+    statement = select(func.count()).select_from(finished)
+    for table, prefix, names in (
+        (_VERDICTS, "v_", verdict),
+        (_HASHES, "h_", media_hash),
+        (OUTBOX, "o_", outbox),
+    ):
+        if not names:
+            continue
+        # Cast: a parameter in a SELECT list has no column to take its type from.
+        values = [
+            cast(bindparam(prefix + name, type_=table.c[name].type), table.c[name].type)
+            for name in names
+        ]
+        rows = insert(table).from_select(
+            list(names), select(*values).select_from(finished), include_defaults=False
+        )
+        statement = statement.add_cte(rows.cte(f"{table.name}_row"))
+    return statement
 
 
 def _claim(
@@ -209,6 +241,7 @@ def _claim(
         policy,
         row.bank_generation or 0,
         _model_list(row.tenant_models),
+        {name: row._mapping[name] for name in VIEW_COLUMNS},
     )
     return claimed, Status.SCORING
 
@@ -368,6 +401,40 @@ def _scores(
     return scores, entries, first
 
 
+def _finish(
+    factory: sessionmaker[Session],
+    submission_id: str,
+    decision: str,
+    now: Any,
+    verdict: dict[str, Any],
+    hash_row: dict[str, Any] | None,
+    delivery: dict[str, Any] | None,
+) -> tuple[bool, str | None]:
+    """Writes the verdict, the media hash and the outbox row and moves the submission to its
+    decision, all or nothing and only while it is scorable; returns (whether it was, and if not
+    its status). Raises IntegrityError when another run stored a verdict first.
+
+    PostgreSQL does it in one statement (:func:`_finish_in_one`); SQLite, where a statement costs
+    no round trip, in one transaction of plain statements (it has no writing CTEs)."""
+    params = {"finish_id": submission_id, "finish_status": decision, "finish_at": now}
+    rows = ((_VERDICTS, "v_", verdict), (_HASHES, "h_", hash_row), (OUTBOX, "o_", delivery))
+    if factory.kw["bind"].dialect.name == "postgresql":
+        statement = _finish_in_one(*(tuple(row or ()) for _table, _prefix, row in rows))
+        for _table, prefix, row in rows:
+            params.update({prefix + name: value for name, value in (row or {}).items()})
+        with session_scope(factory, autocommit=True) as session:
+            if session.execute(statement, params).scalar():
+                return True, None
+            return False, session.execute(_STATE, {"submission_id": submission_id}).scalar()
+    with session_scope(factory) as session:
+        if session.execute(_FINISH, params).rowcount != 1:  # type: ignore[attr-defined]
+            return False, session.execute(_STATE, {"submission_id": submission_id}).scalar()
+        for table, _prefix, row in rows:
+            if row is not None:
+                session.execute(insert(table), row)
+    return True, None
+
+
 def _record_verdict(
     factory: sessionmaker[Session],
     submission_id: str,
@@ -447,23 +514,20 @@ def _record_verdict(
         "created_at": now,
     }
     hash_row = _hash_row(submission_id, signals.media)
+    # The submission as the finishing write leaves it: claimed (the scorer holds the lease), then
+    # _FINISH's changes. No reviews: a scorable submission was never reviewed.
+    finished = {**claimed.submission, "status": decision, "completed_at": now, "updated_at": now}
+    delivery = outbox_row(view=submission_view(finished, verdict=verdict), event_type=EVENT_SCORED)
     try:
-        with session_scope(factory) as session:
-            row = session.execute(
-                _FINISH, {"submission_id": submission_id, "decision": decision, "now": now}
-            ).first()
-            if row is None:  # finished meanwhile (a redelivery or another worker)
-                status = session.execute(_STATE, {"submission_id": submission_id}).scalar()
-                return ScoreResult(Outcome.NOOP, status)
-            session.execute(insert(_VERDICTS), verdict)
-            if hash_row is not None:
-                session.execute(insert(_HASHES), hash_row)
-            # The verdict just written, and no reviews: a scorable submission was never reviewed.
-            view = submission_view(row._mapping, verdict=verdict)
-            delivery_id = add_outbox(session, view=view, event_type=EVENT_SCORED)
+        matched, status = _finish(
+            factory, submission_id, decision, now, verdict, hash_row, delivery
+        )
     except IntegrityError:  # another worker stored the verdict first
         logger.info("score: verdict for %s already stored by another run", submission_id)
         return ScoreResult(Outcome.NOOP)
+    if not matched:  # finished meanwhile (a redelivery or another worker)
+        return ScoreResult(Outcome.NOOP, status)
+    delivery_id = None if delivery is None else str(delivery["id"])
     logger.info(
         "submission %s scored p_fake=%.4f -> %s (%s)", submission_id, p_fake, decision, reason
     )

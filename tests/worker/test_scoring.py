@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from moderation.bank_models import MediaHashRow
 from moderation.db import session_scope
 from moderation.models import CallbackDelivery, Status, Verdict
 from moderation.policy import calibrate
 from moderation.submissions import get_submission
 from serving.client import InferenceUnavailable
-from tests.fixtures.media import flat_image
+from tests.fixtures.media import encode, flat_image, noise
 from tests.fixtures.worker import StubClient, WorkerEnv, score, submission_row
 from worker import scoring
 from worker.models import ModelAnswer
@@ -89,6 +90,52 @@ def test_score_submission__lost_race__no_second_verdict(scoring_env: WorkerEnv) 
     assert (first.outcome, first.status) == (scoring.Outcome.SCORED, Status.AUTO_PASSED)
     assert (second.outcome, second.status) == (scoring.Outcome.NOOP, Status.AUTO_PASSED)
     assert _count(scoring_env, Verdict, sub_id) == 1
+
+
+def test_a_verdict_stored_by_another_run_leaves_nothing_half_written(
+    scoring_env: WorkerEnv,
+) -> None:
+    """The verdict, media hash, outbox row and status are one write: when a verdict exists already
+    (another run stored it, the status not moved yet), none of them is written."""
+    sha = scoring_env.blobs.put(encode(noise((96, 64))))  # detailed enough for a PDQ hash
+    sub_id = scoring_env.submission(blob_sha256=sha, callback_url="http://127.0.0.1:9/hook")
+    result = StubClient(logit=-5.0).infer(np.zeros((1, 224, 224, 3), np.uint8))
+    answers = [ModelAnswer(result.model_name, result.model_version, result.logits, 0.0)]
+    claimed, _ = scoring._claim(scoring_env.session_factory, sub_id, scoring_env.settings)
+    assert claimed is not None
+    with session_scope(scoring_env.session_factory) as session:
+        session.add(
+            Verdict(
+                submission_id=sub_id,
+                logit=0.0,
+                p_fake=0.5,
+                decision=Status.NEEDS_REVIEW,
+                model_name="other",
+                model_version="1",
+                pass_below=0.2,
+                flag_at=0.9,
+            )
+        )
+    stored = scoring._record_verdict(
+        scoring_env.session_factory, sub_id, answers, scoring_env.settings, claimed
+    )
+    assert stored.outcome is scoring.Outcome.NOOP and stored.delivery_id is None
+    assert submission_row(scoring_env, sub_id).status == Status.SCORING
+    assert _count(scoring_env, CallbackDelivery, sub_id) == 0
+    assert _count(scoring_env, MediaHashRow, sub_id) == 0
+    assert (
+        scoring.score_submission(
+            submission_id=sub_id,
+            session_factory=scoring_env.session_factory,
+            blobs=scoring_env.blobs,
+            client=StubClient(),  # type: ignore[arg-type]
+            settings=scoring_env.settings,
+        ).outcome
+        is scoring.Outcome.NOOP
+    )
+    with session_scope(scoring_env.session_factory) as session:
+        kept = session.scalars(select(Verdict).where(Verdict.submission_id == sub_id)).one()
+        assert kept.model_name == "other"
 
 
 @pytest.mark.parametrize(
