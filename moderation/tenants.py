@@ -14,7 +14,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -101,17 +101,37 @@ def create_tenant(*, session: Session, name: str) -> CreatedTenant:
     return CreatedTenant(tenant.id, name, api_key, tenant.webhook_secret)
 
 
+# The key lookup of every API request: the columns a TenantInfo needs and the key's hash (no
+# ORM entity is built for a row the request only reads).
+_BY_PREFIX = select(
+    Tenant.id,
+    Tenant.name,
+    Tenant.pass_below,
+    Tenant.flag_at,
+    Tenant.active,
+    Tenant.rate_limit_per_minute,
+    Tenant.api_key_hash,
+).where(Tenant.api_key_prefix == bindparam("prefix"))
+
+
 def authenticate(*, session: Session, api_key: str) -> TenantInfo | None:
     """Returns the active tenant owning ``api_key``, or None (constant-time hash compare)."""
     prefix = _split_key(api_key)
     if prefix is None:
         return None
-    tenant = session.scalar(select(Tenant).where(Tenant.api_key_prefix == prefix))
-    if tenant is None or not tenant.active:
+    row = session.execute(_BY_PREFIX, {"prefix": prefix}).first()
+    if row is None or not row.active:
         return None
-    if not hmac.compare_digest(tenant.api_key_hash, hash_key(api_key)):
+    if not hmac.compare_digest(row.api_key_hash, hash_key(api_key)):
         return None
-    return _info(tenant)
+    return TenantInfo(
+        id=row.id,
+        name=row.name,
+        pass_below=row.pass_below,
+        flag_at=row.flag_at,
+        active=row.active,
+        rate_limit_per_minute=row.rate_limit_per_minute,
+    )
 
 
 def get_tenant(*, session: Session, tenant_id: str) -> TenantInfo | None:
