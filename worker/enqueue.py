@@ -36,14 +36,22 @@ def publisher(settings: Settings) -> Any:
     return create_celery(settings)
 
 
+def _reprs(item_id: str) -> dict[str, str]:
+    """Returns the message's ``argsrepr`` and ``kwargsrepr`` (shown by monitoring tools): given,
+    Celery does not build them with its ``saferepr``, a fifth of a publish's CPU for one id."""
+    return {"argsrepr": repr([item_id]), "kwargsrepr": "{}"}
+
+
 def publish(app: Any, name: str, item_id: str) -> None:
     """Sends one task by name, retrying the broker briefly; raises when it cannot publish."""
-    app.send_task(name, args=[item_id], retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+    app.send_task(
+        name, args=[item_id], retry=True, retry_policy=PUBLISH_RETRY_POLICY, **_reprs(item_id)
+    )
 
 
 def enqueue(app: Any, name: str, item_id: str, *, countdown: float | None = None) -> None:
     """Sends one task by name (countdown in seconds), logging instead of raising on failure."""
     try:
-        app.send_task(name, args=[item_id], countdown=countdown)
+        app.send_task(name, args=[item_id], countdown=countdown, **_reprs(item_id))
     except Exception:  # the sweeper re-enqueues from the database
         logger.exception("could not enqueue %s(%s); the sweeper will retry", name, item_id)

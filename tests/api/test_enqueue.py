@@ -53,6 +53,11 @@ def test_messages_arrive_on_redis(settings: Settings, auth: dict[str, str], redi
     raw = broker.lrange(QUEUE, 0, -1)
     messages = sorted(_decode(m) for m in raw)
     assert messages == sorted([(TASK_SCORE, [upload_id]), (TASK_FETCH, [url_id])])
+    # What monitoring tools show of a task (given by dfmod, not built by Celery's saferepr).
+    reprs = sorted(
+        (m["headers"]["argsrepr"], m["headers"]["kwargsrepr"]) for m in map(json.loads, raw)
+    )
+    assert reprs == sorted([(repr([upload_id]), "{}"), (repr([url_id]), "{}")])
 
 
 def test_messages_arrive_on_the_sqlite_broker(
