@@ -12,8 +12,9 @@ from typing import Any
 from celery import Celery
 
 from moderation.settings import Settings
+from worker import redis_transport, sqlite_broker
 from worker.enqueue import TASK_SWEEP
-from worker.sqlite_broker import SQLA_PREFETCH_MULTIPLIER, broker_url_for, ensure_sqlite_folder
+from worker.sqlite_broker import SQLA_PREFETCH_MULTIPLIER, ensure_sqlite_folder
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,9 @@ def create_celery(settings: Settings) -> DfmodCelery:
     """Returns the dfmod Celery app configured from settings (broker, reliability, beat)."""
     broker_url = settings.resolved_broker_url
     ensure_sqlite_folder(broker_url)
-    app = DfmodCelery("dfmod", broker=broker_url_for(broker_url), set_as_current=False)
+    # Each prefix goes to dfmod's subclass of kombu's transport for it (see both modules).
+    connect_url = redis_transport.broker_url_for(sqlite_broker.broker_url_for(broker_url))
+    app = DfmodCelery("dfmod", broker=connect_url, set_as_current=False)
     app.settings = settings
     app.conf.update(
         task_acks_late=True,
