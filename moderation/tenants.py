@@ -13,6 +13,7 @@ import hmac
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
@@ -66,7 +67,8 @@ def _split_key(api_key: str) -> str | None:
     return parts[1]
 
 
-def _info(tenant: Tenant) -> TenantInfo:
+def _info(tenant: Any) -> TenantInfo:
+    """Returns the TenantInfo of a Tenant, or of a Core row with its columns by name."""
     return TenantInfo(
         id=tenant.id,
         name=tenant.name,
@@ -124,14 +126,7 @@ def authenticate(*, session: Session, api_key: str) -> TenantInfo | None:
         return None
     if not hmac.compare_digest(row.api_key_hash, hash_key(api_key)):
         return None
-    return TenantInfo(
-        id=row.id,
-        name=row.name,
-        pass_below=row.pass_below,
-        flag_at=row.flag_at,
-        active=row.active,
-        rate_limit_per_minute=row.rate_limit_per_minute,
-    )
+    return _info(row)
 
 
 def get_tenant(*, session: Session, tenant_id: str) -> TenantInfo | None:
