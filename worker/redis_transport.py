@@ -9,7 +9,7 @@ every command takes one from the pool, so one client per pool serves every calle
 documents for sharing between threads. Pipelines, pub/sub objects and scripts are still made per
 use (docs/design.md, "Redis broker clients"). Like :mod:`worker.sqlite_broker` it
 overrides a private method of kombu, which is pinned to one minor version in pyproject.toml;
-``tests/worker/test_broker_contract.py`` runs on this transport.
+``tests/worker/test_redis_transport.py`` checks it on real Redis.
 """
 
 from __future__ import annotations
