@@ -174,6 +174,10 @@ _FINISH = (
 )
 
 
+# The rows a scoring's finishing write inserts, in order, and their parameters' prefix there.
+_FINISH_ROWS = ((_VERDICTS, "v_"), (_HASHES, "h_"), (OUTBOX, "o_"))
+
+
 @functools.lru_cache(maxsize=16)
 def _finish_in_one(
     verdict: tuple[str, ...], media_hash: tuple[str, ...], outbox: tuple[str, ...]
@@ -185,11 +189,7 @@ def _finish_in_one(
     ``v_``, ``h_`` and ``o_``; one statement and its own commit instead of six round trips."""
     finished = _FINISH.returning(_SUBMISSIONS.c.id).cte("finished")
     statement = select(func.count()).select_from(finished)
-    for table, prefix, names in (
-        (_VERDICTS, "v_", verdict),
-        (_HASHES, "h_", media_hash),
-        (OUTBOX, "o_", outbox),
-    ):
+    for (table, prefix), names in zip(_FINISH_ROWS, (verdict, media_hash, outbox), strict=True):
         if not names:
             continue
         # Cast: a parameter in a SELECT list has no column to take its type from.
@@ -417,10 +417,10 @@ def _finish(
     PostgreSQL does it in one statement (:func:`_finish_in_one`); SQLite, where a statement costs
     no round trip, in one transaction of plain statements (it has no writing CTEs)."""
     params = {"finish_id": submission_id, "finish_status": decision, "finish_at": now}
-    rows = ((_VERDICTS, "v_", verdict), (_HASHES, "h_", hash_row), (OUTBOX, "o_", delivery))
+    rows = (verdict, hash_row, delivery)
     if factory.kw["bind"].dialect.name == "postgresql":
-        statement = _finish_in_one(*(tuple(row or ()) for _table, _prefix, row in rows))
-        for _table, prefix, row in rows:
+        statement = _finish_in_one(*(tuple(row or ()) for row in rows))
+        for (_table, prefix), row in zip(_FINISH_ROWS, rows, strict=True):
             params.update({prefix + name: value for name, value in (row or {}).items()})
         with session_scope(factory, autocommit=True) as session:
             if session.execute(statement, params).scalar():
@@ -429,7 +429,7 @@ def _finish(
     with session_scope(factory) as session:
         if session.execute(_FINISH, params).rowcount != 1:  # type: ignore[attr-defined]
             return False, session.execute(_STATE, {"submission_id": submission_id}).scalar()
-        for table, _prefix, row in rows:
+        for (table, _prefix), row in zip(_FINISH_ROWS, rows, strict=True):
             if row is not None:
                 session.execute(insert(table), row)
     return True, None
