@@ -206,7 +206,9 @@ def _container_frames(
         sampler = Sampler(
             total=length, max_frames=limits.max_frames, threshold=limits.scene_threshold
         )
-        yield from _decode(container, stream, sampler, limits, seconds)
+        yield from _refusing_bad_frames(
+            _sampled(container, stream, sampler, limits, seconds), limits
+        )
 
 
 def _duration(container: Any, stream: Any) -> float | None:
@@ -228,13 +230,9 @@ def _oversized(logs: list[tuple[int, str, str]]) -> str | None:
     return None
 
 
-def _decode(
-    container: Any,
-    stream: Any,
-    sampler: Sampler,
-    limits: VideoLimits,
-    seconds: SecondSampler | None,
-) -> Iterator[Frame]:
+def _refusing_bad_frames(frames: Iterator[Frame], limits: VideoLimits) -> Iterator[Frame]:
+    """Yields ``frames`` (a decoding generator), turning what FFmpeg refuses while they are
+    decoded into :class:`MediaRejected`: ``too_large`` for an oversized frame, else corrupt."""
     import av
     import av.logging
 
@@ -242,7 +240,7 @@ def _decode(
     logs: list[tuple[int, str, str]] = []
     try:
         with av.logging.Capture() as logs:
-            yield from _sampled(container, stream, sampler, limits, seconds)
+            yield from frames
     except MemoryError as exc:
         raise bomb_refused(exc, "video frame") from exc
     except av.FFmpegError as exc:
