@@ -43,7 +43,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_decode import make_images
-from loadgen import REQUEST_DEADLINE_S, Connection, Load, RssSampler, closed_loop, multipart_body
+from loadgen import (
+    REQUEST_DEADLINE_S,
+    Connection,
+    Load,
+    RssSampler,
+    closed_loop,
+    multipart_body,
+    named_cpu_s,
+)
 
 from moderation import contract
 from moderation.ensemble import model_info
@@ -331,6 +339,11 @@ def _fill_bank(database: str, entries: int) -> None:
     print(f"bank of {entries:,} random PDQ hashes added", flush=True)
 
 
+# The servers' processes (by command name), whose CPU no tree of the stack holds; on the embedded
+# stack they idle (their CPU then is whatever else the host asks of them).
+SERVICES = ("postgres", "redis-server")
+
+
 @contextlib.contextmanager
 def started_stack(args: argparse.Namespace, root: Path, server: TritonServer) -> Iterator[Stack]:
     worker_args: tuple[str, ...] = ("--concurrency", str(args.worker_concurrency))
@@ -394,7 +407,7 @@ def run_stack(
 
         def run_level(concurrency: int) -> Load:
             before, cpu_before = triton_times(server), {**rss.cpu(), "bench": time.process_time()}
-            stages_before = system_metrics(stack)
+            stages_before, services_before = system_metrics(stack), named_cpu_s(SERVICES)
             load = closed_loop(
                 "dfmod e2e",
                 stack.api_url,
@@ -404,7 +417,7 @@ def run_stack(
                 total=args.requests,
             )
             after, cpu_after = triton_times(server), {**rss.cpu(), "bench": time.process_time()}
-            stages_after = system_metrics(stack)
+            stages_after, services_after = system_metrics(stack), named_cpu_s(SERVICES)
             delta = {k: after[k] - before[k] for k in after}
             count = max(delta["requests"], 1)
             load.extra = {
@@ -418,6 +431,7 @@ def run_stack(
                 load.extra[f"stage_ms_{name}"] = spent / done * 1e3
             for name in cpu_after:
                 load.extra[f"cpu_ms_{name}"] = (cpu_after[name] - cpu_before[name]) / done * 1e3
+            load.extra["services_cpu_ms"] = (services_after - services_before) / done * 1e3
             return load
 
         with RssSampler(roots) as rss:
@@ -659,8 +673,12 @@ def print_stages(limit: dict[str, float], stack: list[Load]) -> None:
     for load in stack:
         cpu = {k[7:]: v for k, v in load.extra.items() if k.startswith("cpu_ms_")}
         total = sum(cpu.values())
-        shares = ", ".join(f"{k} {v:.0f} ({v / total:.0%})" for k, v in cpu.items())
-        print(f"  conc {load.concurrency:3d}: {shares}; total {total:.0f} ms")
+        shares = ", ".join(f"{k} {v:.1f} ({v / total:.0%})" for k, v in cpu.items())
+        services = load.extra.get("services_cpu_ms", 0.0)
+        print(
+            f"  conc {load.concurrency:3d}: {shares}; total {total:.1f} ms; "
+            f"with the PostgreSQL and Redis servers {total + services:.1f} ms"
+        )
     print(
         "\nthe worker's CPU ms per submission by stage (its working threads' CPU time, from "
         "/metrics; other = the worker's CPU less the stages': Celery, the broker, logging):"
