@@ -7,8 +7,9 @@ round trip is a message that makes the server answer and wait for the next one (
 other in this process, so each count is exact: the API's ``POST /v1/submissions`` (Flask test
 client; the task goes to Redis), the worker's scoring (:func:`worker.scoring.score_submission`
 with a stand-in for Triton that answers a fixed logit, so only the database work is real) and the
-callback delivery (:func:`worker.callbacks.deliver` to a loopback receiver). The same stages run on
-SQLite for the CPU comparison (no round trips there).
+callback's first attempt to a loopback receiver (claimed by the verdict's write, as the score task
+does when a dispatch thread is free: :func:`worker.callbacks.deliver_claimed`). The same stages
+run on SQLite for the CPU comparison (no round trips there).
 
     .venv/bin/python benchmarks/bench_roundtrips.py --submissions 50
 
@@ -252,15 +253,15 @@ def run(kind: str, submissions: int, redis_db: int, proxy: CountingProxy | None)
                             blobs=deps.blobs,
                             client=SimpleNamespace(),  # type: ignore[arg-type]
                             settings=settings,
+                            # as the score task does with a dispatch thread free for the callback
+                            callback_lease_s=callbacks.attempt_lease_s(settings),
                         )
-                        assert scored.delivery_id, scored
-                    deliveries.append((counting, scored.delivery_id))
-                for counting, delivery_id in deliveries:
+                        assert scored.attempt is not None, scored
+                    deliveries.append((counting, scored.attempt))
+                for counting, attempt in deliveries:
                     with measured("deliver", counting):
-                        done = callbacks.deliver(
-                            delivery_id=delivery_id,
-                            session_factory=deps.session_factory,
-                            settings=settings,
+                        done = callbacks.deliver_claimed(
+                            attempt, session_factory=deps.session_factory, settings=settings
                         )
                         assert done.status == "delivered", done
         finally:

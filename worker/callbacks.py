@@ -147,6 +147,30 @@ def _claim(factory: sessionmaker[Session], delivery_id: str, lease_s: float) -> 
     return Attempt(delivery_id, url, secrets, body, number)
 
 
+def attempt_lease_s(settings: Settings) -> float:
+    """Returns how long a claimed attempt holds its row before the sweeper may try again."""
+    return settings.callback_timeout_s + LEASE_MARGIN_S
+
+
+def claimed_first(row: dict[str, Any], lease_s: float) -> dict[str, Any]:
+    """Returns a new outbox row (:func:`moderation.outbox.outbox_row`) as the claim of its first
+    attempt leaves it: the attempt counted, the row held for ``lease_s``. The scorer writes it so
+    when a dispatch thread is reserved for it, and no claim statement is needed before sending;
+    if the process dies first, the sweeper sends it once the lease lapses, as after any claim."""
+    lease = dt.timedelta(seconds=lease_s)
+    return {**row, "attempts": 1, "next_attempt_at": row["created_at"] + lease}
+
+
+def first_attempt(row: dict[str, Any], signing: tuple[Any, Any, Any]) -> Attempt:
+    """Returns the attempt of a row written by :func:`claimed_first`; ``signing`` is the tenant's
+    (webhook_secret, previous_webhook_secret, previous_secret_expires_at), all None without a
+    tenant. The body is what a claim would read back from the row."""
+    current, previous, expires = signing
+    secrets = _secrets(current, previous, expires, now=utcnow()) if current is not None else ("",)
+    body = json.dumps(row["payload"], separators=(",", ":"), sort_keys=True).encode()
+    return Attempt(str(row["id"]), row["url"], secrets, body, 1)
+
+
 def _secrets(
     current: str, previous: str | None, expires: dt.datetime | None, now: dt.datetime
 ) -> tuple[str, ...]:
@@ -245,18 +269,31 @@ def deliver(
     *, delivery_id: str, session_factory: sessionmaker[Session], settings: Settings
 ) -> DeliveryResult:
     """Makes one attempt at a due pending delivery; a no-op for rows not due or already done."""
-    lease_s = settings.callback_timeout_s + LEASE_MARGIN_S
     with stage("database"):
-        attempt = _claim(session_factory, delivery_id, lease_s)
+        attempt = _claim(session_factory, delivery_id, attempt_lease_s(settings))
     if attempt is None:
         return DeliveryResult("skipped", attempted=False)
+    return deliver_claimed(attempt, session_factory=session_factory, settings=settings)
+
+
+def deliver_claimed(
+    attempt: Attempt,
+    *,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    queued_at: dt.datetime | None = None,
+) -> DeliveryResult:
+    """Sends a claimed attempt and records its outcome; ``queued_at`` (a first attempt that the
+    scorer claimed: the row's creation) is observed as the callback's queue wait."""
+    if queued_at is not None:
+        observe_since("callback_queue", queued_at)
     with stage("callback"):
         code, error = _send(attempt, settings)
     with stage("database"):
         result = _record(session_factory, attempt, code, error, settings)
     logger.info(
         "callback %s attempt %d -> %s (%s)",
-        delivery_id,
+        attempt.delivery_id,
         attempt.number,
         result.status,
         error or code,

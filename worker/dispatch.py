@@ -2,6 +2,8 @@
 
 :meth:`Dispatcher.offer` refuses when no thread is idle (the caller enqueues the delivery task
 instead); an attempt lost with the process is left to the sweeper (docs/design.md, "Workers").
+:meth:`Dispatcher.reserve` takes an idle thread before its job exists: the scorer reserves one,
+then writes the verdict's outbox row already claimed for its first attempt (worker.tasks).
 """
 
 from __future__ import annotations
@@ -31,11 +33,24 @@ class Dispatcher:
 
     def offer(self, job: Callable[[], object]) -> bool:
         """Hands ``job`` to an idle thread; returns False (nothing queued) when none is idle."""
-        self._start()
-        if not self._idle.acquire(blocking=False):
+        if not self.reserve():
             return False
-        self._jobs.put(job)
+        self.submit(job)
         return True
+
+    def reserve(self) -> bool:
+        """Takes an idle thread for a job to come; returns False when none is idle. Follow a
+        reservation with exactly one :meth:`submit` or :meth:`release`."""
+        self._start()
+        return self._idle.acquire(blocking=False)
+
+    def submit(self, job: Callable[[], object]) -> None:
+        """Hands ``job`` to the thread that :meth:`reserve` took."""
+        self._jobs.put(job)
+
+    def release(self) -> None:
+        """Gives back a reservation that will have no job."""
+        self._idle.release()
 
     def _start(self) -> None:
         with self._lock:

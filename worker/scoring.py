@@ -45,7 +45,7 @@ from moderation.signal_policy import decide_with_signals
 from moderation.submissions import VIEW_COLUMNS, submission_view
 from moderation.video import Frame, VideoLimits, aggregate, decode_video, is_video
 from serving.client import InferenceResult
-from worker import leases
+from worker import callbacks, leases
 from worker.metrics import observe_since, stage
 from worker.models import ModelAnswer, ModelSet, get_model_set
 
@@ -79,6 +79,8 @@ class ScoreResult:
     outcome: Outcome
     status: str | None = None
     delivery_id: str | None = None
+    # The outbox row's first attempt, claimed by the finishing write (``callback_lease_s``).
+    attempt: callbacks.Attempt | None = None
 
 
 @functools.lru_cache(maxsize=64)
@@ -100,6 +102,8 @@ class _Claimed:
     bank_generation: int | None = None  # read by the claim: the matcher syncs only if it moved
     tenant_models: list[str] | None = None  # dfmod tenant set-models; None: DFMOD_MODELS
     submission: dict[str, Any] = dataclasses.field(default_factory=dict)  # VIEW_COLUMNS, claimed
+    # The tenant's webhook secret, previous secret and its expiry (callbacks.first_attempt).
+    signing: tuple[Any, Any, Any] = (None, None, None)
 
 
 def _tenant_column(name: str) -> Any:
@@ -147,6 +151,9 @@ _CLAIM = (
         _tenant_column("flag_at"),
         _tenant_column("provenance_policy"),
         _tenant_column("models"),
+        _tenant_column("webhook_secret"),
+        _tenant_column("previous_webhook_secret"),
+        _tenant_column("previous_secret_expires_at"),
         _SUBMISSIONS.c.tenant_id,
         _policy_column("on_fake"),
         _policy_column("on_real"),
@@ -242,6 +249,11 @@ def _claim(
         row.bank_generation or 0,
         _model_list(row.tenant_models),
         {name: row._mapping[name] for name in VIEW_COLUMNS},
+        (
+            row.tenant_webhook_secret,
+            row.tenant_previous_webhook_secret,
+            row.tenant_previous_secret_expires_at,
+        ),
     )
     return claimed, Status.SCORING
 
@@ -446,6 +458,7 @@ def _record_verdict(
     signals: Signals = Signals(),
     *,
     size: tuple[int, int] | None = None,
+    callback_lease_s: float | None = None,
 ) -> ScoreResult:
     scores, entries, first = _scores(answers, settings, frames)
     assert first is not None  # ModelSet.infer raises when no model answered
@@ -518,6 +531,8 @@ def _record_verdict(
     # _FINISH's changes. No reviews: a scorable submission was never reviewed.
     finished = {**claimed.submission, "status": decision, "completed_at": now, "updated_at": now}
     delivery = outbox_row(view=submission_view(finished, verdict=verdict), event_type=EVENT_SCORED)
+    if delivery is not None and callback_lease_s is not None:
+        delivery = callbacks.claimed_first(delivery, callback_lease_s)
     try:
         matched, status = _finish(
             factory, submission_id, decision, now, verdict, hash_row, delivery
@@ -531,7 +546,10 @@ def _record_verdict(
     logger.info(
         "submission %s scored p_fake=%.4f -> %s (%s)", submission_id, p_fake, decision, reason
     )
-    return ScoreResult(Outcome.SCORED, decision, delivery_id)
+    attempt = None
+    if delivery is not None and callback_lease_s is not None:
+        attempt = callbacks.first_attempt(delivery, claimed.signing)
+    return ScoreResult(Outcome.SCORED, decision, delivery_id, attempt)
 
 
 def score_submission(
@@ -542,15 +560,20 @@ def score_submission(
     client: TritonClient,
     settings: Settings,
     matcher: BankMatcher | None = None,
+    callback_lease_s: float | None = None,
 ) -> ScoreResult:
     """Scores one submission (see the module docstring); raises InferenceUnavailable to retry.
 
     The media's perceptual hash is stored with the verdict; with a ``matcher`` it is also looked
-    up in the banks the submission's tenant sees."""
+    up in the banks the submission's tenant sees. With ``callback_lease_s`` (the caller holds a
+    thread to send it) the verdict's outbox row is written claimed for its first attempt
+    (:func:`worker.callbacks.claimed_first`), and the result carries that attempt."""
     with leases.running(submission_id) as first:
         if not first:  # this process scores it already
             return ScoreResult(Outcome.NOOP, Status.SCORING)
-        return _score(submission_id, session_factory, blobs, client, settings, matcher)
+        return _score(
+            submission_id, session_factory, blobs, client, settings, matcher, callback_lease_s
+        )
 
 
 def _score(
@@ -560,6 +583,7 @@ def _score(
     client: TritonClient,
     settings: Settings,
     matcher: BankMatcher | None,
+    callback_lease_s: float | None,
 ) -> ScoreResult:
     with stage("database"):
         claimed, status = _claim(session_factory, submission_id, settings)
@@ -614,6 +638,7 @@ def _score(
             provenance,
             signals,
             size=size,
+            callback_lease_s=callback_lease_s,
         )
 
 

@@ -13,7 +13,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session, sessionmaker
 
-from moderation.models import FailureReason
+from moderation.models import FailureReason, utcnow
 from worker import callbacks, dispatch, fetch, leases, scoring, sweeper
 from worker.celery_app import DfmodCelery
 from worker.deps import WorkerDeps, deps_for
@@ -42,6 +42,20 @@ def deliver_and_schedule(app: Any, delivery_id: str) -> str:
     result = callbacks.deliver(
         delivery_id=delivery_id, session_factory=deps.session_factory, settings=deps.settings
     )
+    return _schedule(app, delivery_id, result)
+
+
+def send_and_schedule(app: Any, attempt: callbacks.Attempt, queued_at: Any) -> str:
+    """Sends a first attempt the scorer claimed; schedules the retry like
+    :func:`deliver_and_schedule`."""
+    deps = deps_for(app.settings)
+    result = callbacks.deliver_claimed(
+        attempt, session_factory=deps.session_factory, settings=deps.settings, queued_at=queued_at
+    )
+    return _schedule(app, attempt.delivery_id, result)
+
+
+def _schedule(app: Any, delivery_id: str, result: callbacks.DeliveryResult) -> str:
     wait = result.retry_in_s
     if wait is not None and wait <= callbacks.MAX_COUNTDOWN_S:
         enqueue(app, TASK_DELIVER, delivery_id, countdown=wait)
@@ -91,10 +105,14 @@ def _fail(task: Task, submission_id: str, reason: str, detail: str) -> str:
 
 
 def score_submission(task: Task, submission_id: str) -> str:
-    """Scores a submission; enqueues its callback or, for unfetched media, the fetch."""
-    from serving.client import InferenceUnavailable
+    """Scores a submission; enqueues its callback or, for unfetched media, the fetch.
 
+    With a dispatch thread idle, one is reserved first and the verdict's outbox row is written
+    claimed for its first attempt, which that thread then sends: no claim statement before the
+    first callback (docs/design.md, "Callback delivery")."""
     deps = _deps(task)
+    pool = dispatch.dispatcher(deps.settings.callback_dispatch_threads)
+    reserved = pool is not None and pool.reserve()
     try:
         result = scoring.score_submission(
             submission_id=submission_id,
@@ -103,19 +121,37 @@ def score_submission(task: Task, submission_id: str) -> str:
             client=deps.client,
             settings=deps.settings,
             matcher=deps.matcher,
+            callback_lease_s=callbacks.attempt_lease_s(deps.settings) if reserved else None,
         )
-    except InferenceUnavailable as exc:
-        return _retry_or_fail(task, submission_id, exc, inference=True)
-    except SoftTimeLimitExceeded:
-        return _out_of_time(task, submission_id, FailureReason.INTERNAL_ERROR, "scoring")
-    except Exception as exc:
-        logger.exception("scoring %s failed unexpectedly", submission_id)
-        return _retry_or_fail(task, submission_id, exc, inference=False)
+    except BaseException as exc:
+        if reserved and pool is not None:
+            pool.release()  # first, so that a failure callback can have the thread
+        if not isinstance(exc, Exception):
+            raise
+        return _scoring_failed(task, submission_id, exc)
+    if result.attempt is not None and pool is not None:
+        attempt, queued_at = result.attempt, utcnow()
+        pool.submit(lambda: send_and_schedule(task.app, attempt, queued_at))
+    else:
+        if reserved and pool is not None:
+            pool.release()
+        if result.delivery_id:
+            hand_over_delivery(task.app, result.delivery_id)
     if result.outcome is scoring.Outcome.NEEDS_FETCH:
         enqueue(task.app, TASK_FETCH, submission_id)
-    if result.delivery_id:
-        hand_over_delivery(task.app, result.delivery_id)
     return result.outcome.value
+
+
+def _scoring_failed(task: Task, submission_id: str, exc: Exception) -> str:
+    """Retries a scoring that raised, or ends it ``failed``; returns the outcome."""
+    from serving.client import InferenceUnavailable
+
+    if isinstance(exc, InferenceUnavailable):
+        return _retry_or_fail(task, submission_id, exc, inference=True)
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return _out_of_time(task, submission_id, FailureReason.INTERNAL_ERROR, "scoring")
+    logger.error("scoring %s failed unexpectedly", submission_id, exc_info=exc)
+    return _retry_or_fail(task, submission_id, exc, inference=False)
 
 
 def fetch_media(task: Task, submission_id: str) -> str:

@@ -57,6 +57,24 @@ def test_no_idle_thread_refuses_so_the_caller_uses_the_broker() -> None:
     assert ran.wait(10)
 
 
+def test_a_reservation_holds_the_thread_until_its_job_or_its_release() -> None:
+    pool = Dispatcher(threads=1)
+    ran = threading.Event()
+    deadline = time.monotonic() + 10
+    while not pool.reserve():  # the thread reports idle once it has started
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not pool.reserve() and not pool.offer(ran.set)  # held: nobody else gets it
+    pool.release()
+    assert pool.reserve()  # given back unused
+    pool.submit(ran.set)
+    assert ran.wait(10)
+    deadline = time.monotonic() + 10
+    while not pool.offer(lambda: None):  # idle again after the reserved job
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def test_one_dispatcher_per_process_and_none_when_off() -> None:
     assert dispatcher(0) is None
     assert dispatcher(3) is dispatcher(3)
