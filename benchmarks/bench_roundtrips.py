@@ -254,7 +254,7 @@ def run(kind: str, submissions: int, redis_db: int, proxy: CountingProxy | None)
                             client=SimpleNamespace(),  # type: ignore[arg-type]
                             settings=settings,
                             # as the score task does with a dispatch thread free for the callback
-                            callback_lease_s=callbacks.attempt_lease_s(settings),
+                            claim_first_attempt=lambda: callbacks.attempt_lease_s(settings),
                         )
                         assert scored.attempt is not None, scored
                     deliveries.append((counting, scored.attempt))

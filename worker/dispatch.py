@@ -2,8 +2,9 @@
 
 :meth:`Dispatcher.offer` refuses when no thread is idle (the caller enqueues the delivery task
 instead); an attempt lost with the process is left to the sweeper (docs/design.md, "Workers").
-:meth:`Dispatcher.reserve` takes an idle thread before its job exists: the scorer reserves one,
-then writes the verdict's outbox row already claimed for its first attempt (worker.tasks).
+:meth:`Dispatcher.reserve` takes an idle thread before its job exists (:class:`Reservation`):
+the scorer takes one just before the verdict's write, which then stores the outbox row already
+claimed for its first attempt (worker.tasks).
 """
 
 from __future__ import annotations
@@ -71,6 +72,33 @@ class Dispatcher:
                 job()
             except Exception:  # the row stays pending; its lease expiry hands it to the sweeper
                 logger.exception("callback dispatch job failed")
+
+
+class Reservation:
+    """At most one idle thread of a dispatcher (or of none), taken when :meth:`take` is called
+    and then either given a job (:meth:`submit`) or given back (:meth:`release`)."""
+
+    def __init__(self, pool: Dispatcher | None) -> None:
+        self._pool, self.held = pool, False
+
+    def take(self) -> bool:
+        """Takes an idle thread unless one is held already; returns whether one is held."""
+        if self._pool is not None and not self.held:
+            self.held = self._pool.reserve()
+        return self.held
+
+    def submit(self, job: Callable[[], object]) -> None:
+        """Hands ``job`` to the held thread."""
+        if self._pool is None or not self.held:
+            raise RuntimeError("no dispatch thread is held")
+        self.held = False
+        self._pool.submit(job)
+
+    def release(self) -> None:
+        """Gives the held thread back, if any."""
+        if self._pool is not None and self.held:
+            self.held = False
+            self._pool.release()
 
 
 _dispatchers: dict[tuple[int, int], Dispatcher] = {}

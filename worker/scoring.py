@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,7 +80,7 @@ class ScoreResult:
     outcome: Outcome
     status: str | None = None
     delivery_id: str | None = None
-    # The outbox row's first attempt, claimed by the finishing write (``callback_lease_s``).
+    # The outbox row's first attempt, claimed by the finishing write (``claim_first_attempt``).
     attempt: callbacks.Attempt | None = None
 
 
@@ -458,7 +459,7 @@ def _record_verdict(
     signals: Signals = Signals(),
     *,
     size: tuple[int, int] | None = None,
-    callback_lease_s: float | None = None,
+    claim_first_attempt: Callable[[], float | None] | None = None,
 ) -> ScoreResult:
     scores, entries, first = _scores(answers, settings, frames)
     assert first is not None  # ModelSet.infer raises when no model answered
@@ -531,8 +532,11 @@ def _record_verdict(
     # _FINISH's changes. No reviews: a scorable submission was never reviewed.
     finished = {**claimed.submission, "status": decision, "completed_at": now, "updated_at": now}
     delivery = outbox_row(view=submission_view(finished, verdict=verdict), event_type=EVENT_SCORED)
-    if delivery is not None and callback_lease_s is not None:
-        delivery = callbacks.claimed_first(delivery, callback_lease_s)
+    lease_s = None
+    if delivery is not None and claim_first_attempt is not None:
+        lease_s = claim_first_attempt()  # just before the write: a thread is held meanwhile
+    if delivery is not None and lease_s is not None:
+        delivery = callbacks.claimed_first(delivery, lease_s)
     try:
         matched, status = _finish(
             factory, submission_id, decision, now, verdict, hash_row, delivery
@@ -547,7 +551,7 @@ def _record_verdict(
         "submission %s scored p_fake=%.4f -> %s (%s)", submission_id, p_fake, decision, reason
     )
     attempt = None
-    if delivery is not None and callback_lease_s is not None:
+    if delivery is not None and lease_s is not None:
         attempt = callbacks.first_attempt(delivery, claimed.signing)
     return ScoreResult(Outcome.SCORED, decision, delivery_id, attempt)
 
@@ -560,19 +564,20 @@ def score_submission(
     client: TritonClient,
     settings: Settings,
     matcher: BankMatcher | None = None,
-    callback_lease_s: float | None = None,
+    claim_first_attempt: Callable[[], float | None] | None = None,
 ) -> ScoreResult:
     """Scores one submission (see the module docstring); raises InferenceUnavailable to retry.
 
     The media's perceptual hash is stored with the verdict; with a ``matcher`` it is also looked
-    up in the banks the submission's tenant sees. With ``callback_lease_s`` (the caller holds a
-    thread to send it) the verdict's outbox row is written claimed for its first attempt
-    (:func:`worker.callbacks.claimed_first`), and the result carries that attempt."""
+    up in the banks the submission's tenant sees. ``claim_first_attempt`` is called just before
+    the verdict's write when the submission has a callback: when it returns a lease (the caller
+    then holds a thread to send the attempt) the outbox row is written claimed for its first
+    attempt (:func:`worker.callbacks.claimed_first`), and the result carries that attempt."""
     with leases.running(submission_id) as first:
         if not first:  # this process scores it already
             return ScoreResult(Outcome.NOOP, Status.SCORING)
         return _score(
-            submission_id, session_factory, blobs, client, settings, matcher, callback_lease_s
+            submission_id, session_factory, blobs, client, settings, matcher, claim_first_attempt
         )
 
 
@@ -583,7 +588,7 @@ def _score(
     client: TritonClient,
     settings: Settings,
     matcher: BankMatcher | None,
-    callback_lease_s: float | None,
+    claim_first_attempt: Callable[[], float | None] | None,
 ) -> ScoreResult:
     with stage("database"):
         claimed, status = _claim(session_factory, submission_id, settings)
@@ -638,7 +643,7 @@ def _score(
             provenance,
             signals,
             size=size,
-            callback_lease_s=callback_lease_s,
+            claim_first_attempt=claim_first_attempt,
         )
 
 

@@ -107,12 +107,12 @@ def _fail(task: Task, submission_id: str, reason: str, detail: str) -> str:
 def score_submission(task: Task, submission_id: str) -> str:
     """Scores a submission; enqueues its callback or, for unfetched media, the fetch.
 
-    With a dispatch thread idle, one is reserved first and the verdict's outbox row is written
-    claimed for its first attempt, which that thread then sends: no claim statement before the
-    first callback (docs/design.md, "Callback delivery")."""
+    Just before the verdict's write an idle dispatch thread is reserved if there is one; the
+    outbox row is then written claimed for its first attempt, which that thread sends: no claim
+    statement before the first callback (docs/design.md, "First attempts without the broker")."""
     deps = _deps(task)
-    pool = dispatch.dispatcher(deps.settings.callback_dispatch_threads)
-    reserved = pool is not None and pool.reserve()
+    thread = dispatch.Reservation(dispatch.dispatcher(deps.settings.callback_dispatch_threads))
+    lease_s = callbacks.attempt_lease_s(deps.settings)
     try:
         result = scoring.score_submission(
             submission_id=submission_id,
@@ -121,20 +121,18 @@ def score_submission(task: Task, submission_id: str) -> str:
             client=deps.client,
             settings=deps.settings,
             matcher=deps.matcher,
-            callback_lease_s=callbacks.attempt_lease_s(deps.settings) if reserved else None,
+            claim_first_attempt=lambda: lease_s if thread.take() else None,
         )
     except BaseException as exc:
-        if reserved and pool is not None:
-            pool.release()  # first, so that a failure callback can have the thread
+        thread.release()  # first, so that a failure callback can have the thread
         if not isinstance(exc, Exception):
             raise
         return _scoring_failed(task, submission_id, exc)
-    if result.attempt is not None and pool is not None:
+    if result.attempt is not None:
         attempt, queued_at = result.attempt, utcnow()
-        pool.submit(lambda: send_and_schedule(task.app, attempt, queued_at))
+        thread.submit(lambda: send_and_schedule(task.app, attempt, queued_at))
     else:
-        if reserved and pool is not None:
-            pool.release()
+        thread.release()
         if result.delivery_id:
             hand_over_delivery(task.app, result.delivery_id)
     if result.outcome is scoring.Outcome.NEEDS_FETCH:

@@ -6,7 +6,9 @@ import os
 import threading
 import time
 
-from worker.dispatch import Dispatcher, dispatcher
+import pytest
+
+from worker.dispatch import Dispatcher, Reservation, dispatcher
 
 
 def test_jobs_run_on_the_pool_threads_and_a_failing_job_does_not_stop_them() -> None:
@@ -73,6 +75,28 @@ def test_a_reservation_holds_the_thread_until_its_job_or_its_release() -> None:
     while not pool.offer(lambda: None):  # idle again after the reserved job
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+def test_a_reservation_takes_one_thread_at_most_and_gives_it_back_once() -> None:
+    pool = Dispatcher(threads=1)
+    deadline = time.monotonic() + 10
+    first = Reservation(pool)
+    while not first.take():  # the thread reports idle once it has started
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert first.take() and first.held  # already held: not a second permit
+    assert not Reservation(pool).take()  # the only thread is held
+    first.release()
+    first.release()  # a second release gives nothing back twice
+    second = Reservation(pool)
+    assert second.take() and not Reservation(pool).take()
+    ran = threading.Event()
+    second.submit(ran.set)
+    assert ran.wait(10) and not second.held
+    with pytest.raises(RuntimeError):
+        second.submit(ran.set)
+    assert not Reservation(None).take()  # dispatch off: never held
+    Reservation(None).release()
 
 
 def test_one_dispatcher_per_process_and_none_when_off() -> None:
