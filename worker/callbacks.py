@@ -142,9 +142,7 @@ def _claim(factory: sessionmaker[Session], delivery_id: str, lease_s: float) -> 
             # A row is due from its creation (add_outbox) until its first attempt; only attempts
             # and replays of attempted rows move next_attempt_at, so created_at is the due time.
             observe_since("callback_queue", created_at)
-    secrets = _secrets(current, previous, expires, now=now) if current is not None else ("",)
-    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-    return Attempt(delivery_id, url, secrets, body, number)
+    return _attempt(delivery_id, url, payload, number, (current, previous, expires), now)
 
 
 def attempt_lease_s(settings: Settings) -> float:
@@ -165,10 +163,23 @@ def first_attempt(row: dict[str, Any], signing: tuple[Any, Any, Any]) -> Attempt
     """Returns the attempt of a row written by :func:`claimed_first`; ``signing`` is the tenant's
     (webhook_secret, previous_webhook_secret, previous_secret_expires_at), all None without a
     tenant. The body is what a claim would read back from the row."""
+    return _attempt(str(row["id"]), row["url"], row["payload"], 1, signing, utcnow())
+
+
+def _attempt(
+    delivery_id: str,
+    url: str,
+    payload: Any,
+    number: int,
+    signing: tuple[Any, Any, Any],
+    now: dt.datetime,
+) -> Attempt:
+    """Returns a claimed attempt: the payload's canonical JSON as its body, signed by the secrets
+    of ``signing`` (see :func:`first_attempt`) that sign ``now``; without a tenant, by none."""
     current, previous, expires = signing
-    secrets = _secrets(current, previous, expires, now=utcnow()) if current is not None else ("",)
-    body = json.dumps(row["payload"], separators=(",", ":"), sort_keys=True).encode()
-    return Attempt(str(row["id"]), row["url"], secrets, body, 1)
+    secrets = _secrets(current, previous, expires, now=now) if current is not None else ("",)
+    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    return Attempt(delivery_id, url, secrets, body, number)
 
 
 def _secrets(
@@ -284,7 +295,8 @@ def deliver_claimed(
     queued_at: dt.datetime | None = None,
 ) -> DeliveryResult:
     """Sends a claimed attempt and records its outcome; ``queued_at`` (a first attempt that the
-    scorer claimed: the row's creation) is observed as the callback's queue wait."""
+    scorer claimed: when it was handed to this thread) is observed as the callback's queue
+    wait."""
     if queued_at is not None:
         observe_since("callback_queue", queued_at)
     with stage("callback"):

@@ -535,8 +535,8 @@ def _record_verdict(
     lease_s = None
     if delivery is not None and claim_first_attempt is not None:
         lease_s = claim_first_attempt()  # just before the write: a thread is held meanwhile
-    if delivery is not None and lease_s is not None:
-        delivery = callbacks.claimed_first(delivery, lease_s)
+        if lease_s is not None:
+            delivery = callbacks.claimed_first(delivery, lease_s)
     try:
         matched, status = _finish(
             factory, submission_id, decision, now, verdict, hash_row, delivery

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -45,7 +46,7 @@ def deliver_and_schedule(app: Any, delivery_id: str) -> str:
     return _schedule(app, delivery_id, result)
 
 
-def send_and_schedule(app: Any, attempt: callbacks.Attempt, queued_at: Any) -> str:
+def send_and_schedule(app: Any, attempt: callbacks.Attempt, queued_at: dt.datetime) -> str:
     """Sends a first attempt the scorer claimed; schedules the retry like
     :func:`deliver_and_schedule`."""
     deps = deps_for(app.settings)
@@ -110,24 +111,32 @@ def score_submission(task: Task, submission_id: str) -> str:
     Just before the verdict's write an idle dispatch thread is reserved if there is one; the
     outbox row is then written claimed for its first attempt, which that thread sends: no claim
     statement before the first callback (docs/design.md, "First attempts without the broker")."""
+    from serving.client import InferenceUnavailable
+
     deps = _deps(task)
     thread = dispatch.Reservation(dispatch.dispatcher(deps.settings.callback_dispatch_threads))
     lease_s = callbacks.attempt_lease_s(deps.settings)
     try:
-        result = scoring.score_submission(
-            submission_id=submission_id,
-            session_factory=deps.session_factory,
-            blobs=deps.blobs,
-            client=deps.client,
-            settings=deps.settings,
-            matcher=deps.matcher,
-            claim_first_attempt=lambda: lease_s if thread.take() else None,
-        )
-    except BaseException as exc:
-        thread.release()  # first, so that a failure callback can have the thread
-        if not isinstance(exc, Exception):
+        try:
+            result = scoring.score_submission(
+                submission_id=submission_id,
+                session_factory=deps.session_factory,
+                blobs=deps.blobs,
+                client=deps.client,
+                settings=deps.settings,
+                matcher=deps.matcher,
+                claim_first_attempt=lambda: lease_s if thread.take() else None,
+            )
+        except BaseException:
+            thread.release()  # held only if the verdict's write itself raised
             raise
-        return _scoring_failed(task, submission_id, exc)
+    except InferenceUnavailable as exc:
+        return _retry_or_fail(task, submission_id, exc, inference=True)
+    except SoftTimeLimitExceeded:
+        return _out_of_time(task, submission_id, FailureReason.INTERNAL_ERROR, "scoring")
+    except Exception as exc:
+        logger.exception("scoring %s failed unexpectedly", submission_id)
+        return _retry_or_fail(task, submission_id, exc, inference=False)
     if result.attempt is not None:
         attempt, queued_at = result.attempt, utcnow()
         thread.submit(lambda: send_and_schedule(task.app, attempt, queued_at))
@@ -138,18 +147,6 @@ def score_submission(task: Task, submission_id: str) -> str:
     if result.outcome is scoring.Outcome.NEEDS_FETCH:
         enqueue(task.app, TASK_FETCH, submission_id)
     return result.outcome.value
-
-
-def _scoring_failed(task: Task, submission_id: str, exc: Exception) -> str:
-    """Retries a scoring that raised, or ends it ``failed``; returns the outcome."""
-    from serving.client import InferenceUnavailable
-
-    if isinstance(exc, InferenceUnavailable):
-        return _retry_or_fail(task, submission_id, exc, inference=True)
-    if isinstance(exc, SoftTimeLimitExceeded):
-        return _out_of_time(task, submission_id, FailureReason.INTERNAL_ERROR, "scoring")
-    logger.error("scoring %s failed unexpectedly", submission_id, exc_info=exc)
-    return _retry_or_fail(task, submission_id, exc, inference=False)
 
 
 def fetch_media(task: Task, submission_id: str) -> str:

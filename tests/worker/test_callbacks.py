@@ -10,7 +10,7 @@ from moderation.models import CallbackDelivery, DeliveryStatus, Submission, utcn
 from moderation.outbox import EVENT_SCORED, add_outbox, replay
 from moderation.submissions import submission_view
 from tests.fixtures.receiver import Answer, CallbackReceiver
-from tests.fixtures.worker import WorkerEnv
+from tests.fixtures.worker import WorkerEnv, delivery_row
 from worker import callbacks
 
 
@@ -20,13 +20,6 @@ def _delivery(env: WorkerEnv, url: str) -> str:
         sub = session.get(Submission, sub_id)
         assert sub is not None
         row = add_outbox(session, view=submission_view(sub), event_type=EVENT_SCORED)
-        assert row is not None
-        return row
-
-
-def _row(env: WorkerEnv, delivery_id: str) -> CallbackDelivery:
-    with session_scope(env.session_factory) as session:
-        row = session.get(CallbackDelivery, delivery_id)
         assert row is not None
         return row
 
@@ -54,7 +47,7 @@ def test_deliver__signed_standard_webhook(
     assert got.headers["content-type"] == "application/json"
     assert got.json()["type"] == "submission.scored"
     assert got.json()["data"]["external_id"] == "ext-1"
-    row = _row(worker_env, delivery_id)
+    row = delivery_row(worker_env, delivery_id)
     assert (row.attempts, row.last_status_code, row.delivered_at is not None) == (1, 200, True)
 
 
@@ -67,7 +60,7 @@ def test_deliver__retry_schedule_keeps_webhook_id(
     first = callbacks.deliver(delivery_id=delivery_id, **deps)
     assert first.status == DeliveryStatus.PENDING
     assert first.retry_in_s == worker_env.settings.callback_delays[1] == 5.0
-    row = _row(worker_env, delivery_id)
+    row = delivery_row(worker_env, delivery_id)
     assert (
         row.attempts == 1
         and row.last_status_code == 500
@@ -96,7 +89,7 @@ def test_deliver__dead_after_last_attempt(
         _make_due(worker_env, delivery_id)
         statuses.append(callbacks.deliver(delivery_id=delivery_id, **deps).status)
     assert statuses == ["pending", "pending", "dead"]
-    row = _row(worker_env, delivery_id)
+    row = delivery_row(worker_env, delivery_id)
     assert (row.status, row.attempts, row.next_attempt_at) == ("dead", 3, None)
     _make_due(worker_env, delivery_id)
     assert not callbacks.deliver(delivery_id=delivery_id, **deps).attempted
@@ -113,7 +106,7 @@ def test_deliver__redirect_is_failure(worker_env: WorkerEnv, receiver: CallbackR
     )
     assert result.status == DeliveryStatus.PENDING
     assert [r.path for r in receiver.received] == ["/hook"]
-    row = _row(worker_env, delivery_id)
+    row = delivery_row(worker_env, delivery_id)
     assert row.last_status_code == 307 and "redirect not followed" in (row.last_error or "")
 
 
@@ -130,7 +123,7 @@ def test_deliver__slow_receiver_times_out(
     )
     assert time.monotonic() - started < 3.5  # callback_timeout_s is 1 s; the receiver needs 4 s
     assert result.status == DeliveryStatus.PENDING
-    row = _row(worker_env, delivery_id)
+    row = delivery_row(worker_env, delivery_id)
     assert row.last_status_code is None and "within 1s" in (row.last_error or "")
 
 
@@ -144,7 +137,7 @@ def test_deliver__ssrf_guard_blocks_loopback(
     )
     assert result.status == DeliveryStatus.PENDING
     assert receiver.received == []
-    assert "SSRF" in (_row(worker_env, delivery_id).last_error or "")
+    assert "SSRF" in (delivery_row(worker_env, delivery_id).last_error or "")
 
 
 def test_retry_delay__schedule_and_end() -> None:

@@ -19,20 +19,12 @@ from moderation.db import session_scope
 from moderation.models import CallbackDelivery, DeliveryStatus, utcnow
 from tests.fixtures.media import flat_image
 from tests.fixtures.receiver import CallbackReceiver
-from tests.fixtures.worker import StubClient, WorkerEnv, score
+from tests.fixtures.worker import StubClient, WorkerEnv, delivery_row, score
 from worker import callbacks, scoring, sweeper
 from worker.celery_app import create_celery
 from worker.deps import deps_for
 from worker.enqueue import TASK_SCORE
 from worker.tasks import register_tasks
-
-
-def _row(env: WorkerEnv, delivery_id: str) -> CallbackDelivery:
-    with session_scope(env.session_factory) as session:
-        row = session.get(CallbackDelivery, delivery_id)
-        assert row is not None
-        session.expunge(row)
-        return row
 
 
 def _scored(env: WorkerEnv, url: str, lease_s: float | None) -> scoring.ScoreResult:
@@ -70,7 +62,7 @@ def test_claimed_by_the_verdicts_write__sent_once_with_the_body_a_claim_reads(
         1,
         receiver.url(),
     )
-    row = _row(scoring_env, result.delivery_id)
+    row = delivery_row(scoring_env, result.delivery_id)
     assert (row.status, row.attempts) == (DeliveryStatus.PENDING, 1)
     assert row.next_attempt_at is not None
     held = _naive(row.next_attempt_at) - _naive(row.created_at)
@@ -88,7 +80,7 @@ def test_claimed_by_the_verdicts_write__sent_once_with_the_body_a_claim_reads(
     assert got.signature_ok and got.headers["webhook-id"] == result.delivery_id
     assert got.body == attempt.body
     assert got.json()["data"]["status"] == result.status
-    row = _row(scoring_env, result.delivery_id)
+    row = delivery_row(scoring_env, result.delivery_id)
     assert (row.status, row.attempts, row.last_status_code) == (DeliveryStatus.DELIVERED, 1, 200)
 
 
@@ -97,7 +89,7 @@ def test_without_a_reserved_thread__the_row_is_due_and_no_attempt_is_claimed(
 ) -> None:
     result = _scored(scoring_env, "http://127.0.0.1:9/hook", None)
     assert result.attempt is None and result.delivery_id is not None
-    row = _row(scoring_env, result.delivery_id)
+    row = delivery_row(scoring_env, result.delivery_id)
     assert (row.status, row.attempts) == (DeliveryStatus.PENDING, 0)
     assert row.next_attempt_at == row.created_at
 
@@ -119,7 +111,7 @@ def test_lost_before_sending__the_sweeper_sends_it_as_attempt_two_once_the_lease
     assert resent.status == DeliveryStatus.DELIVERED
     (got,) = receiver.wait_for(1)
     assert got.signature_ok and got.headers["webhook-id"] == result.delivery_id
-    assert _row(scoring_env, result.delivery_id).attempts == 2
+    assert delivery_row(scoring_env, result.delivery_id).attempts == 2
 
 
 def test_the_score_task_sends_the_first_attempt_from_its_reserved_thread(
@@ -149,11 +141,11 @@ def test_the_score_task_sends_the_first_attempt_from_its_reserved_thread(
                 select(CallbackDelivery.id).where(CallbackDelivery.submission_id == sub_id)
             ).all()
         deadline = time.monotonic() + 10  # the record follows the receiver's answer
-        while _row(scoring_env, delivery_id).status != DeliveryStatus.DELIVERED:
+        while delivery_row(scoring_env, delivery_id).status != DeliveryStatus.DELIVERED:
             assert time.monotonic() < deadline
             time.sleep(0.02)
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     # The record of the outcome only: the verdict's write made the claim.
     assert len(updates) == 1 and "delivered_at" in updates[0]
-    assert _row(scoring_env, delivery_id).attempts == 1
+    assert delivery_row(scoring_env, delivery_id).attempts == 1

@@ -123,16 +123,7 @@ def test_a_verdict_stored_by_another_run_leaves_nothing_half_written(
     assert submission_row(scoring_env, sub_id).status == Status.SCORING
     assert _count(scoring_env, CallbackDelivery, sub_id) == 0
     assert _count(scoring_env, MediaHashRow, sub_id) == 0
-    assert (
-        scoring.score_submission(
-            submission_id=sub_id,
-            session_factory=scoring_env.session_factory,
-            blobs=scoring_env.blobs,
-            client=StubClient(),  # type: ignore[arg-type]
-            settings=scoring_env.settings,
-        ).outcome
-        is scoring.Outcome.NOOP
-    )
+    assert score(scoring_env, sub_id, StubClient()).outcome is scoring.Outcome.NOOP
     with session_scope(scoring_env.session_factory) as session:
         kept = session.scalars(select(Verdict).where(Verdict.submission_id == sub_id)).one()
         assert kept.model_name == "other"
