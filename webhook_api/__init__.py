@@ -13,6 +13,7 @@ import logging
 from typing import IO, Any
 
 from flask import Flask, Request
+from werkzeug.formparser import FormDataParser
 
 from moderation.settings import Settings, load_settings
 from webhook_api.multipart import IN_MEMORY_BODY_BYTES, InMemoryFormDataParser
@@ -30,6 +31,12 @@ class UploadRequest(Request):
     ``MAX_CONTENT_LENGTH``, so memory per request stays bounded too."""
 
     form_data_parser_class = InMemoryFormDataParser
+
+    def make_form_data_parser(self) -> FormDataParser:
+        parser = super().make_form_data_parser()
+        if isinstance(parser, InMemoryFormDataParser):
+            parser.environ = self.environ
+        return parser
 
     def _get_file_stream(
         self,

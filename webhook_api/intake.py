@@ -25,7 +25,7 @@ from moderation.api_schema import (
     SubmissionFields,
 )
 from moderation.ssrf import Network
-from webhook_api.multipart import read_up_to
+from webhook_api.multipart import read_input, read_up_to
 from webhook_api.problems import ApiProblem, validation_problem
 from webhook_api.validation import check, validate
 
@@ -218,7 +218,9 @@ def _read_body(request: Request, max_bytes: int) -> bytes:
     length = request.content_length
     if length is not None and length > max_bytes:
         raise _too_large("the body", max_bytes)
-    data = read_up_to(request.stream, length if length is not None else max_bytes + 1)
+    if length is not None:
+        return read_input(request.environ, length)
+    data = read_up_to(request.stream, max_bytes + 1)
     if len(data) > max_bytes:
         raise _too_large("the body", max_bytes)
     return data

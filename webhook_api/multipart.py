@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Mapping
 from typing import IO, Any
 
 from werkzeug.datastructures import FileStorage, Headers
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.http import parse_options_header
 
@@ -94,8 +96,29 @@ def read_up_to(stream: IO[bytes], length: int) -> bytes:
     return b"".join(chunks)
 
 
+def read_input(environ: Mapping[str, Any], length: int) -> bytes:
+    """Returns the request body's ``length`` bytes (its Content-Length) read straight from
+    ``wsgi.input``, which PEP 3333 lets an application read up to CONTENT_LENGTH; raises
+    ClientDisconnected (400) when the body ends first or the read fails, as Werkzeug's stream
+    does. That stream would copy the body twice more, into two fresh buffers (docs/design.md,
+    "Storage, security and the webhook API")."""
+    try:
+        data = read_up_to(environ["wsgi.input"], length)
+    except (OSError, ValueError) as exc:
+        raise ClientDisconnected() from exc
+    if len(data) != length:
+        raise ClientDisconnected()
+    return data
+
+
 class InMemoryFormDataParser(FormDataParser):
-    """Splits multipart bodies up to ``IN_MEMORY_BODY_BYTES`` in one pass (see the module)."""
+    """Splits multipart bodies up to ``IN_MEMORY_BODY_BYTES`` in one pass (see the module).
+
+    With ``environ`` set (the request's, by ``UploadRequest``) such a body is read straight from
+    ``wsgi.input`` (:func:`read_input`); Werkzeug has already refused one over its
+    ``max_content_length`` when it made the stream it passes to :meth:`parse`."""
+
+    environ: Mapping[str, Any] | None = None
 
     def parse(
         self,
@@ -114,7 +137,11 @@ class InMemoryFormDataParser(FormDataParser):
             or content_length > IN_MEMORY_BODY_BYTES
         ):
             return super().parse(stream, mimetype, content_length, options)
-        body = read_up_to(stream, content_length)
+        if self.environ is not None:
+            body = read_input(self.environ, content_length)
+            stream = io.BytesIO()  # the body is consumed: nothing is left to read from it
+        else:
+            body = read_up_to(stream, content_length)
         try:
             parts = split_form_data(
                 body,

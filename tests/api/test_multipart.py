@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from werkzeug.datastructures import FileStorage, MultiDict
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 from werkzeug.test import encode_multipart
 
-from webhook_api.multipart import InMemoryFormDataParser, split_form_data
+from webhook_api.multipart import InMemoryFormDataParser, read_input, split_form_data
 
 BOUNDARY = "b0uNd4ry"
 # Werkzeug applies the field limit to each 64 KiB chunk too: keep it above that, as Flask does.
@@ -44,8 +44,12 @@ def _outcome(parser: FormDataParser, body: bytes) -> Any:
 
 
 def _same_as_werkzeug(body: bytes) -> None:
-    ours = _outcome(InMemoryFormDataParser(**LIMITS), body)
-    assert ours == _outcome(FormDataParser(**LIMITS), body)
+    werkzeug = _outcome(FormDataParser(**LIMITS), body)
+    assert _outcome(InMemoryFormDataParser(**LIMITS), body) == werkzeug
+    # As the app makes it: reading the body from the request's wsgi.input instead.
+    from_input = InMemoryFormDataParser(**LIMITS)
+    from_input.environ = {"wsgi.input": io.BytesIO(body)}
+    assert _outcome(from_input, body) == werkzeug
 
 
 def test_an_ordinary_body_is_split_without_werkzeug() -> None:
@@ -102,3 +106,20 @@ def test_mutated_bodies_get_werkzeugs_answer(edits: list[tuple[int, bytes]], cut
     for position, piece in edits:
         body[position:position] = piece
     _same_as_werkzeug(bytes(body[: len(body) - cut]))
+
+
+class _Broken(io.RawIOBase):
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise ConnectionResetError("reset by peer")
+
+
+def test_a_body_that_ends_early_or_fails_is_a_client_disconnect() -> None:
+    body = _body()
+    assert read_input({"wsgi.input": io.BytesIO(body)}, len(body)) == body
+    with pytest.raises(ClientDisconnected):
+        read_input({"wsgi.input": io.BytesIO(body[:-1])}, len(body))
+    with pytest.raises(ClientDisconnected):
+        read_input({"wsgi.input": _Broken()}, len(body))

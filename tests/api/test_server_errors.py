@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -160,3 +161,54 @@ def test_the_server_logs_to_stderr_only(api: str) -> None:
         assert time.monotonic() < deadline, "no access log line on standard error"
         time.sleep(0.1)
     assert (ROOT[0] / "stdout.log").read_bytes() == b""
+
+
+def _cut_short(url: str, head: bytes, sent: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Sends ``head`` and only ``sent`` of the body it announces, then closes the sending side."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + sent)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status_head, _, body = data.partition(b"\r\n\r\n")
+    lines = status_head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def _submissions() -> int:
+    with sqlite3.connect(ROOT[0] / "dfmod.db") as db:
+        return int(db.execute("SELECT count(*) FROM submissions").fetchone()[0])
+
+
+@pytest.mark.parametrize("kind", ["multipart", "raw"])
+def test_a_body_shorter_than_its_content_length_is_a_400_and_stores_nothing(
+    api: str, kind: str
+) -> None:
+    """The upload is read straight from the server's input (webhook_api.multipart.read_input):
+    a client that stops sending early gets Werkzeug's 400, as before, and nothing is queued."""
+    if kind == "multipart":
+        body = (
+            b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + b"\x89PNG" * 100 + b"\r\n--bnd--\r\n"
+        )
+        content_type = "multipart/form-data; boundary=bnd"
+    else:
+        body, content_type = b"\x89PNG" * 150, "image/png"
+    head = (
+        f"POST /v1/submissions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY[0]}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    before = _submissions()
+    problem = _problem(*_cut_short(api, head, body[: len(body) // 2]), 400)
+    assert problem["type"].endswith("/bad-request")
+    whole = requests.post(
+        f"{api}/v1/submissions",
+        data=body,
+        headers={"Content-Type": content_type, "Authorization": f"Bearer {KEY[0]}"},
+        timeout=10,
+    )
+    assert whole.status_code == 202, whole.text
+    assert _submissions() == before + 1
