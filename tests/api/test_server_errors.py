@@ -76,10 +76,16 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         out.close()
 
 
-def _raw(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+def _raw(
+    url: str, request: bytes, *, then_close: bool = False
+) -> tuple[int, dict[str, str], bytes]:
+    """Sends ``request`` as is (closing the sending side after it with ``then_close``) and
+    returns the answer's status, headers and body."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(request)
+        if then_close:
+            sock.shutdown(socket.SHUT_WR)
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -163,21 +169,6 @@ def test_the_server_logs_to_stderr_only(api: str) -> None:
     assert (ROOT[0] / "stdout.log").read_bytes() == b""
 
 
-def _cut_short(url: str, head: bytes, sent: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Sends ``head`` and only ``sent`` of the body it announces, then closes the sending side."""
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(head + sent)
-        sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    status_head, _, body = data.partition(b"\r\n\r\n")
-    lines = status_head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), headers, body
-
-
 def _submissions() -> int:
     with sqlite3.connect(ROOT[0] / "dfmod.db") as db:
         return int(db.execute("SELECT count(*) FROM submissions").fetchone()[0])
@@ -202,7 +193,7 @@ def test_a_body_shorter_than_its_content_length_is_a_400_and_stores_nothing(
         f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     before = _submissions()
-    problem = _problem(*_cut_short(api, head, body[: len(body) // 2]), 400)
+    problem = _problem(*_raw(api, head + body[: len(body) // 2], then_close=True), 400)
     assert problem["type"].endswith("/bad-request")
     whole = requests.post(
         f"{api}/v1/submissions",
