@@ -203,3 +203,28 @@ def test_a_body_shorter_than_its_content_length_is_a_400_and_stores_nothing(
     )
     assert whole.status_code == 202, whole.text
     assert _submissions() == before + 1
+
+
+def test_an_upload_sent_after_100_continue_is_read_whole(api: str) -> None:
+    """curl asks ``Expect: 100-continue`` before bodies over 1 MB: the body follows the interim
+    answer and is read straight from the server's input like any other."""
+    body = b"\x89PNG" * 150
+    head = (
+        f"POST /v1/submissions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY[0]}\r\n"
+        f"Content-Type: image/png\r\nContent-Length: {len(body)}\r\n"
+        "Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    ).encode()
+    host, port = api.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            chunk = sock.recv(1)
+            assert chunk, interim
+            interim += chunk
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 202"), answer[:300]
