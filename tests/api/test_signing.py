@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import time
 
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from moderation import signing
 
@@ -71,3 +74,31 @@ def test_headers_round_trip_through_verify() -> None:
 def test_sign__fail_on_a_secret_that_is_not_base64() -> None:
     with pytest.raises(ValueError, match="whsec_"):
         signing.sign("whsec_not base64!", "msg", 1, b"{}")
+
+
+# The Standard Webhooks project's own Python verifier, as a platform would use it.
+_BODY = '{"type": "submission.scored", "data": {"id": "sub_1", "note": "café ✓"}}'.encode()
+
+
+def test_the_reference_library_verifies_what_we_sign() -> None:
+    secret = signing.new_secret()
+    headers = signing.headers(secret, "dlv_1", _BODY)
+    assert Webhook(secret).verify(_BODY, headers)["data"]["note"] == "café ✓"
+
+
+def test_the_reference_library_verifies_both_secrets_of_a_rotation() -> None:
+    current, previous = signing.new_secret(), signing.new_secret()
+    timestamp = int(time.time())
+    header = signing.signature_header([current, previous], "dlv_2", timestamp, _BODY)
+    headers = {"webhook-id": "dlv_2", "webhook-timestamp": str(timestamp)}
+    for secret in (current, previous):
+        Webhook(secret).verify(_BODY, {**headers, "webhook-signature": header})
+    with pytest.raises(WebhookVerificationError):
+        Webhook(signing.new_secret()).verify(_BODY, {**headers, "webhook-signature": header})
+
+
+def test_we_verify_what_the_reference_library_signs() -> None:
+    secret = signing.new_secret()
+    moment = dt.datetime.now(dt.UTC)
+    signature = Webhook(secret).sign("msg_3", moment, _BODY.decode())
+    signing.verify(secret, "msg_3", int(moment.timestamp()), _BODY, signature)
