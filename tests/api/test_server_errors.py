@@ -6,6 +6,7 @@ client library would (an overlong request line, oversized headers, a malformed r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -174,20 +175,24 @@ def _submissions() -> int:
         return int(db.execute("SELECT count(*) FROM submissions").fetchone()[0])
 
 
+def _upload(kind: str, payload: bytes) -> tuple[bytes, str]:
+    """Returns (body, Content-Type) carrying ``payload``: a multipart form or the raw bytes."""
+    if kind == "raw":
+        return payload, "image/png"
+    body = (
+        b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + payload + b"\r\n--bnd--\r\n"
+    )
+    return body, "multipart/form-data; boundary=bnd"
+
+
 @pytest.mark.parametrize("kind", ["multipart", "raw"])
 def test_a_body_shorter_than_its_content_length_is_a_400_and_stores_nothing(
     api: str, kind: str
 ) -> None:
     """The upload is read straight from the server's input (webhook_api.multipart.read_input):
     a client that stops sending early gets Werkzeug's 400, as before, and nothing is queued."""
-    if kind == "multipart":
-        body = (
-            b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
-            b"Content-Type: image/png\r\n\r\n" + b"\x89PNG" * 100 + b"\r\n--bnd--\r\n"
-        )
-        content_type = "multipart/form-data; boundary=bnd"
-    else:
-        body, content_type = b"\x89PNG" * 150, "image/png"
+    body, content_type = _upload(kind, b"\x89PNG" * (100 if kind == "multipart" else 150))
     head = (
         f"POST /v1/submissions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY[0]}\r\n"
         f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -228,3 +233,44 @@ def test_an_upload_sent_after_100_continue_is_read_whole(api: str) -> None:
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 202"), answer[:300]
+
+
+@pytest.mark.parametrize("kind", ["multipart", "raw"])
+def test_a_chunked_upload_is_read_whole_and_refused_over_the_limit(api: str, kind: str) -> None:
+    """Clients that stream a body they do not measure (``requests`` with a generator, for one)
+    send it chunked, without a Content-Length: it is read whole, and one over
+    DFMOD_MAX_UPLOAD_BYTES (1000 here) is a 413 that stores nothing."""
+
+    def chunked(body: bytes) -> Iterator[bytes]:
+        for start in range(0, len(body), 97):
+            yield body[start : start + 97]
+
+    headers = {"Authorization": f"Bearer {KEY[0]}"}
+    payload = b"\x89PNG" + bytes(range(256)) * 3  # 772 bytes
+    body, content_type = _upload(kind, payload)
+    before = _submissions()
+    accepted = requests.post(
+        f"{api}/v1/submissions",
+        data=chunked(body),
+        headers={**headers, "Content-Type": content_type},
+        timeout=10,
+    )
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.request.headers.get("Transfer-Encoding") == "chunked"
+    media = accepted.json()["media"]
+    assert media["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert media["size_bytes"] == len(payload)
+    assert _submissions() == before + 1
+
+    body, content_type = _upload(kind, payload * 2)
+    refused = requests.post(
+        f"{api}/v1/submissions",
+        data=chunked(body),
+        headers={**headers, "Content-Type": content_type},
+        timeout=10,
+    )
+    problem = _problem(
+        refused.status_code, dict(refused.headers.lower_items()), refused.content, 413
+    )
+    assert problem["max_bytes"] == 1000
+    assert _submissions() == before + 1
