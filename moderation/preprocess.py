@@ -145,13 +145,14 @@ def _register_heif() -> bool:
 
 
 def _describe_unknown(data: bytes) -> str:
+    """Says what bytes in no accepted format look like, for the rejection's detail."""
     if data[4:8] == b"ftyp":  # before the generic binary check: its size field starts with zeros
-        return "an MP4/MOV container"
+        return "the bytes look like an MP4/MOV container"
     head = data[:64].lstrip().lower()
     for magic, label in _OTHER_KINDS:
         if head.startswith(magic):
-            return label
-    return "unrecognised bytes"
+            return f"the bytes look like {label}"
+    return "the bytes are in no format this service recognises"
 
 
 def _check_bytes(data: bytes, limits: ImageLimits) -> str:
@@ -165,7 +166,7 @@ def _check_bytes(data: bytes, limits: ImageLimits) -> str:
     allowed = ", ".join(limits.formats)
     if fmt is None:
         raise MediaRejected(
-            UNSUPPORTED_MEDIA, f"the bytes look like {_describe_unknown(data)}; expected {allowed}"
+            UNSUPPORTED_MEDIA, f"{_describe_unknown(data)}; expected {allowed}"
         )
     if fmt not in limits.formats:
         raise MediaRejected(UNSUPPORTED_MEDIA, f"{fmt} is not accepted; expected {allowed}")

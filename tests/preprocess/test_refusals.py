@@ -39,7 +39,7 @@ def _rejected(data: bytes, limits: ImageLimits | None = None) -> MediaRejected:
         (b'<svg xmlns="http://www.w3.org/2000/svg"></svg>', "SVG"),
         (b"PK\x03\x04" + b"\x00" * 40, "ZIP"),
         (b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 40, "MP4"),
-        (b"#!/bin/sh\nrm -rf /\n", "unrecognised"),
+        (b"#!/bin/sh\nrm -rf /\n", "in no format this service recognises"),
     ],
 )
 def test_non_image_bytes_are_unsupported(data: bytes, looks_like: str) -> None:
