@@ -165,9 +165,7 @@ def _check_bytes(data: bytes, limits: ImageLimits) -> str:
     fmt = sniff_format(data)
     allowed = ", ".join(limits.formats)
     if fmt is None:
-        raise MediaRejected(
-            UNSUPPORTED_MEDIA, f"{_describe_unknown(data)}; expected {allowed}"
-        )
+        raise MediaRejected(UNSUPPORTED_MEDIA, f"{_describe_unknown(data)}; expected {allowed}")
     if fmt not in limits.formats:
         raise MediaRejected(UNSUPPORTED_MEDIA, f"{fmt} is not accepted; expected {allowed}")
     return fmt

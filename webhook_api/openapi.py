@@ -121,11 +121,16 @@ def _query(
 
 
 def _upload_body() -> dict[str, Any]:
+    # A Media Type Object has no description of its own: it goes on the schema.
     raw = {
-        "schema": {"type": "string", "format": "binary", "minLength": 1},
-        "description": "The media's bytes. Any bytes are accepted (202): the worker decides from "
-        "the bytes, not the Content-Type, and a non-image ends `failed` with "
-        "`unsupported_media` (a corrupt one with `unreadable_media`).",
+        "schema": {
+            "type": "string",
+            "format": "binary",
+            "minLength": 1,
+            "description": "The media's bytes. Any bytes are accepted (202): the worker decides "
+            "from the bytes, not the Content-Type, and a non-image ends `failed` with "
+            "`unsupported_media` (a corrupt one with `unreadable_media`).",
+        },
     }
     return {
         "required": True,

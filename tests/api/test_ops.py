@@ -6,6 +6,7 @@ import re
 
 from flask import Flask
 from flask.testing import FlaskClient
+from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from tests.fixtures.flask_app import upload
 from tests.fixtures.media import flat_image
@@ -82,6 +83,18 @@ def test_openapi_document_matches_the_routes(client: FlaskClient, app: Flask) ->
     assert served == document()
     assert served["openapi"].startswith("3.")
     assert _documented(served) == _routes(app)
+
+
+def test_openapi_document_is_valid_openapi_3_1(client: FlaskClient) -> None:
+    """Checked against the OpenAPI 3.1 specification's own schema (openapi-spec-validator), as
+    client generators and gateways read it; every error is listed, not only the first."""
+    served = client.get("/openapi.json").get_json()
+    assert served["openapi"] == "3.1.0"
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message.splitlines()[0]}"
+        for error in OpenAPIV31SpecValidator(served).iter_errors()
+    ]
+    assert errors == []
 
 
 def test_openapi_refs_resolve(client: FlaskClient) -> None:
