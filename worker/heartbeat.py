@@ -20,24 +20,37 @@ logger = logging.getLogger(__name__)
 HELD_TASKS = (TASK_SCORE, TASK_FETCH)
 
 
-def held_submissions() -> set[str]:
-    """Returns the ids of submissions whose scoring or fetch this worker received, unfinished."""
-    from celery.worker import state
-
+def _submission_ids(requests: Any) -> set[str]:
+    """Returns the submission ids of the scoring and fetch requests in a set of Celery's."""
     for _attempt in range(3):
         try:
-            requests = list(state.reserved_requests)
+            copied = list(requests)
             break
         except RuntimeError:  # the consumer changed the set while it was copied
             continue
     else:
         return set()
-    held = set()
-    for request in requests:
+    ids = set()
+    for request in copied:
         args = request.args if request.name in HELD_TASKS else None
         if args and isinstance(args[0], str):
-            held.add(args[0])
-    return held
+            ids.add(args[0])
+    return ids
+
+
+def held_submissions() -> set[str]:
+    """Returns the ids of submissions whose scoring or fetch this worker received, unfinished."""
+    from celery.worker import state
+
+    return _submission_ids(state.reserved_requests)
+
+
+def started_submissions() -> set[str]:
+    """Returns the ids of those a pool process or thread has started (Celery's active requests:
+    a prefork child reports each start to the main process)."""
+    from celery.worker import state
+
+    return _submission_ids(state.active_requests)
 
 
 def broker_waiting(app: DfmodCelery) -> int | None:
@@ -73,6 +86,7 @@ def attach(app: DfmodCelery) -> leases.Heartbeat:
         requeue=lambda jobs: requeue_reclaimed(app, jobs, factory),
         waiting=lambda: broker_waiting(app),
         chores=lambda: send_due_deliveries(app, factory),
+        started=started_submissions,
     )
     leases.owner()  # named in the main process, before a prefork pool forks
 

@@ -220,8 +220,11 @@ class Heartbeat:
 
     ``held`` returns the submission ids whose messages the worker holds; ``requeue`` sends tasks
     for reclaimed jobs and gives up on spent ones; ``waiting`` returns the broker's queue depth;
-    ``chores`` runs with the orphan check, every lease (the worker sends due callbacks there).
-    :meth:`wake` (on every message received) makes the next renewal happen at once.
+    ``chores`` runs with the orphan check, every lease (the worker sends due callbacks there);
+    ``started`` returns the ids a pool process has started (their claims lease them; a prefork
+    pool's processes report starts to the main process, where this thread runs, so its own
+    record of running jobs holds none of theirs). :meth:`wake` (on every message received) makes
+    the next renewal happen at once.
     """
 
     # After a wake, before writing: a burst of arrivals costs one UPDATE, and messages a free
@@ -237,9 +240,10 @@ class Heartbeat:
         requeue: Callable[[list[Reclaimed]], None],
         waiting: Callable[[], int | None],
         chores: Callable[[], None] = lambda: None,
+        started: Callable[[], set[str]] = set,
     ) -> None:
         self._factory, self._settings = session_factory, settings
-        self._chores = chores
+        self._chores, self._started = chores, started
         self._held, self._requeue, self._waiting = held, requeue, waiting
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="dfmod-lease-heartbeat", daemon=True)
@@ -272,7 +276,7 @@ class Heartbeat:
                 else:  # messages just received: those not started here meanwhile (a claim
                     # leases its row itself) get their lease now
                     leased &= held
-                    new = held - leased - _running_now()
+                    new = held - leased - _running_now() - self._started()
                     hold(session_factory=self._factory, ids=new, settings=self._settings)
                     leased |= new
                 if started >= next_orphans:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 from moderation.db import session_scope
 from moderation.models import MediaKind, Status, Submission, utcnow
@@ -166,3 +168,38 @@ def test_redis_visibility_timeout_outlasts_every_wait_of_a_live_worker(
     assert timeout >= longest + settings.task_time_limit_s + settings.lease_s
     assert _transport_options("redis://h:6379/0", settings) == {"visibility_timeout": timeout}
     assert _transport_options("sqla+sqlite:///x.db", settings) == {}
+
+
+def test_heartbeat__a_received_message_is_leased_unless_a_pool_process_started_it(
+    worker_env: WorkerEnv,
+) -> None:
+    """Between renewals the heartbeat leases messages just received; one a pool process has
+    started (reported to the main process, under prefork) is left to its own claim: one UPDATE
+    of the row, not two."""
+    waiting, started = (
+        worker_env.submission(status=Status.QUEUED),
+        worker_env.submission(status=Status.QUEUED),
+    )
+    held: set[str] = set()
+    renewed = threading.Event()
+    beat = leases.Heartbeat(
+        session_factory=worker_env.session_factory,
+        settings=worker_env.settings,
+        held=lambda: set(held),
+        requeue=lambda _jobs: renewed.set(),  # after the first renewal, which holds nothing
+        waiting=lambda: None,
+        started=lambda: {started},
+    )
+    assert beat.interval_s >= 5  # the next renewal (which leases every held id) is far off
+    beat.start()
+    try:
+        assert renewed.wait(10)
+        held.update({waiting, started})
+        beat.wake()
+        deadline = time.monotonic() + 10
+        while submission_row(worker_env, waiting).lease_owner is None:
+            assert time.monotonic() < deadline, "the received message was not leased"
+            time.sleep(0.05)
+        assert submission_row(worker_env, started).lease_owner is None
+    finally:
+        beat.stop()
