@@ -427,11 +427,32 @@ class Readiness(BaseModel):
     checks: dict[str, Check]
 
 
+# The events a callback carries (``WebhookEvent.type``).
+EVENT_SCORED = "submission.scored"
+EVENT_FAILED = "submission.failed"
+EVENT_DECIDED = "submission.decided"
+EVENTS = {
+    EVENT_SCORED: "The worker scored the submission: its verdict decided it, or it waits in review",
+    EVENT_FAILED: "The submission ended `failed`; `failure.reason` says why",
+    EVENT_DECIDED: "A reviewer decided a submission that waited in review",
+}
+
+
+class WebhookEvent(BaseModel):
+    """The JSON body of every callback: a Standard Webhooks payload whose ``data`` is the
+    submission as ``GET /v1/submissions/{submission_id}`` returns it, in its new state."""
+
+    type: Literal[EVENT_SCORED, EVENT_FAILED, EVENT_DECIDED]  # type: ignore[valid-type]
+    timestamp: Timestamp
+    data: SubmissionOut
+
+
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     SubmissionOut,
     SubmissionList,
     Problem,
     Health,
     Readiness,
+    WebhookEvent,
 )
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (MediaUrlRequest, UploadForm)

@@ -15,10 +15,6 @@ from moderation.db import session_scope
 from moderation.models import CallbackDelivery, DeliveryStatus, new_id, utcnow
 from moderation.submissions import SubmissionView
 
-EVENT_SCORED = "submission.scored"
-EVENT_FAILED = "submission.failed"
-EVENT_DECIDED = "submission.decided"
-
 OUTBOX: Table = CallbackDelivery.__table__  # type: ignore[assignment]
 
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from moderation.api_schema import EVENT_DECIDED
 from moderation.models import Review, Status, Submission, utcnow
-from moderation.outbox import EVENT_DECIDED, add_outbox
+from moderation.outbox import add_outbox
 from moderation.submissions import get_submission
 
 logger = logging.getLogger(__name__)

@@ -71,9 +71,11 @@ def _fields(schema: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _operations(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def _operations(items: dict[str, Any]) -> list[dict[str, Any]]:
+    """Returns what the page shows of each operation of ``items`` (the document's ``paths``, or
+    its ``webhooks``, whose keys are event names)."""
     operations = []
-    for path, item in doc["paths"].items():
+    for path, item in items.items():
         for method in (m for m in METHOD_ORDER if m in item):
             op = item[method]
             body = op.get("requestBody", {}).get("content", {})
@@ -119,5 +121,9 @@ def render() -> str:
         for name, schema in doc["components"]["schemas"].items()
     ]
     return render_template(
-        "docs.html", info=doc["info"], operations=_operations(doc), schemas=schemas
+        "docs.html",
+        info=doc["info"],
+        operations=_operations(doc["paths"]),
+        webhooks=_operations(doc.get("webhooks", {})),
+        schemas=schemas,
     )

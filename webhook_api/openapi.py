@@ -266,6 +266,62 @@ def _ops_paths() -> dict[str, Any]:
     }
 
 
+_WEBHOOK_HEADERS = [
+    {
+        "name": "webhook-id",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The event's id, the same on every attempt to deliver it: deduplicate on it",
+    },
+    {
+        "name": "webhook-timestamp",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        "description": "Unix seconds when this attempt was signed; refuse one more than 5 minutes "
+        "from now",
+    },
+    {
+        "name": "webhook-signature",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "Space-separated `v1,<base64>` entries, each an HMAC-SHA256 over "
+        "`{webhook-id}.{webhook-timestamp}.{body}` with a `whsec_` secret of the tenant (two "
+        "while a rotated secret is still valid); accept the request if one matches",
+    },
+]
+
+
+def _webhooks() -> dict[str, Any]:
+    """Returns the callbacks dfmod sends (OpenAPI 3.1 ``webhooks``): one per event type."""
+    return {
+        event: {
+            "post": {
+                "operationId": "webhook_" + event.replace(".", "_"),
+                "summary": summary,
+                "description": "Sent to the submission's `callback_url` as a Standard Webhooks "
+                "POST (https://www.standardwebhooks.com/). Answer 2xx within "
+                "DFMOD_CALLBACK_TIMEOUT_S (10 s by default); any other answer, or none, is "
+                "retried on DFMOD_CALLBACK_SCHEDULE with the same `webhook-id`.",
+                "parameters": _WEBHOOK_HEADERS,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": REF.format(model="WebhookEvent")}}
+                    },
+                },
+                "responses": {
+                    "2XX": {"description": "Received; no body is read"},
+                    "default": {"description": "Not received: the event is sent again later"},
+                },
+            }
+        }
+        for event, summary in s.EVENTS.items()
+    }
+
+
 @functools.cache
 def _document() -> dict[str, Any]:
     return {
@@ -281,6 +337,7 @@ def _document() -> dict[str, Any]:
             "/v1/submissions/{submission_id}": {"get": _get_submission()},
             **_ops_paths(),
         },
+        "webhooks": _webhooks(),
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
             "schemas": _schemas(),

@@ -21,6 +21,7 @@ from sqlalchemy import Table, bindparam, cast, func, insert, literal_column, sel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from moderation.api_schema import EVENT_FAILED, EVENT_SCORED
 from moderation.bank_models import BankPolicy, BankState, MediaHashRow
 from moderation.banks import DEFAULT_POLICY, Policy
 from moderation.blobs import BlobStore
@@ -30,7 +31,7 @@ from moderation.ensemble import ModelScore, combine_scores, is_demo, latest_ense
 from moderation.explanation import explain, video_explain
 from moderation.mediahash import MediaHash
 from moderation.models import Status, Submission, Tenant, Verdict, new_id, utcnow
-from moderation.outbox import EVENT_FAILED, EVENT_SCORED, OUTBOX, add_outbox, outbox_row
+from moderation.outbox import OUTBOX, add_outbox, outbox_row
 from moderation.policy import (
     REASON_DEMO_MODEL,
     REASON_MODEL,

@@ -3,8 +3,10 @@ the OpenAPI document's schemas; the document and /docs are generated from them."
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
+import json
 import re
 from typing import Any
 
@@ -14,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moderation import api_schema as s
+from moderation.outbox import event_payload
 from moderation.submissions import (
     SubmissionView,
     VerdictView,
@@ -78,6 +81,21 @@ def test_submission_json_keeps_todays_fields_and_matches_its_schema() -> None:
         assert body["verdict"][name] is None
     _schema_validator("SubmissionOut").validate(body)
     _schema_validator("SubmissionOut").validate(_view().to_json())
+
+
+def test_every_event_a_callback_carries_matches_the_documented_webhook() -> None:
+    failed = dataclasses.replace(
+        _view(), status="failed", failure_reason="unsupported_media", failure_detail="text"
+    )
+    cases = [(s.EVENT_SCORED, _view(_verdict())), (s.EVENT_FAILED, failed)]
+    cases += [(s.EVENT_DECIDED, dataclasses.replace(_view(_verdict()), status="decided"))]
+    assert sorted(event for event, _ in cases) == sorted(document()["webhooks"])
+    for event, view in cases:
+        payload = json.loads(json.dumps(event_payload(event, view)))  # as the outbox stores it
+        _schema_validator("WebhookEvent").validate(payload)
+        assert payload["type"] == event and payload["data"]["status"] == view.status
+    wrong = {**event_payload(s.EVENT_SCORED, _view()), "type": "submission.deleted"}
+    assert not _schema_validator("WebhookEvent").is_valid(json.loads(json.dumps(wrong)))
 
 
 def test_the_verdict_carries_the_signals_fields_with_open_sub_objects() -> None:
@@ -150,7 +168,7 @@ def test_docs_page_renders_the_document_without_external_assets(client: FlaskCli
     assert response.status_code == 200 and response.mimetype == "text/html"
     html = response.get_data(as_text=True)
     doc = document()
-    for path, item in doc["paths"].items():
+    for path, item in [*doc["paths"].items(), *doc["webhooks"].items()]:
         for method in item:
             assert f'id="{item[method]["operationId"]}"' in html, (method, path)
     for name in doc["components"]["schemas"]:

@@ -157,7 +157,11 @@ def test_api_docs_page_renders_the_openapi_document(stack: Stack, browser: Any) 
     page.goto(f"{stack.api_url}/docs")
     assert page.locator("h1").inner_text() == doc["info"]["title"]
     operations = page.locator("section.operation")
-    assert operations.count() == sum(len(item) for item in doc["paths"].values())
+    documented = [*doc["paths"].values(), *doc["webhooks"].values()]
+    assert operations.count() == sum(len(item) for item in documented)
+    scored = page.locator("section#webhook_submission_scored")
+    assert "submission.scored" in scored.locator("h3").inner_text()
+    assert "webhook-signature" in scored.locator("table.parameters").inner_text()
     create = page.locator("section#createSubmission")
     assert "/v1/submissions" in create.locator("h3").inner_text()
     statuses = create.locator("tr[data-status]").evaluate_all(

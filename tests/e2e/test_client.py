@@ -2,7 +2,8 @@
 
 Submissions as bytes, a file and a URL, each with an Idempotency-Key and a callback to a real
 receiver on loopback; the verdict waited for with back-off; the list paged through; the callback's
-Standard Webhooks signature verified by the client's own function.
+Standard Webhooks signature verified by the client's own function, and each callback (scored and
+failed) checked against the served OpenAPI document's ``webhooks``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema_rs
 import pytest
 
 from moderation.client import ApiError, Client, WebhookVerificationError, verify_webhook
@@ -73,11 +75,25 @@ def test_submit_wait_list_and_verify_callbacks(
         with pytest.raises(ApiError) as refused:
             dfmod.submit_url("ftp://example.com/a.png")
         assert refused.value.status == 422 and refused.value.type.endswith("/validation-error")
+        not_media = dfmod.submit_bytes(b"plain text", content_type="image/png", callback_url=hook)
+        assert dfmod.wait(not_media.id, timeout_s=90).status == "failed"
 
-    callbacks = callback_receiver.wait_for(3, path="/hook", timeout_s=60)
+    # Every callback matches what the served document says a callback is (its `webhooks`).
+    served = stack.http.get(f"{stack.api_url}/openapi.json", timeout=10).json()
+    event_schema = jsonschema_rs.validator_for(
+        {"$ref": "#/components/schemas/WebhookEvent", "components": served["components"]}
+    )
+    documented = served["webhooks"]
+    callbacks = callback_receiver.wait_for(4, path="/hook", timeout_s=60)
+    types: dict[str, str] = {}
     for item in callbacks:
         payload = verify_webhook(tenant.secret, item.headers, item.body)
-        assert payload["type"] == "submission.scored" and payload["data"]["id"] in ids
+        event_schema.validate(payload)
+        headers = {name.lower() for name in item.headers}
+        declared = documented[payload["type"]]["post"]["parameters"]
+        assert {p["name"] for p in declared if p["in"] == "header"} <= headers
+        types[payload["data"]["id"]] = payload["type"]
+    assert types == {**dict.fromkeys(ids, "submission.scored"), not_media.id: "submission.failed"}
     with pytest.raises(WebhookVerificationError):
         verify_webhook(tenant.secret, callbacks[0].headers, callbacks[0].body + b" ")
     with pytest.raises(WebhookVerificationError):

@@ -19,6 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.orm import Session, sessionmaker
 
+from moderation.api_schema import EVENT_SCORED
 from moderation.db import make_engine, make_session_factory, session_scope
 from moderation.models import (
     CallbackDelivery,
@@ -28,7 +29,7 @@ from moderation.models import (
     Submission,
     utcnow,
 )
-from moderation.outbox import EVENT_SCORED, add_outbox
+from moderation.outbox import add_outbox
 from moderation.settings import Settings
 from moderation.submissions import submission_view
 from moderation.tenants import rotate_secret

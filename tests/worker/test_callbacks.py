@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+from moderation.api_schema import EVENT_SCORED
 from moderation.db import session_scope
 from moderation.models import CallbackDelivery, DeliveryStatus, Submission, utcnow
-from moderation.outbox import EVENT_SCORED, add_outbox, replay
+from moderation.outbox import add_outbox, replay
 from moderation.submissions import submission_view
 from tests.fixtures.receiver import Answer, CallbackReceiver
 from tests.fixtures.worker import WorkerEnv, delivery_row
