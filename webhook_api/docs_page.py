@@ -124,6 +124,6 @@ def render() -> str:
         "docs.html",
         info=doc["info"],
         operations=_operations(doc["paths"]),
-        webhooks=_operations(doc.get("webhooks", {})),
+        webhooks=_operations(doc["webhooks"]),
         schemas=schemas,
     )

@@ -303,8 +303,8 @@ def _webhooks() -> dict[str, Any]:
                 "summary": summary,
                 "description": "Sent to the submission's `callback_url` as a Standard Webhooks "
                 "POST (https://www.standardwebhooks.com/). Answer 2xx within "
-                "DFMOD_CALLBACK_TIMEOUT_S (10 s by default); any other answer, or none, is "
-                "retried on DFMOD_CALLBACK_SCHEDULE with the same `webhook-id`.",
+                "DFMOD_CALLBACK_TIMEOUT_S; any other answer, or none, is retried on "
+                "DFMOD_CALLBACK_SCHEDULE with the same `webhook-id`.",
                 "parameters": _WEBHOOK_HEADERS,
                 "requestBody": {
                     "required": True,

@@ -221,9 +221,10 @@ class Heartbeat:
     ``held`` returns the submission ids whose messages the worker holds; ``requeue`` sends tasks
     for reclaimed jobs and gives up on spent ones; ``waiting`` returns the broker's queue depth;
     ``chores`` runs with the orphan check, every lease (the worker sends due callbacks there);
-    ``started`` returns the ids a pool process has started (their claims lease them; a prefork
-    pool's processes report starts to the main process, where this thread runs, so its own
-    record of running jobs holds none of theirs). :meth:`wake` (on every message received) makes
+    ``started`` returns the ids a pool process or thread has started (their claims lease them);
+    by default this process's own record of running jobs, which under prefork holds none of the
+    children's: the worker passes Celery's active requests, which the children report to the
+    main process, where this thread runs. :meth:`wake` (on every message received) makes
     the next renewal happen at once.
     """
 
@@ -240,7 +241,7 @@ class Heartbeat:
         requeue: Callable[[list[Reclaimed]], None],
         waiting: Callable[[], int | None],
         chores: Callable[[], None] = lambda: None,
-        started: Callable[[], set[str]] = set,
+        started: Callable[[], set[str]] = _running_now,
     ) -> None:
         self._factory, self._settings = session_factory, settings
         self._chores, self._started = chores, started
@@ -276,7 +277,7 @@ class Heartbeat:
                 else:  # messages just received: those not started here meanwhile (a claim
                     # leases its row itself) get their lease now
                     leased &= held
-                    new = held - leased - _running_now() - self._started()
+                    new = held - leased - self._started()
                     hold(session_factory=self._factory, ids=new, settings=self._settings)
                     leased |= new
                 if started >= next_orphans:
