@@ -75,9 +75,10 @@ def serve(settings: Settings, **overrides: Any) -> None:
     """Runs the API under gunicorn until interrupted."""
     from gunicorn.app.base import BaseApplication
 
-    from webhook_api import server_errors
+    from webhook_api import allocator, server_errors
 
     server_errors.install()
+    allocator.keep_freed_buffers()  # before the fork: every worker inherits it
     options = gunicorn_options(settings, **overrides)
     if options["workers"] > 1:
         # Must happen before any worker imports prometheus_client (workers import after fork).
