@@ -408,6 +408,7 @@ def run_stack(
         def run_level(concurrency: int) -> Load:
             before, cpu_before = triton_times(server), {**rss.cpu(), "bench": time.process_time()}
             stages_before, services_before = system_metrics(stack), named_cpu_s(SERVICES)
+            faults_before = rss.minor_faults()
             load = closed_loop(
                 "dfmod e2e",
                 stack.api_url,
@@ -418,6 +419,7 @@ def run_stack(
             )
             after, cpu_after = triton_times(server), {**rss.cpu(), "bench": time.process_time()}
             stages_after, services_after = system_metrics(stack), named_cpu_s(SERVICES)
+            faults_after = rss.minor_faults()
             delta = {k: after[k] - before[k] for k in after}
             count = max(delta["requests"], 1)
             load.extra = {
@@ -432,6 +434,8 @@ def run_stack(
             for name in cpu_after:
                 load.extra[f"cpu_ms_{name}"] = (cpu_after[name] - cpu_before[name]) / done * 1e3
             load.extra["services_cpu_ms"] = (services_after - services_before) / done * 1e3
+            for name in faults_after:
+                load.extra[f"faults_{name}"] = (faults_after[name] - faults_before[name]) / done
             return load
 
         with RssSampler(roots) as rss:
@@ -678,6 +682,12 @@ def print_stages(limit: dict[str, float], stack: list[Load]) -> None:
         print(
             f"  conc {load.concurrency:3d}: {shares}; total {total:.1f} ms; "
             f"with the PostgreSQL and Redis servers {total + services:.1f} ms"
+        )
+    print("\nminor page faults per submission by process tree (pages mapped in afresh):")
+    for load in stack:
+        faults = {k[7:]: v for k, v in load.extra.items() if k.startswith("faults_")}
+        print(
+            f"  conc {load.concurrency:3d}: " + ", ".join(f"{k} {v:.0f}" for k, v in faults.items())
         )
     print(
         "\nthe worker's CPU ms per submission by stage (its working threads' CPU time, from "
