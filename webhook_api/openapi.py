@@ -35,6 +35,8 @@ SERVER_STATUSES = {
     417: "An Expect header other than 100-continue (the HTTP server)",
     500: "An internal error; it was logged and nothing internal is in the body",
     501: "A Transfer-Encoding other than chunked (the HTTP server)",
+    503: "The database cannot be reached for the moment; nothing was stored, retry after "
+    "`Retry-After` seconds",
 }
 STATUS_TEXT = {
     400: "Bad request (malformed JSON, or malformed HTTP)",
@@ -50,6 +52,7 @@ _HEADERS = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}}},
     405: {"Allow": {"schema": {"type": "string"}, "required": True}},
     429: {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True}},
+    503: {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True}},
 }
 _FIELD_IN_QUERY = (
     "As a query parameter it goes with any body shape; where the body gives it too, the body's "
@@ -84,8 +87,14 @@ def _json(model: str, description: str) -> dict[str, Any]:
 def _responses(ok: dict[str, dict[str, Any]], *errors: int) -> dict[str, Any]:
     statuses = {code: STATUS_TEXT[code] for code in errors}
     statuses.update({c: d for c, d in SERVER_STATUSES.items() if c not in statuses})
-    out = dict(ok)
-    out.update({str(code): _problem(code, statuses[code]) for code in sorted(statuses)})
+    out = dict(ok)  # an operation's own answer for a status (readyz's 503) comes first
+    out.update(
+        {
+            str(code): _problem(code, statuses[code])
+            for code in sorted(statuses)
+            if str(code) not in ok
+        }
+    )
     return out
 
 

@@ -53,12 +53,24 @@ def _check_triton(st: AppState) -> dict[str, Any]:
     return {"ok": bool(ready), "url": st.settings.triton_grpc_url, "detail": detail}
 
 
+# What a failed check expected; the cause (an exception's text, which names hosts, ports and
+# database names) goes to the log, not to whoever asks /readyz.
+_UNREACHABLE = {
+    "_check_database": "cannot be reached; expected the database of DFMOD_DATABASE_URL to accept "
+    "connections",
+    "_check_broker": "cannot be reached; expected the broker of DFMOD_BROKER_URL to accept "
+    "connections",
+    "_check_triton": "cannot be reached; expected Triton at DFMOD_TRITON_HOST and its gRPC port",
+}
+
+
 def _run(check: Any, st: AppState) -> dict[str, Any]:
     try:
         return check(st)
     except Exception as exc:
-        logger.warning("readiness check %s failed: %s", check.__name__, exc)
-        return {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+        logger.warning("readiness check %s failed: %s: %s", check.__name__, type(exc).__name__, exc)
+        expected = _UNREACHABLE.get(check.__name__, "failed")
+        return {"ok": False, "detail": f"{expected} (the cause is in the API's log)"}
 
 
 @bp.get("/healthz")

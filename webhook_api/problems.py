@@ -10,6 +10,8 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,10 @@ _HTTP_PROBLEMS: dict[int, tuple[str, str, str]] = {
     415: ("unsupported-media-type", "Unsupported media type", "expected a documented type"),
     500: ("internal-error", "Internal server error", "the error was logged; try again later"),
 }
+
+# Seconds a client is told to wait (Retry-After) when the database cannot be reached: long enough
+# for a restart or a failover to finish, short enough that no upload waits much longer than it.
+DATABASE_RETRY_AFTER_S = 5
 
 
 class ApiProblem(Exception):
@@ -106,10 +112,33 @@ def register_error_handlers(app: Flask) -> None:
             ).response(request.path)
         return _from_http(exc).response(request.path)
 
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeoutError)
+    def _database_unavailable(exc: Exception) -> Response:
+        # Connection refused or lost, a server restarting, a full pool, SQLite's lock wait run
+        # out: nothing was stored, and the same request can succeed in a moment.
+        logger.warning(
+            "database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__
+        )
+        return database_unavailable().response(request.path)
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return _from_http_status(500).response(request.path)
+
+
+def database_unavailable() -> ApiProblem:
+    """Returns the 503 for a database that cannot be reached (``Retry-After`` set)."""
+    return ApiProblem(
+        503,
+        "service-unavailable",
+        "Service unavailable",
+        "the database cannot be reached for the moment and nothing was stored; expected to "
+        f"succeed when retried after {DATABASE_RETRY_AFTER_S} seconds",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
 
 
 def _from_http_status(status: int) -> ApiProblem:
