@@ -35,6 +35,8 @@ PING_IDLE_S = 10.0
 # Connections a PostgreSQL pool keeps open (make_engine's pool_size): what one worker process
 # holds at once (pool threads, callback dispatch, heartbeat); the API sizes its own by threads.
 POSTGRES_POOL_SIZE = 10
+# Seconds a new PostgreSQL connection may take (libpq's connect_timeout) unless the URL says.
+POSTGRES_CONNECT_TIMEOUT_S = 10
 _CHECKED_IN = "dfmod_checked_in"
 
 
@@ -123,6 +125,13 @@ def make_engine(url: str, *, postgres_pool_size: int | None = None, **kwargs: An
     if parsed.get_backend_name() != "postgresql":
         kwargs.setdefault("pool_pre_ping", True)
         return create_engine(url, **kwargs)
+    # A server that vanished without refusing (a dropped network path, a host powered off) would
+    # hold each new connection for the operating system's TCP timeout, minutes; the URL's own
+    # connect_timeout, when given, wins.
+    if "connect_timeout" not in parsed.query:
+        connect_args = dict(kwargs.get("connect_args") or {})
+        connect_args.setdefault("connect_timeout", POSTGRES_CONNECT_TIMEOUT_S)
+        kwargs["connect_args"] = connect_args
     # A pool smaller than the threads using it closes and reopens connections under load.
     kwargs.setdefault("pool_size", postgres_pool_size or POSTGRES_POOL_SIZE)
     kwargs.setdefault("max_overflow", kwargs["pool_size"])

@@ -75,3 +75,21 @@ def test_a_pooled_connection_the_server_ended_is_replaced_at_checkout(
             session.execute(text("INSERT INTO scope_t VALUES (1)"))
         assert now_pid != pid
     assert _count_elsewhere(factory) == 3
+
+
+def test_new_connections_give_up_after_a_timeout_unless_the_url_sets_its_own(
+    postgres_url: str,
+) -> None:
+    from moderation.db import POSTGRES_CONNECT_TIMEOUT_S
+
+    for url, expected in (
+        (postgres_url, str(POSTGRES_CONNECT_TIMEOUT_S)),
+        (f"{postgres_url}?connect_timeout=3", "3"),
+    ):
+        engine = make_engine(url)
+        try:
+            with engine.connect() as connection:
+                info = connection.connection.dbapi_connection.info  # type: ignore[union-attr]
+                assert info.get_parameters().get("connect_timeout") == expected
+        finally:
+            engine.dispose()
