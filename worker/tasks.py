@@ -1,7 +1,8 @@
 """The Celery tasks: a few lines each around the plain functions of ``worker/``.
 
 :func:`register_tasks` binds them to the app; retry policy lives here (Triton outages on
-``settings.score_retry_delays``, other errors on :data:`INTERNAL_RETRY_DELAYS`, then ``failed``).
+``settings.score_retry_delays``, other errors on :data:`INTERNAL_RETRY_DELAYS`, then ``failed``;
+a database that cannot be reached on :data:`DATABASE_RETRY_DELAYS`, for as long as it lasts).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.models import FailureReason, utcnow
@@ -23,6 +26,12 @@ from worker.enqueue import TASK_DELIVER, TASK_FETCH, TASK_SCORE, TASK_SWEEP, enq
 logger = logging.getLogger(__name__)
 
 INTERNAL_RETRY_DELAYS = (5.0, 30.0, 120.0)
+# The database cannot be reached (a restart or failover, connections refused or cut, the pool
+# exhausted, SQLite's lock wait run out): nothing can be recorded, not even a failure, so the task
+# is sent again after these seconds, the last one repeating, until the database answers. The
+# message stays with the broker meanwhile instead of being dropped for the leases to find.
+DATABASE_RETRY_DELAYS = (2.0, 5.0, 10.0, 20.0, 30.0)
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
 
 
 def _deps(task: Task) -> WorkerDeps:
@@ -63,10 +72,12 @@ def _schedule(app: Any, delivery_id: str, result: callbacks.DeliveryResult) -> s
     return result.status
 
 
-def _retry_or_fail(task: Task, submission_id: str, exc: Exception, *, inference: bool) -> str:
+def _retry_or_fail(
+    task: Task, submission_id: str, exc: Exception, *, inference: bool, database_retries: int
+) -> str:
     deps = _deps(task)
     delays = deps.settings.score_retry_delays if inference else INTERNAL_RETRY_DELAYS
-    retries = task.request.retries
+    retries = task.request.retries - database_retries  # those waits were not the job's tries
     if retries < len(delays):
         logger.warning(
             "retry %d of %s in %gs: %s", retries + 1, submission_id, delays[retries], exc
@@ -81,6 +92,27 @@ def _retry_or_fail(task: Task, submission_id: str, exc: Exception, *, inference:
     reason = FailureReason.INFERENCE_UNAVAILABLE if inference else FailureReason.INTERNAL_ERROR
     detail = f"{type(exc).__name__}: {exc}; gave up after {retries + 1} attempts"
     return _fail(task, submission_id, reason, detail)
+
+
+def _retry_when_the_database_is_back(
+    task: Task, submission_id: str, exc: Exception, database_retries: int
+) -> str:
+    """Sends the task again after the next of :data:`DATABASE_RETRY_DELAYS` (raises Retry); the
+    message counts these waits apart, so they use up none of the job's tries."""
+    delay = DATABASE_RETRY_DELAYS[min(database_retries, len(DATABASE_RETRY_DELAYS) - 1)]
+    logger.warning(
+        "database unavailable while working on %s (%s); trying again in %gs",
+        submission_id,
+        type(exc).__name__,
+        delay,
+    )
+    raise task.retry(
+        args=[submission_id],
+        kwargs={"database_retries": database_retries + 1},
+        countdown=delay,
+        exc=exc,
+        max_retries=None,
+    )
 
 
 def _out_of_time(task: Task, submission_id: str, reason: str, what: str) -> str:
@@ -105,7 +137,7 @@ def _fail(task: Task, submission_id: str, reason: str, detail: str) -> str:
     return failed.outcome.value
 
 
-def score_submission(task: Task, submission_id: str) -> str:
+def score_submission(task: Task, submission_id: str, database_retries: int = 0) -> str:
     """Scores a submission; enqueues its callback or, for unfetched media, the fetch.
 
     Just before the verdict's write an idle dispatch thread is reserved if there is one; the
@@ -131,12 +163,18 @@ def score_submission(task: Task, submission_id: str) -> str:
             thread.release()  # held only if the verdict's write itself raised
             raise
     except InferenceUnavailable as exc:
-        return _retry_or_fail(task, submission_id, exc, inference=True)
+        return _retry_or_fail(
+            task, submission_id, exc, inference=True, database_retries=database_retries
+        )
     except SoftTimeLimitExceeded:
         return _out_of_time(task, submission_id, FailureReason.INTERNAL_ERROR, "scoring")
+    except DATABASE_UNAVAILABLE as exc:
+        return _retry_when_the_database_is_back(task, submission_id, exc, database_retries)
     except Exception as exc:
         logger.exception("scoring %s failed unexpectedly", submission_id)
-        return _retry_or_fail(task, submission_id, exc, inference=False)
+        return _retry_or_fail(
+            task, submission_id, exc, inference=False, database_retries=database_retries
+        )
     if result.attempt is not None:
         attempt, queued_at = result.attempt, utcnow()
         thread.submit(lambda: send_and_schedule(task.app, attempt, queued_at))
@@ -149,7 +187,7 @@ def score_submission(task: Task, submission_id: str) -> str:
     return result.outcome.value
 
 
-def fetch_media(task: Task, submission_id: str) -> str:
+def fetch_media(task: Task, submission_id: str, database_retries: int = 0) -> str:
     """Fetches a submission's media_url; enqueues scoring (or the failure callback)."""
     deps = _deps(task)
     try:
@@ -161,9 +199,13 @@ def fetch_media(task: Task, submission_id: str) -> str:
         )
     except SoftTimeLimitExceeded:
         return _out_of_time(task, submission_id, FailureReason.FETCH_FAILED, "fetching media_url")
+    except DATABASE_UNAVAILABLE as exc:
+        return _retry_when_the_database_is_back(task, submission_id, exc, database_retries)
     except Exception as exc:
         logger.exception("fetching %s failed unexpectedly", submission_id)
-        return _retry_or_fail(task, submission_id, exc, inference=False)
+        return _retry_or_fail(
+            task, submission_id, exc, inference=False, database_retries=database_retries
+        )
     if result.outcome is fetch.FetchOutcome.STORED:
         enqueue(task.app, TASK_SCORE, submission_id)
     if result.delivery_id:

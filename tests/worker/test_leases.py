@@ -160,11 +160,16 @@ def test_redis_visibility_timeout_outlasts_every_wait_of_a_live_worker(
     another worker by Redis; recovery from a dead one is the leases' (15 s + a heartbeat)."""
     from worker import callbacks
     from worker.celery_app import _transport_options, redis_visibility_timeout_s
-    from worker.tasks import INTERNAL_RETRY_DELAYS
+    from worker.tasks import DATABASE_RETRY_DELAYS, INTERNAL_RETRY_DELAYS
 
     settings = worker_env.settings
     timeout = redis_visibility_timeout_s(settings)
-    longest = max(callbacks.MAX_COUNTDOWN_S, *settings.score_retry_delays, *INTERNAL_RETRY_DELAYS)
+    longest = max(
+        callbacks.MAX_COUNTDOWN_S,
+        *settings.score_retry_delays,
+        *INTERNAL_RETRY_DELAYS,
+        *DATABASE_RETRY_DELAYS,
+    )
     assert timeout >= longest + settings.task_time_limit_s + settings.lease_s
     assert _transport_options("redis://h:6379/0", settings) == {"visibility_timeout": timeout}
     assert _transport_options("sqla+sqlite:///x.db", settings) == {}
