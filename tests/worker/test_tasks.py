@@ -23,6 +23,18 @@ def _run_score(env: WorkerEnv, submission_id: str, **settings: object) -> str:
     return str(result.result)
 
 
+def _run_score_without_triton(env: WorkerEnv, submission_id: str, *, retry_schedule: str) -> str:
+    """Runs the score task against a closed Triton port, failing fast, on ``retry_schedule``."""
+    return _run_score(
+        env,
+        submission_id,
+        triton_grpc_port=closed_port(),
+        triton_retries=0,
+        triton_timeout_s=1.0,
+        score_retry_schedule=retry_schedule,
+    )
+
+
 def test_score_task__unexpected_error__internal_error_after_retries(worker_env: WorkerEnv) -> None:
     missing_blob = "0" * 64  # the row points at bytes that are not stored
     sub_id = worker_env.submission(blob_sha256=missing_blob)
@@ -37,14 +49,7 @@ def test_score_task__triton_down__inference_unavailable_after_schedule(
     worker_env: WorkerEnv,
 ) -> None:
     sub_id = worker_env.submission(blob_sha256=worker_env.blobs.put(flat_image((64, 48))))
-    outcome = _run_score(
-        worker_env,
-        sub_id,
-        triton_grpc_port=closed_port(),
-        triton_retries=0,
-        triton_timeout_s=1.0,
-        score_retry_schedule="0,0",
-    )
+    outcome = _run_score_without_triton(worker_env, sub_id, retry_schedule="0,0")
     assert outcome == "failed"
     sub = submission_row(worker_env, sub_id)
     assert (sub.status, sub.failure_reason) == (Status.FAILED, "inference_unavailable")
@@ -73,14 +78,7 @@ def test_score_task__database_unreachable__sent_again_without_using_up_its_tries
     monkeypatch.setattr(scoring, "score_submission", refused_at_first)
     # Once the database answers, Triton (closed here) is unavailable: the job then gets the whole
     # inference schedule (two tries), which the database's refusals must not have used up.
-    outcome = _run_score(
-        worker_env,
-        sub_id,
-        triton_grpc_port=closed_port(),
-        triton_retries=0,
-        triton_timeout_s=1.0,
-        score_retry_schedule="0",
-    )
+    outcome = _run_score_without_triton(worker_env, sub_id, retry_schedule="0")
     assert refusals == 0 and outcome == "failed"
     sub = submission_row(worker_env, sub_id)
     assert (sub.status, sub.failure_reason) == (Status.FAILED, "inference_unavailable")
