@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
@@ -38,6 +39,14 @@ POSTGRES_POOL_SIZE = 10
 # Seconds a new PostgreSQL connection may take (libpq's connect_timeout) unless the URL says.
 POSTGRES_CONNECT_TIMEOUT_S = 10
 _CHECKED_IN = "dfmod_checked_in"
+# The errors of a database that cannot be reached for the moment (connections refused or cut by
+# a restart or failover, the pool exhausted, SQLite's lock wait run out): the same work can
+# succeed when it is back. The API answers them 503, the worker sends its task again.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+)
 
 
 def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:

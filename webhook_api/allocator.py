@@ -4,10 +4,10 @@ Each upload passes through several buffers of its own size (gunicorn's read buff
 body, the file part's slice). glibc serves such blocks (over its adaptive ``mmap`` threshold)
 from fresh ``mmap`` regions, or from a thread's arena whose freed top it hands back to the
 kernel at once; either way the next upload faults every page in again, zero-filled by the
-kernel: about 290 page faults per submission, 1.2 MiB, in ``bench_pipeline.py``. With a fixed
+kernel: about 290 page faults per submission, 1.1 MiB, in ``bench_pipeline.py``. With a fixed
 ``mmap`` threshold of 32 MiB (glibc's largest) and a trim threshold of :data:`TRIM_THRESHOLD`,
 blocks up to 32 MiB come from the arenas and freed ones stay mapped for the next request; the
-API's CPU per submission fell by 0.5-0.9 ms and its resident memory rose by about 110 MiB over
+API's CPU per submission fell by 0.5 ms and its resident memory rose by about 110 MiB over
 three processes (docs/performance.md, "glibc keeps the API's freed upload buffers").
 
 Applied in the gunicorn master before it forks (the workers inherit the settings). Not applied

@@ -53,24 +53,25 @@ def _check_triton(st: AppState) -> dict[str, Any]:
     return {"ok": bool(ready), "url": st.settings.triton_grpc_url, "detail": detail}
 
 
-# What a failed check expected; the cause (an exception's text, which names hosts, ports and
-# database names) goes to the log, not to whoever asks /readyz.
-_UNREACHABLE = {
-    "_check_database": "cannot be reached; expected the database of DFMOD_DATABASE_URL to accept "
-    "connections",
-    "_check_broker": "cannot be reached; expected the broker of DFMOD_BROKER_URL to accept "
-    "connections",
-    "_check_triton": "cannot be reached; expected Triton at DFMOD_TRITON_HOST and its gRPC port",
-}
-
-
-def _run(check: Any, st: AppState) -> dict[str, Any]:
+def _run(name: str, check: Any, expected: str, st: AppState) -> dict[str, Any]:
+    """Returns ``check``'s report, or what it expected when it raised: the exception's text
+    names hosts, ports and database names, so it goes to the log, not to whoever asks."""
     try:
         return check(st)
     except Exception as exc:
-        logger.warning("readiness check %s failed: %s: %s", check.__name__, type(exc).__name__, exc)
-        expected = _UNREACHABLE.get(check.__name__, "failed")
-        return {"ok": False, "detail": f"{expected} (the cause is in the API's log)"}
+        logger.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
+        return {"ok": False, "detail": f"cannot be reached; {expected} (the cause is in the log)"}
+
+
+# Each readiness check and what it expects when it cannot reach its service.
+_CHECKS = {
+    "database": (
+        _check_database,
+        "expected the database of DFMOD_DATABASE_URL to accept connections",
+    ),
+    "broker": (_check_broker, "expected the broker of DFMOD_BROKER_URL to accept connections"),
+    "triton": (_check_triton, "expected Triton at DFMOD_TRITON_HOST and its gRPC port"),
+}
 
 
 @bp.get("/healthz")
@@ -83,11 +84,7 @@ def healthz() -> Response:
 def readyz() -> Response:
     """Returns 200 when database, broker and Triton are all usable, else 503; each is reported."""
     st = state()
-    checks = {
-        "database": _run(_check_database, st),
-        "broker": _run(_check_broker, st),
-        "triton": _run(_check_triton, st),
-    }
+    checks = {name: _run(name, check, expected, st) for name, (check, expected) in _CHECKS.items()}
     ready = all(c["ok"] for c in checks.values())
     response = jsonify({"status": "ready" if ready else "unavailable", "checks": checks})
     response.status_code = 200 if ready else 503

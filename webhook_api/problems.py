@@ -10,9 +10,9 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
+
+from moderation.db import DATABASE_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
@@ -112,16 +112,15 @@ def register_error_handlers(app: Flask) -> None:
             ).response(request.path)
         return _from_http(exc).response(request.path)
 
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(InterfaceError)
-    @app.errorhandler(PoolTimeoutError)
     def _database_unavailable(exc: Exception) -> Response:
-        # Connection refused or lost, a server restarting, a full pool, SQLite's lock wait run
-        # out: nothing was stored, and the same request can succeed in a moment.
+        # Nothing was stored, and the same request can succeed in a moment.
         logger.warning(
             "database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__
         )
         return database_unavailable().response(request.path)
+
+    for error in DATABASE_UNAVAILABLE:
+        app.register_error_handler(error, _database_unavailable)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

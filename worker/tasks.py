@@ -13,10 +13,9 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
+from moderation.db import DATABASE_UNAVAILABLE
 from moderation.models import FailureReason, utcnow
 from worker import callbacks, dispatch, fetch, leases, scoring, sweeper
 from worker.celery_app import DfmodCelery
@@ -26,12 +25,11 @@ from worker.enqueue import TASK_DELIVER, TASK_FETCH, TASK_SCORE, TASK_SWEEP, enq
 logger = logging.getLogger(__name__)
 
 INTERNAL_RETRY_DELAYS = (5.0, 30.0, 120.0)
-# The database cannot be reached (a restart or failover, connections refused or cut, the pool
-# exhausted, SQLite's lock wait run out): nothing can be recorded, not even a failure, so the task
-# is sent again after these seconds, the last one repeating, until the database answers. The
-# message stays with the broker meanwhile instead of being dropped for the leases to find.
+# The database cannot be reached (moderation.db.DATABASE_UNAVAILABLE): nothing can be recorded,
+# not even a failure, so the task is sent again after these seconds, the last one repeating,
+# until the database answers. The message stays with the broker meanwhile instead of being
+# dropped for the leases to find.
 DATABASE_RETRY_DELAYS = (2.0, 5.0, 10.0, 20.0, 30.0)
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
 
 
 def _deps(task: Task) -> WorkerDeps:
